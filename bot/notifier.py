@@ -1,0 +1,338 @@
+"""Tells the team: posts each veto from the Redis stream ``migration-guard:events`` to Slack.
+
+Delivery, one event at a time and in stream order (so per VM in order):
+
+1. read with the consumer group ``slack-notifier`` (consumer ``<hostname>-<pid>``);
+2. if the event is already recorded as posted, just acknowledge it (a crash after the post);
+3. post it (``chat.postMessage``), retrying for as long as it takes: a 429 waits the
+   Retry-After Slack asked for, a 5xx or a network error backs off exponentially; blocks Slack
+   refuses as invalid are re-sent as plain text;
+4. in ONE Redis transaction: record "posted" (event id -> Slack ts, kept 7 days), remember the
+   thread of this (VM, target) for 10 minutes, and XACK.
+
+So a crash before step 4 leaves the event pending and it is posted after the restart; a crash
+inside the post call itself is the only (milliseconds wide) window for a second post.
+After a restart the notifier first drains its own pending entries, then takes over the pending
+entries of dead consumers: at once for consumers of this host whose process is gone, and with
+XAUTOCLAIM after ``claim_idle_s`` for any other consumer.
+
+Repeated vetoes of the same VM to the same target within 10 minutes of the first message go
+into that message's thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from .answers import verdict_answer
+from .messages import clip
+
+log = logging.getLogger(__name__)
+
+STREAM = "migration-guard:events"
+GROUP = "slack-notifier"
+POSTED_KEY = "migration-guard:slack:posted:{id}"
+THREAD_KEY = "migration-guard:slack:thread:{key}"
+POSTED_TTL_S = 7 * 24 * 3600
+REPEAT_WINDOW_S = 600
+#: on the very first start (no group yet), vetoes older than this are history, not news
+FIRST_START_LOOKBACK_S = 3600
+#: Slack errors about our message body: re-send as plain text instead of retrying forever
+_BODY_ERRORS = {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "invalid_attachments"}
+
+
+class Stopped(Exception):
+    """The notifier was asked to stop while an event was in flight (it stays pending)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Veto:
+    entry_id: str
+    event_id: str
+    body: dict[str, Any]
+
+    @property
+    def thread_key(self) -> str:
+        b = self.body
+        return "{}:{}:{}:{}".format(b.get("source_cluster") or "", b.get("vmid"),
+                                    b.get("target_cluster") or "", b.get("target"))
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def parse_entry(entry_id: str, fields: dict[str, str] | None) -> Veto | None:
+    """A stream entry -> Veto, or None when it is not a readable veto event."""
+    if not fields or "event" not in fields:
+        return None
+    try:
+        body = json.loads(fields["event"])
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("vmid") is None:
+        return None
+    return Veto(entry_id, str(body.get("id") or entry_id), body)
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: redis.Redis,
+        slack: WebClient,
+        channel: str,
+        *,
+        consumer: str | None = None,
+        block_ms: int = 2000,
+        claim_idle_s: float = 30.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        retry_after_max_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.slack = slack
+        self.channel = channel
+        self.consumer = consumer or consumer_name()
+        self.block_ms = block_ms
+        self.claim_idle_s = claim_idle_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.retry_after_max_s = retry_after_max_s
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.posted = 0
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until ``stop_event`` is set: deliver every event. Redis outages are waited out."""
+        log.info("notifier %s posting vetoes from %s to %s", self.consumer, STREAM, self.channel)
+        recovered = False
+        last_claim = 0.0
+        failures = 0
+        while not self.stop_event.is_set():
+            try:
+                if not recovered:
+                    self.ensure_group()
+                    self.recover()
+                    recovered = True
+                if time.monotonic() - last_claim >= max(self.claim_idle_s / 2, 1.0):
+                    self.claim_stale()
+                    last_claim = time.monotonic()
+                self.read_new()
+                failures = 0
+            except Stopped:
+                break
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream or group vanished (Redis flushed): start over
+                    recovered = False
+                    continue
+                raise
+            except redis.RedisError as exc:
+                failures += 1
+                wait = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(failures, 10))
+                log.warning("Redis is not answering (%s); retrying in %.0f s", type(exc).__name__, wait)
+                self.stop_event.wait(wait)
+        log.info("notifier %s stopped after %d posts", self.consumer, self.posted)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def ensure_group(self) -> bool:
+        """Create the consumer group (and stream) if missing; True when it was created now."""
+        start = f"{int((self.clock() - FIRST_START_LOOKBACK_S) * 1000)}-0"
+        try:
+            self.store.xgroup_create(STREAM, GROUP, id=start, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        log.info("created consumer group %s on %s", GROUP, STREAM)
+        return True
+
+    def recover(self) -> int:
+        """After a (re)start: own pending entries, then those of dead consumers on this host."""
+        done = self._drain(self._own_pending)
+        host = socket.gethostname() + "-"
+        for info in self.store.xinfo_consumers(STREAM, GROUP):
+            name = _s(info.get("name"))
+            pid = name[len(host):] if name.startswith(host) else ""
+            if name == self.consumer or not pid.isdigit() or _alive(int(pid)):
+                continue
+            done += self._take_over(name)
+            self.store.xgroup_delconsumer(STREAM, GROUP, name)
+            log.info("took over the pending vetoes of %s (process gone)", name)
+        return done
+
+    def claim_stale(self) -> int:
+        """XAUTOCLAIM entries idle for ``claim_idle_s`` (their consumer died on another host)."""
+        done, start = 0, "0-0"
+        while True:
+            reply = self.store.xautoclaim(STREAM, GROUP, self.consumer,
+                                          min_idle_time=int(self.claim_idle_s * 1000),
+                                          start_id=start, count=50)
+            start, entries = reply[0], reply[1]
+            for entry_id, fields in entries:
+                self.handle(_s(entry_id), fields)
+                done += 1
+            if _s(start) in ("0-0", "0") or not entries:
+                return done
+
+    def read_new(self) -> int:
+        reply = self.store.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=10, block=self.block_ms)
+        done = 0
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                if self.stop_event.is_set():
+                    raise Stopped
+                self.handle(_s(entry_id), fields)
+                done += 1
+        return done
+
+    def _own_pending(self) -> list[tuple[Any, Any]]:
+        reply = self.store.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=100)
+        return [e for _s_, entries in reply or [] for e in entries]
+
+    def _take_over(self, name: str) -> int:
+        done = 0
+        while True:
+            pending = self.store.xpending_range(STREAM, GROUP, min="-", max="+", count=100, consumername=name)
+            ids = [p["message_id"] for p in pending]
+            if not ids:
+                return done
+            claimed = self.store.xclaim(STREAM, GROUP, self.consumer, min_idle_time=0, message_ids=ids)
+            got = {_s(i) for i, _f in claimed}
+            for entry_id, fields in claimed:
+                self.handle(_s(entry_id), fields)
+                done += 1
+            gone = [i for i in ids if _s(i) not in got]  # deleted from the stream meanwhile
+            if gone:
+                self.store.xack(STREAM, GROUP, *gone)
+
+    def _drain(self, fetch: Callable[[], list[tuple[Any, Any]]]) -> int:
+        done = 0
+        while True:
+            entries = fetch()
+            if not entries:
+                return done
+            for entry_id, fields in entries:
+                self.handle(_s(entry_id), fields)
+                done += 1
+
+    # --- one event -----------------------------------------------------------------------
+
+    def handle(self, entry_id: str, fields: Any) -> str | None:
+        """Deliver one entry exactly once; returns the Slack ts (None if skipped)."""
+        veto = parse_entry(entry_id, {_s(k): _s(v) for k, v in (fields or {}).items()})
+        if veto is None:
+            log.warning("stream entry %s is not a readable veto event; acknowledged without posting", entry_id)
+            self.store.xack(STREAM, GROUP, entry_id)
+            return None
+        posted_key = POSTED_KEY.format(id=veto.event_id)
+        already = self.store.get(posted_key)
+        if already is not None:
+            log.info("veto %s was already posted (ts %s); acknowledging", veto.event_id, _s(already))
+            self.store.xack(STREAM, GROUP, entry_id)
+            return _s(already)
+        thread_key = THREAD_KEY.format(key=veto.thread_key)
+        thread_ts = self.store.get(thread_key)
+        ts = self.post(veto, _s(thread_ts) if thread_ts else None)
+        pipe = self.store.pipeline(transaction=True)
+        pipe.set(posted_key, ts, ex=POSTED_TTL_S)
+        pipe.set(thread_key, ts, ex=REPEAT_WINDOW_S, nx=True)
+        pipe.xack(STREAM, GROUP, entry_id)
+        pipe.execute()
+        self.posted += 1
+        return ts
+
+    def post(self, veto: Veto, thread_ts: str | None) -> str:
+        """chat.postMessage until Slack accepts it; returns its ts. Raises Stopped on stop."""
+        message = verdict_answer(veto.body, veto=True)
+        text, blocks = message.text, message.blocks
+        if thread_ts:
+            text = "Again: " + text
+        attempt = 0
+        while True:
+            if self.stop_event.is_set():
+                raise Stopped
+            try:
+                kwargs: dict[str, Any] = {"channel": self.channel, "text": clip(text, 3000),
+                                          "unfurl_links": False, "unfurl_media": False}
+                if blocks:
+                    kwargs["blocks"] = blocks
+                if thread_ts:
+                    kwargs["thread_ts"] = thread_ts
+                resp = self.slack.chat_postMessage(**kwargs)
+                return str(resp["ts"])
+            except SlackApiError as exc:
+                status = exc.response.status_code
+                error = _slack_error(exc)
+                if status == 429:
+                    wait = _retry_after(exc.response.headers, self.retry_after_max_s)
+                    log.warning("Slack rate limit (429) posting veto %s; waiting %.0f s as asked",
+                                veto.event_id, wait)
+                    if self.stop_event.wait(wait):
+                        raise Stopped
+                    continue
+                elif status == 200 and error in _BODY_ERRORS and blocks:
+                    log.error("Slack refused the blocks of veto %s (%s); sending plain text", veto.event_id, error)
+                    blocks = []
+                    continue
+                else:
+                    wait = self._backoff(attempt)
+                    log.warning("Slack refused veto %s (HTTP %s, %s); retrying in %.1f s",
+                                veto.event_id, status, error or "no error code", wait)
+            except (SlackClientError, OSError, ValueError) as exc:
+                wait = self._backoff(attempt)
+                log.warning("cannot reach Slack posting veto %s (%s); retrying in %.1f s",
+                            veto.event_id, type(exc).__name__, wait)
+            attempt += 1
+            if self.stop_event.wait(wait):
+                raise Stopped
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_max_s, self.backoff_base_s * 2 ** min(attempt, 10))
+
+
+def _slack_error(exc: SlackApiError) -> str:
+    data = getattr(exc.response, "data", None)
+    return str(data.get("error") or "") if isinstance(data, dict) else ""
+
+
+def _retry_after(headers: Any, cap: float) -> float:
+    value = None
+    if headers:
+        for k, v in dict(headers).items():
+            if str(k).lower() == "retry-after":
+                value = v[0] if isinstance(v, list) else v
+    try:
+        return max(0.0, min(cap, float(value))) if value is not None else 1.0
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

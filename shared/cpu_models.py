@@ -23,8 +23,8 @@ PASSTHROUGH: frozenset[str] = frozenset({"host", "max"})
 @dataclass(frozen=True, slots=True)
 class CpuModel:
     name: str
-    vendor: str | None                  # "intel", "amd" or None (takes the node's vendor)
-    features: frozenset[str]            # canonical QEMU names
+    vendor: str | None  # "intel", "amd" or None (takes the node's vendor)
+    features: frozenset[str]  # canonical QEMU names
     source: str = ""
     family: str = ""
     version: int | None = None
@@ -97,8 +97,16 @@ def load_catalog(text: str) -> Catalog:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"the CPU model catalog cannot be read ({exc}); reinstall the package") from exc
     for name in PASSTHROUGH:
-        models.setdefault(name, CpuModel(name=name, vendor=None, features=frozenset(),
-                                         source="Proxmox: passes the node's CPU through", passthrough=True))
+        models.setdefault(
+            name,
+            CpuModel(
+                name=name,
+                vendor=None,
+                features=frozenset(),
+                source="Proxmox: passes the node's CPU through",
+                passthrough=True,
+            ),
+        )
     return Catalog(models=models, provenance=dict(data.get("provenance") or {}))
 
 
@@ -108,5 +116,7 @@ def catalog() -> Catalog:
     try:
         text = resources.files("shared").joinpath("data/cpu_models.json").read_text(encoding="utf-8")
     except (FileNotFoundError, OSError) as exc:
-        raise ConfigError("the CPU model catalog shared/data/cpu_models.json is missing; reinstall the package") from exc
+        raise ConfigError(
+            "the CPU model catalog shared/data/cpu_models.json is missing; reinstall the package"
+        ) from exc
     return load_catalog(text)

@@ -19,8 +19,8 @@ from .flags import canonical, rules
 
 @dataclass(frozen=True, slots=True)
 class CustomModel:
-    name: str                       # without the "custom-" prefix
-    reported_model: str             # the QEMU model it builds on (default kvm64)
+    name: str  # without the "custom-" prefix
+    reported_model: str  # the QEMU model it builds on (default kvm64)
     flags: tuple[tuple[str, bool], ...] = ()
     phys_bits: str | None = None
     hidden: bool = False
@@ -30,9 +30,9 @@ class CustomModel:
 
 @dataclass(frozen=True, slots=True)
 class CpuSpec:
-    raw: str                        # the value as written ("" for no cpu: line)
-    cputype: str                    # e.g. "kvm64", "host", "x86-64-v2-AES", "Skylake-Server-v4", "custom-foo"
-    flags: tuple[tuple[str, bool], ...] = ()   # (canonical QEMU feature name, True for +)
+    raw: str  # the value as written ("" for no cpu: line)
+    cputype: str  # e.g. "kvm64", "host", "x86-64-v2-AES", "Skylake-Server-v4", "custom-foo"
+    flags: tuple[tuple[str, bool], ...] = ()  # (canonical QEMU feature name, True for +)
     hidden: bool = False
     hv_vendor_id: str | None = None
     phys_bits: str | None = None
@@ -93,7 +93,9 @@ def parse_flags(text: str, where: str, *, vm: bool) -> tuple[tuple[str, bool], .
     """``+F;-F...`` -> ((canonical name, enabled), ...), later mentions win. ``vm`` limits the
     names to Proxmox's VM flag set (custom models may use any QEMU flag)."""
     if text.strip() == "":
-        raise CpuSpecError(f"{where}: malformed flag list: flags= is empty (write +FLAG or -FLAG, separated by ';')")
+        raise CpuSpecError(
+            f"{where}: malformed flag list: flags= is empty (write +FLAG or -FLAG, separated by ';')"
+        )
     result: dict[str, bool] = {}
     allowed = rules().vm_flags_allowed
     for item in text.split(";"):
@@ -119,14 +121,16 @@ def _check_type(cputype: str, where: str, cat: Catalog, custom_models: dict[str,
     if not _TYPE_RE.match(cputype):
         raise CpuSpecError(f"{where}: {_short(cputype)!r} is not a CPU type")
     if cputype.startswith("custom-"):
-        name = cputype[len("custom-"):]
+        name = cputype[len("custom-") :]
         custom = (custom_models or {}).get(name)
         if custom is None:
             if custom_models is None:
                 raise UnknownModelError(
                     f"{where}: unknown CPU type {cputype!r}: custom models need the cluster's cpu-models.conf"
                 )
-            raise UnknownModelError(f"{where}: unknown CPU type {cputype!r}: cpu-models.conf does not define {name!r}")
+            raise UnknownModelError(
+                f"{where}: unknown CPU type {cputype!r}: cpu-models.conf does not define {name!r}"
+            )
         return custom
     if cputype in PASSTHROUGH or cat.resolve(cputype) is not None:
         return None
@@ -139,7 +143,9 @@ def _check_reported(model: str, where: str, cat: Catalog) -> str:
     if model in PASSTHROUGH or model.startswith("custom-") or cat.resolve(model) is None:
         hint = cat.suggest(model)
         extra = f" (did you mean {hint!r}?)" if hint else ""
-        raise UnknownModelError(f"{where}: reported-model={_short(model)!r} is not a built-in QEMU CPU model{extra}")
+        raise UnknownModelError(
+            f"{where}: reported-model={_short(model)!r} is not a built-in QEMU CPU model{extra}"
+        )
     return model
 
 
@@ -171,7 +177,9 @@ def parse_cpu(
         elif index == 0:
             key, val = "cputype", part
         else:
-            raise CpuSpecError(f"{where}: unexpected {_short(part)!r} (options are key=value, e.g. flags=+pcid)")
+            raise CpuSpecError(
+                f"{where}: unexpected {_short(part)!r} (options are key=value, e.g. flags=+pcid)"
+            )
         if key not in _KEYS:
             raise CpuSpecError(f"{where}: unknown option {_short(key)!r} (known: {', '.join(_KEYS)})")
         if key in found:
@@ -189,8 +197,12 @@ def parse_cpu(
         hidden=_bool("hidden", found["hidden"], where) if "hidden" in found else False,
         hv_vendor_id=_hv_vendor(found["hv-vendor-id"], where) if "hv-vendor-id" in found else None,
         phys_bits=_phys_bits(found["phys-bits"], where) if "phys-bits" in found else None,
-        guest_phys_bits=_guest_phys_bits(found["guest-phys-bits"], where) if "guest-phys-bits" in found else None,
-        reported_model=_check_reported(found["reported-model"], where, cat) if "reported-model" in found else None,
+        guest_phys_bits=_guest_phys_bits(found["guest-phys-bits"], where)
+        if "guest-phys-bits" in found
+        else None,
+        reported_model=_check_reported(found["reported-model"], where, cat)
+        if "reported-model" in found
+        else None,
         custom=custom,
     )
 
@@ -240,7 +252,9 @@ def parse_custom_models(text: str, *, models: Catalog | None = None) -> dict[str
             phys_bits=_phys_bits(props["phys-bits"], where) if "phys-bits" in props else None,
             hidden=_bool("hidden", props["hidden"], where) if "hidden" in props else False,
             hv_vendor_id=_hv_vendor(props["hv-vendor-id"], where) if "hv-vendor-id" in props else None,
-            guest_phys_bits=_guest_phys_bits(props["guest-phys-bits"], where) if "guest-phys-bits" in props else None,
+            guest_phys_bits=_guest_phys_bits(props["guest-phys-bits"], where)
+            if "guest-phys-bits" in props
+            else None,
         )
 
     for number, line in enumerate(text.splitlines(), start=1):
@@ -250,13 +264,17 @@ def parse_custom_models(text: str, *, models: Catalog | None = None) -> dict[str
         if not line[0].isspace():
             key, sep, val = stripped.partition(":")
             if sep != ":" or key.strip() != "cpu-model":
-                raise CpuSpecError(f"cpu-models.conf line {number}: expected 'cpu-model: NAME', got {_short(stripped)!r}")
+                raise CpuSpecError(
+                    f"cpu-models.conf line {number}: expected 'cpu-model: NAME', got {_short(stripped)!r}"
+                )
             finish()
             name = val.strip()
             if name.startswith("custom-"):
-                name = name[len("custom-"):]
+                name = name[len("custom-") :]
             if not _CUSTOM_NAME_RE.match(name):
-                raise CpuSpecError(f"cpu-models.conf line {number}: {_short(name)!r} is not a valid model name")
+                raise CpuSpecError(
+                    f"cpu-models.conf line {number}: {_short(name)!r} is not a valid model name"
+                )
             if name in result:
                 raise CpuSpecError(f"cpu-models.conf line {number}: cpu-model {name} is defined twice")
             current, props, header_line = name, {}, number

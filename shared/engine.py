@@ -35,17 +35,17 @@ VerdictKind = Literal["allow", "deny", "unknown"]
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    code: str       # "missing-flags", "vendor-mismatch", "unknown-model", "passthrough-caution", ...
-    message: str    # one sentence for an operator
+    code: str  # "missing-flags", "vendor-mismatch", "unknown-model", "passthrough-caution", ...
+    message: str  # one sentence for an operator
 
 
 @dataclass(frozen=True, slots=True)
 class RunVerdict:
-    cpu: str                    # the spec as given
+    cpu: str  # the spec as given
     host: str
     runnable: bool
-    missing: tuple[str, ...]    # Linux names, sorted
-    model: str                  # the resolved model (e.g. "Skylake-Server-v1")
+    missing: tuple[str, ...]  # Linux names, sorted
+    model: str  # the resolved model (e.g. "Skylake-Server-v1")
     reasons: tuple[Reason, ...] = ()
 
 
@@ -69,8 +69,8 @@ class Blocked:
 @dataclass(frozen=True, slots=True)
 class Recommendation:
     recommended: str | None
-    ranked: tuple[str, ...]         # best first; every type runs on every host
-    blocked: tuple[Blocked, ...]    # better types that fail, with the host and what it lacks
+    ranked: tuple[str, ...]  # best first; every type runs on every host
+    blocked: tuple[Blocked, ...]  # better types that fail, with the host and what it lacks
 
 
 # --- feature bits ---------------------------------------------------------------------------
@@ -127,15 +127,16 @@ def _missing_names(mask: int) -> tuple[str, ...]:
 
 # --- requirements (per spec) and offers (per host) --------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Requirement:
     """What a CPU type needs from a node, precomputed."""
 
-    model: str                  # resolved model name ("Skylake-Server-v1", "custom-foo", "host")
-    vendor: str | None          # the vendor the model forces, None for generic types
+    model: str  # resolved model name ("Skylake-Server-v1", "custom-foo", "host")
+    vendor: str | None  # the vendor the model forces, None for generic types
     passthrough: bool
-    bits: int                   # required features (hypervisor-supplied ones removed)
-    nested: bool = False        # nested-virt: + svm/vmx by vendor
+    bits: int  # required features (hypervisor-supplied ones removed)
+    nested: bool = False  # nested-virt: + svm/vmx by vendor
 
     @property
     def features(self) -> frozenset[str]:
@@ -148,9 +149,9 @@ class Offer:
 
     name: str
     vendor: str
-    bits: int                   # offered features
-    undecidable: int = 0        # offered only because the host data cannot tell (no bugs: line)
-    guest_bits: int = 0         # what a passthrough CPU hands the guest (for host/max comparisons)
+    bits: int  # offered features
+    undecidable: int = 0  # offered only because the host data cannot tell (no bugs: line)
+    guest_bits: int = 0  # what a passthrough CPU hands the guest (for host/max comparisons)
 
 
 _REQ_CACHE: dict[tuple[CpuSpec, int], Requirement] = {}
@@ -210,7 +211,9 @@ def _requirement(spec: CpuSpec, cat: Catalog) -> Requirement:
     if vm_nested is not None:
         nested = vm_nested
     features -= rules().hypervisor_supplied
-    return Requirement(model=name, vendor=vendor, passthrough=False, bits=_bits(features), nested=bool(nested))
+    return Requirement(
+        model=name, vendor=vendor, passthrough=False, bits=_bits(features), nested=bool(nested)
+    )
 
 
 def _amd_native_ssbd(host: HostCpu) -> bool:
@@ -286,8 +289,13 @@ def _offer(host: HostCpu) -> Offer:
         elif not any(bug in host.bugs for bug in derived.absent_bugs):
             features.add(feature)
     bits = _bits(features)
-    return Offer(name=host.name, vendor=host.vendor, bits=bits, undecidable=_bits(undecidable),
-                 guest_bits=bits & _universe_bits())
+    return Offer(
+        name=host.name,
+        vendor=host.vendor,
+        bits=bits,
+        undecidable=_bits(undecidable),
+        guest_bits=bits & _universe_bits(),
+    )
 
 
 def clear_caches() -> None:
@@ -343,12 +351,14 @@ def _undecidable_reason(host: str, mask: int, cpu: str) -> Reason:
 def _vendor_forced_reason(req: Requirement, host: HostCpu, cpu: str) -> Reason:
     return Reason(
         "vendor-forced",
-        f"cpu {cpu} shows the guest an {_VENDOR_WORD[req.vendor or 'unknown']} CPU on {_VENDOR_WORD[host.vendor]} "
+        f"cpu {cpu} shows the guest an {_VENDOR_WORD[req.vendor or 'unknown']} CPU "
+        f"on {_VENDOR_WORD[host.vendor]} "
         f"node {host.name}: QEMU starts it because the features exist, but test the guest OS there first",
     )
 
 
 # --- verdicts -------------------------------------------------------------------------------
+
 
 def check_runnable(spec: CpuSpec, host: HostCpu) -> RunVerdict:
     """Can a VM with this CPU type start on this node? Missing features in Linux names, sorted."""
@@ -374,8 +384,14 @@ def _run(spec: CpuSpec, req: Requirement, host: HostCpu, nested_vendor: str | No
             reasons.append(_undecidable_reason(host.name, unsure, cpu))
         if req.vendor is not None and host.vendor != "unknown" and req.vendor != host.vendor:
             reasons.append(_vendor_forced_reason(req, host, cpu))
-    return RunVerdict(cpu=cpu, host=host.name, runnable=not lacking, missing=missing, model=req.model,
-                      reasons=tuple(reasons))
+    return RunVerdict(
+        cpu=cpu,
+        host=host.name,
+        runnable=not lacking,
+        missing=missing,
+        model=req.model,
+        reasons=tuple(reasons),
+    )
 
 
 def runnable_matrix(specs: Sequence[CpuSpec], hosts: Sequence[HostCpu]) -> list[list[bool]]:
@@ -413,7 +429,9 @@ def _suggestion(hosts: Sequence[HostCpu]) -> str | None:
     return f"{rec.recommended} runs on all of {', '.join(names)}"
 
 
-def check_migration(spec: CpuSpec, source: HostCpu | None, target: HostCpu, *, running: bool = True) -> MigrationVerdict:
+def check_migration(
+    spec: CpuSpec, source: HostCpu | None, target: HostCpu, *, running: bool = True
+) -> MigrationVerdict:
     """source None = unknown source (cross-cluster): named types judged on target alone,
     passthrough types -> unknown with code source-unknown."""
     req = requirement(spec)
@@ -427,42 +445,66 @@ def check_migration(spec: CpuSpec, source: HostCpu | None, target: HostCpu, *, r
         return MigrationVerdict("allow", run.reasons, None, cpu, req.model)
     reasons = list(run.reasons)
     if req.nested and running and source is not None and source.vendor != target.vendor:
-        reasons.append(Reason(
-            "vendor-mismatch",
-            f"cpu {cpu} runs nested virtualization with the source's {_VENDOR_WORD[source.vendor]} extension; "
-            f"{target.name} is {_VENDOR_WORD[target.vendor]}: stop the VM and start it there instead",
-        ))
+        reasons.append(
+            Reason(
+                "vendor-mismatch",
+                f"cpu {cpu} runs nested virtualization with the source's "
+                f"{_VENDOR_WORD[source.vendor]} extension; "
+                f"{target.name} is {_VENDOR_WORD[target.vendor]}: stop the VM and start it there instead",
+            )
+        )
     return MigrationVerdict("deny", tuple(reasons), _suggestion(both), cpu, req.model, run.missing)
 
 
-def _passthrough_migration(spec: CpuSpec, req: Requirement, cpu: str, source: HostCpu | None, target: HostCpu,
-                           running: bool) -> MigrationVerdict:
+def _passthrough_migration(
+    spec: CpuSpec, req: Requirement, cpu: str, source: HostCpu | None, target: HostCpu, running: bool
+) -> MigrationVerdict:
     if not running:
         return MigrationVerdict("allow", (), None, cpu, req.model)
     if source is None:
         return MigrationVerdict(
             "unknown",
-            (Reason("source-unknown",
+            (
+                Reason(
+                    "source-unknown",
                     f"cpu {cpu} passes the source node's CPU through, and the source is unknown, "
-                    f"so it cannot be compared with {target.name}"),),
-            _suggestion([target]), cpu, req.model,
+                    f"so it cannot be compared with {target.name}",
+                ),
+            ),
+            _suggestion([target]),
+            cpu,
+            req.model,
         )
     if source.vendor == "unknown" or target.vendor == "unknown":
         unknown = source.name if source.vendor == "unknown" else target.name
         return MigrationVerdict(
             "unknown",
-            (Reason("vendor-unknown",
-                    f"cpu {cpu} passes {source.name}'s CPU through, but the vendor of {unknown}'s CPU is unknown; "
-                    "give the node's vendor (intel or amd)"),),
-            _suggestion([source, target]), cpu, req.model,
+            (
+                Reason(
+                    "vendor-unknown",
+                    f"cpu {cpu} passes {source.name}'s CPU through, "
+                    f"but the vendor of {unknown}'s CPU is unknown; "
+                    "give the node's vendor (intel or amd)",
+                ),
+            ),
+            _suggestion([source, target]),
+            cpu,
+            req.model,
         )
     if source.vendor != target.vendor:
         return MigrationVerdict(
             "deny",
-            (Reason("vendor-mismatch",
-                    f"cpu {cpu} passes the source's {_VENDOR_WORD[source.vendor]} CPU through; {target.name} is "
-                    f"{_VENDOR_WORD[target.vendor]}: the guest would crash after cutover"),),
-            _suggestion([source, target]), cpu, req.model,
+            (
+                Reason(
+                    "vendor-mismatch",
+                    f"cpu {cpu} passes the source's {_VENDOR_WORD[source.vendor]} CPU through; "
+                    f"{target.name} is "
+                    f"{_VENDOR_WORD[target.vendor]}: the guest would crash after cutover",
+                ),
+            ),
+            _suggestion([source, target]),
+            cpu,
+            req.model,
         )
     src, dst = offer(source), offer(target)
     lacking = src.guest_bits & ~dst.guest_bits
@@ -470,24 +512,39 @@ def _passthrough_migration(spec: CpuSpec, req: Requirement, cpu: str, source: Ho
         missing = _missing_names(lacking)
         return MigrationVerdict(
             "deny",
-            (Reason("missing-flags",
+            (
+                Reason(
+                    "missing-flags",
                     f"{target.name} lacks {_join(missing)} that cpu {cpu} passes through from {source.name}: "
-                    "the guest would crash after cutover"),),
-            _suggestion([source, target]), cpu, req.model, missing,
+                    "the guest would crash after cutover",
+                ),
+            ),
+            _suggestion([source, target]),
+            cpu,
+            req.model,
+            missing,
         )
     if src.guest_bits == dst.guest_bits and source.model == target.model:
         return MigrationVerdict("allow", (), None, cpu, req.model)
     return MigrationVerdict(
         "allow",
-        (Reason("passthrough-caution",
-                f"{target.name} has every CPU feature {source.name} passes through with cpu {cpu}, but it is not "
+        (
+            Reason(
+                "passthrough-caution",
+                f"{target.name} has every CPU feature {source.name} passes through with cpu {cpu}, "
+                "but it is not "
                 f"the same CPU ({target.model or 'unknown model'} vs {source.model or 'unknown model'}); "
-                "a named type is safer"),),
-        None, cpu, req.model,
+                "a named type is safer",
+            ),
+        ),
+        None,
+        cpu,
+        req.model,
     )
 
 
 # --- recommendation -------------------------------------------------------------------------
+
 
 def candidates(hosts: Sequence[HostCpu], models: Catalog | None = None) -> list[str]:
     """The types a recommendation weighs: Proxmox's generic ladder, plus the named QEMU models of
@@ -498,8 +555,12 @@ def candidates(hosts: Sequence[HostCpu], models: Catalog | None = None) -> list[
     if len(vendors) == 1 and next(iter(vendors)) in ("intel", "amd"):
         vendor = next(iter(vendors))
         for model in cat.models.values():
-            if (model.vendor == vendor and not model.alias_of and not model.deprecated
-                    and not model.passthrough):
+            if (
+                model.vendor == vendor
+                and not model.alias_of
+                and not model.deprecated
+                and not model.passthrough
+            ):
                 names.append(model.name)
     ladder = {n: i for i, n in enumerate(GENERIC_LADDER)}
 

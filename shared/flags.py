@@ -20,10 +20,10 @@ class HostNeed:
     """A QEMU feature that the host shows under other flags (or only on one vendor)."""
 
     feature: str
-    flags: tuple[str, ...]          # Linux flags the host must show (all of them)
-    vendor: str | None = None       # the rule only holds on this host vendor
+    flags: tuple[str, ...]  # Linux flags the host must show (all of them)
+    vendor: str | None = None  # the rule only holds on this host vendor
     supplied_on: str | None = None  # on this host vendor KVM offers it without any flag
-    amd_native_ssbd: bool = False   # on AMD only with native AMD_SSBD (Zen2+)
+    amd_native_ssbd: bool = False  # on AMD only with native AMD_SSBD (Zen2+)
     source: str = ""
 
 

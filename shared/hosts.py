@@ -34,13 +34,43 @@ class HostCpu:
 
 
 _VENDOR_IDS = {"genuineintel": "intel", "authenticamd": "amd", "hygongenuine": "amd"}
-_AMD_WORDS = ("amd", "epyc", "ryzen", "opteron", "athlon", "phenom", "threadripper", "hygon", "turion", "sempron")
+_AMD_WORDS = (
+    "amd",
+    "epyc",
+    "ryzen",
+    "opteron",
+    "athlon",
+    "phenom",
+    "threadripper",
+    "hygon",
+    "turion",
+    "sempron",
+)
 _INTEL_WORDS = ("intel", "xeon", "core", "atom", "celeron", "pentium")
-_AMD_FLAGS = frozenset({"svm", "sse4a", "misalignsse", "mmxext", "fxsr_opt", "cmp_legacy", "cr8_legacy",
-                        "extapic", "topoext", "perfctr_core", "xop", "fma4", "clzero", "fxsr-opt",
-                        "cmp-legacy", "cr8legacy", "perfctr-core"})
-_INTEL_FLAGS = frozenset({"vmx", "smx", "est", "tm2", "ds_cpl", "dtes64", "pdcm", "xtpr", "ept", "vpid",
-                          "ds-cpl", "pebs", "bts"})
+_AMD_FLAGS = frozenset(
+    {
+        "svm",
+        "sse4a",
+        "misalignsse",
+        "mmxext",
+        "fxsr_opt",
+        "cmp_legacy",
+        "cr8_legacy",
+        "extapic",
+        "topoext",
+        "perfctr_core",
+        "xop",
+        "fma4",
+        "clzero",
+        "fxsr-opt",
+        "cmp-legacy",
+        "cr8legacy",
+        "perfctr-core",
+    }
+)
+_INTEL_FLAGS = frozenset(
+    {"vmx", "smx", "est", "tm2", "ds_cpl", "dtes64", "pdcm", "xtpr", "ept", "vpid", "ds-cpl", "pebs", "bts"}
+)
 
 
 def vendor_of(vendor_id: str | None = None, model: str = "", flags: Iterable[str] = ()) -> Vendor:
@@ -139,7 +169,9 @@ def host_from_json(obj: object, default_name: str) -> HostCpu:
         raise HostDataError(f"host {name}: 'flags' is empty")
     model_value = obj.get("model_name", obj.get("model", ""))
     model = model_value if isinstance(model_value, str) else ""
-    number = _int(obj.get("model_number", obj.get("model") if not isinstance(obj.get("model"), str) else None))
+    number = _int(
+        obj.get("model_number", obj.get("model") if not isinstance(obj.get("model"), str) else None)
+    )
     family = _int(obj.get("family", obj.get("cpu_family")))
     source = obj.get("flag_source", "cpuinfo")
     if source not in ("cpuinfo", "qemu-kvm"):
@@ -174,7 +206,9 @@ def host_from_proxmox(name: str, cpuinfo: dict) -> HostCpu:
     return HostCpu(name=name, vendor=vendor_of(None, model, flags), model=model, flags=flags)
 
 
-def host_from_qemu_flags(name: str, model: str, qemu_flags: Iterable[str], vendor: Vendor | None = None) -> HostCpu:
+def host_from_qemu_flags(
+    name: str, model: str, qemu_flags: Iterable[str], vendor: Vendor | None = None
+) -> HostCpu:
     """From ``GET /cluster/qemu/cpu-flags`` (QEMU names offered by that node's KVM)."""
     flags = frozenset(f.strip().lower() for f in qemu_flags if f and f.strip())
     if vendor is None or vendor == "unknown":

@@ -18,26 +18,41 @@ from ..hosts import HostCpu, load_host_file
 
 
 def register(subparsers) -> None:
-    cpu = subparsers.add_parser("cpu", help="judge CPU types against node CPUs (local files, no service)",
-                                description="Judge Proxmox CPU types against node CPUs from local files.")
+    cpu = subparsers.add_parser(
+        "cpu",
+        help="judge CPU types against node CPUs (local files, no service)",
+        description="Judge Proxmox CPU types against node CPUs from local files.",
+    )
     sub = cpu.add_subparsers(dest="cpu_command", metavar="COMMAND", parser_class=type(cpu))
     cpu.set_defaults(func=lambda args: _usage(cpu))
 
     custom_help = "cpu-models.conf (/etc/pve/virtual-guest/cpu-models.conf) defining custom-NAME types"
     host_help = "a /proc/cpuinfo text, a JSON host file ({name, vendor, model, flags}), or - for stdin"
 
-    check = sub.add_parser("check", help="can each CPU type start on each node?",
-                           description="Can each CPU type start on each node? Exit 0 when all can, 1 otherwise.")
-    check.add_argument("--cpu", action="append", required=True, metavar="SPEC",
-                       help="a VM's cpu: value, e.g. 'x86-64-v2-AES' or 'kvm64,flags=+pcid' (repeatable)")
-    check.add_argument("--host", action="append", required=True, metavar="FILE", help=host_help + " (repeatable)")
+    check = sub.add_parser(
+        "check",
+        help="can each CPU type start on each node?",
+        description="Can each CPU type start on each node? Exit 0 when all can, 1 otherwise.",
+    )
+    check.add_argument(
+        "--cpu",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="a VM's cpu: value, e.g. 'x86-64-v2-AES' or 'kvm64,flags=+pcid' (repeatable)",
+    )
+    check.add_argument(
+        "--host", action="append", required=True, metavar="FILE", help=host_help + " (repeatable)"
+    )
     check.add_argument("--custom-models", metavar="FILE", help=custom_help)
     check.add_argument("--json", action="store_true", help="print JSON")
     check.set_defaults(func=_check)
 
-    migrate = sub.add_parser("migrate", help="may a VM with this CPU type move from SOURCE to TARGET?",
-                             description="May a VM with this CPU type move from SOURCE to TARGET? "
-                                         "Exit 0 allow, 1 deny.")
+    migrate = sub.add_parser(
+        "migrate",
+        help="may a VM with this CPU type move from SOURCE to TARGET?",
+        description="May a VM with this CPU type move from SOURCE to TARGET? Exit 0 allow, 1 deny.",
+    )
     migrate.add_argument("--cpu", required=True, metavar="SPEC", help="the VM's cpu: value")
     migrate.add_argument("--source", required=True, metavar="FILE", help=host_help)
     migrate.add_argument("--target", required=True, metavar="FILE", help=host_help)
@@ -46,14 +61,22 @@ def register(subparsers) -> None:
     migrate.add_argument("--json", action="store_true", help="print JSON")
     migrate.set_defaults(func=_migrate)
 
-    rec = sub.add_parser("recommend", help="the most capable CPU type every node runs",
-                         description="The most capable CPU type every node runs (a cluster baseline).")
-    rec.add_argument("--host", action="append", required=True, metavar="FILE", help=host_help + " (repeatable)")
+    rec = sub.add_parser(
+        "recommend",
+        help="the most capable CPU type every node runs",
+        description="The most capable CPU type every node runs (a cluster baseline).",
+    )
+    rec.add_argument(
+        "--host", action="append", required=True, metavar="FILE", help=host_help + " (repeatable)"
+    )
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.set_defaults(func=_recommend)
 
-    models = sub.add_parser("models", help="the known CPU types with vendor and provenance",
-                            description="The known CPU types with vendor and provenance.")
+    models = sub.add_parser(
+        "models",
+        help="the known CPU types with vendor and provenance",
+        description="The known CPU types with vendor and provenance.",
+    )
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(func=_models)
 
@@ -76,7 +99,9 @@ def _custom(path: str | None) -> dict[str, CustomModel] | None:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"custom models file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+        raise InputError(
+            f"custom models file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}"
+        ) from exc
     return parse_custom_models(text)
 
 
@@ -100,15 +125,30 @@ def _check(args: argparse.Namespace) -> int:
             verdict = check_runnable(spec, host)
             results.append((text, verdict))
     if args.json:
-        _print_json([
-            {"cpu": text, "host": v.host, "runnable": v.runnable, "missing": list(v.missing), "model": v.model}
-            for text, v in results
-        ])
+        _print_json(
+            [
+                {
+                    "cpu": text,
+                    "host": v.host,
+                    "runnable": v.runnable,
+                    "missing": list(v.missing),
+                    "model": v.model,
+                }
+                for text, v in results
+            ]
+        )
     else:
         rows = [["CPU", "HOST", "RESULT", "MODEL", "MISSING"]]
         for text, v in results:
-            rows.append([text or "kvm64", v.host, "runs" if v.runnable else "NO", v.model,
-                         ", ".join(v.missing) or "-"])
+            rows.append(
+                [
+                    text or "kvm64",
+                    v.host,
+                    "runs" if v.runnable else "NO",
+                    v.model,
+                    ", ".join(v.missing) or "-",
+                ]
+            )
         print(_table(rows))
         notes = [r.message for _, v in results for r in v.reasons if r.code != "missing-flags"]
         for note in dict.fromkeys(notes):
@@ -122,15 +162,19 @@ def _migrate(args: argparse.Namespace) -> int:
     source, target = _load_hosts([args.source, args.target])
     verdict = check_migration(spec, source, target, running=not args.stopped)
     if args.json:
-        _print_json({
-            "verdict": verdict.verdict,
-            "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
-            "suggestion": verdict.suggestion,
-        })
+        _print_json(
+            {
+                "verdict": verdict.verdict,
+                "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
+                "suggestion": verdict.suggestion,
+            }
+        )
     else:
         mode = "offline" if args.stopped else "live"
-        print(f"{verdict.verdict.upper()}: {mode} migration of cpu {args.cpu or 'kvm64'} ({verdict.model}) "
-              f"from {source.name} to {target.name}")
+        print(
+            f"{verdict.verdict.upper()}: {mode} migration of cpu {args.cpu or 'kvm64'} ({verdict.model}) "
+            f"from {source.name} to {target.name}"
+        )
         if verdict.reasons:
             rows = [[r.code, r.message] for r in verdict.reasons]
             print("\n".join("  " + line for line in _table(rows).splitlines()))
@@ -143,11 +187,15 @@ def _recommend(args: argparse.Namespace) -> int:
     hosts = _load_hosts(args.host)
     rec = recommend(hosts)
     if args.json:
-        _print_json({
-            "recommended": rec.recommended,
-            "ranked": list(rec.ranked),
-            "blocked": [{"type": b.type, "host": b.host, "missing": list(b.missing)} for b in rec.blocked],
-        })
+        _print_json(
+            {
+                "recommended": rec.recommended,
+                "ranked": list(rec.ranked),
+                "blocked": [
+                    {"type": b.type, "host": b.host, "missing": list(b.missing)} for b in rec.blocked
+                ],
+            }
+        )
     else:
         names = ", ".join(h.name for h in hosts)
         if rec.recommended:
@@ -155,7 +203,9 @@ def _recommend(args: argparse.Namespace) -> int:
         else:
             print(f"no CPU type runs on all of {names}")
         if len(rec.ranked) > 1:
-            print(f"also runs everywhere: {', '.join(rec.ranked[1:8])}{' ...' if len(rec.ranked) > 8 else ''}")
+            print(
+                f"also runs everywhere: {', '.join(rec.ranked[1:8])}{' ...' if len(rec.ranked) > 8 else ''}"
+            )
         if rec.blocked:
             rows = [["BETTER TYPE", "HOST", "LACKS"]]
             shown = rec.blocked[:20]
@@ -171,22 +221,42 @@ def _models(args: argparse.Namespace) -> int:
     entries = []
     for name in cat.names():
         m = cat.models[name]
-        entries.append({
-            "name": m.name, "vendor": m.vendor, "family": m.family or None, "version": m.version,
-            "alias_of": m.alias_of, "deprecated": m.deprecated, "passthrough": m.passthrough,
-            "features": len(m.features), "source": m.source,
-        })
+        entries.append(
+            {
+                "name": m.name,
+                "vendor": m.vendor,
+                "family": m.family or None,
+                "version": m.version,
+                "alias_of": m.alias_of,
+                "deprecated": m.deprecated,
+                "passthrough": m.passthrough,
+                "features": len(m.features),
+                "source": m.source,
+            }
+        )
     if args.json:
         _print_json({"provenance": cat.provenance, "models": entries})
     else:
         rows = [["TYPE", "VENDOR", "FEATURES", "NOTE", "SOURCE"]]
         for e in entries:
-            note = f"= {e['alias_of']}" if e["alias_of"] else ("deprecated" if e["deprecated"] else
-                                                                ("passthrough" if e["passthrough"] else ""))
-            rows.append([e["name"], e["vendor"] or "any", str(e["features"]) if not e["passthrough"] else "-",
-                         note or "-", e["source"] or "-"])
+            note = (
+                f"= {e['alias_of']}"
+                if e["alias_of"]
+                else ("deprecated" if e["deprecated"] else ("passthrough" if e["passthrough"] else ""))
+            )
+            rows.append(
+                [
+                    e["name"],
+                    e["vendor"] or "any",
+                    str(e["features"]) if not e["passthrough"] else "-",
+                    note or "-",
+                    e["source"] or "-",
+                ]
+            )
         print(_table(rows))
         prov = cat.provenance
         if prov:
-            print("provenance: " + "; ".join(f"{k}: {v}" for k, v in prov.items() if isinstance(v, str | int)))
+            print(
+                "provenance: " + "; ".join(f"{k}: {v}" for k, v in prov.items() if isinstance(v, str | int))
+            )
     return 0

@@ -98,10 +98,11 @@ def help_answer(command: str = "/canmove", problem: str = "") -> Answer:
 
 
 def error_answer(exc: GuardError) -> Answer:
+    """One line: the service is down, slow or refused us."""
     if isinstance(exc, ServiceUnavailable):
-        line = f"The migration-guard service is not answering right now ({exc}); try again in a minute."
+        line = f"Cannot answer right now: {exc}. Try again in a minute."
     else:
-        line = f"The migration-guard service could not answer: {exc}"
+        line = f"Cannot answer: {exc}"
     return Answer(text=plain(line), blocks=[bk.section(":warning: " + prose(line))])
 
 
@@ -167,8 +168,7 @@ def verdict_answer(body: dict[str, Any], *, veto: bool = False) -> Answer:
     cpu_s = _cpu_label(cpu)
     blocks = [bk.section(head_m),
               bk.fields(("VM", vm["m"]), ("CPU type", code(cpu_s) if cpu_s else "–"),
-                        ("Move", f"{code(src or '?')} → {code(dst_label)}"),
-                        ("Verdict", _WORD.get(verdict, verdict) if not veto else verdict))]
+                        ("Move", f"{code(src or '?')} → {code(dst_label)}"))]
     if reasons:
         blocks.append(bk.section("*Why*\n" + bk.bullets([_reason_m(r) for r in reasons])))
     if suggestion:

@@ -1,0 +1,96 @@
+"""``--http`` mode: Slack's Events API / slash commands on ``POST /slack/events``.
+
+A Starlette app served by uvicorn. Bolt verifies each request's signature with
+SLACK_SIGNING_SECRET and refuses bad or stale (> 5 minutes) ones with 401; on top of that a
+signature seen before within those 5 minutes is a replay and gets 401 too, and bodies over
+``MAX_BODY`` bytes get 413. Bolt's dispatch (which may call auth.test) runs in a worker thread
+so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import uvicorn
+from slack_bolt import App
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger(__name__)
+
+PATH = "/slack/events"
+MAX_BODY = 256 * 1024
+REPLAY_WINDOW_S = 5 * 60
+
+
+class ReplayGuard:
+    """Remembers request signatures for the window in which Bolt would still accept them."""
+
+    def __init__(self, window_s: float = REPLAY_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def first_time(self, signature: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen = {s: t for s, t in self._seen.items() if t > now}
+            expiry = self._seen.get(signature)
+            if expiry is not None and expiry > now:
+                return False
+            self._seen[signature] = now + self.window_s
+            return True
+
+
+def starlette_app(app: App) -> Starlette:
+    guard = ReplayGuard()
+
+    async def events(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY:
+            return JSONResponse({"error": "request too large"}, status_code=413)
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "request too large"}, status_code=413)
+        signature = request.headers.get("x-slack-signature", "")
+        if signature and not guard.first_time(signature):
+            log.warning("refused a replayed Slack request (same signature seen in the last 5 minutes)")
+            return JSONResponse({"error": "invalid request"}, status_code=401)
+        bolt_request = to_bolt_request(request, body)
+        bolt_response = await run_in_threadpool(app.dispatch, bolt_request)
+        return to_starlette_response(bolt_response)
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route(PATH, events, methods=["POST"]), Route("/healthz", health)])
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def server_for(app: App, sock: socket.socket) -> uvicorn.Server:
+    config = uvicorn.Config(starlette_app(app), log_level="warning", access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    return server
+
+
+def serve(app: App, sock: socket.socket) -> None:
+    """Serve on an already bound socket until SIGINT/SIGTERM (uvicorn installs the handlers)."""
+    server_for(app, sock).run(sockets=[sock])

@@ -10,21 +10,29 @@ from shared.cpu_models import load_catalog
 from shared.cpu_spec import CpuSpec, CustomModel, format_cpu, parse_cpu, parse_custom_models
 from shared.errors import CpuSpecError, UnknownModelError
 
-MODELS = load_catalog(json.dumps({
-    "schema": 1,
-    "provenance": {"generator": "inline test data"},
-    "models": {
-        "kvm64": {"vendor": None, "features": ["sse2", "lahf-lm", "sep"]},
-        "qemu64": {"vendor": None, "features": ["sse2"]},
-        "x86-64-v2-AES": {"vendor": None, "features": ["sse2", "sse4.2", "aes"]},
-        "Skylake-Server": {"vendor": "intel", "features": ["avx512f"], "alias_of": "Skylake-Server-v1"},
-        "Skylake-Server-v1": {"vendor": "intel", "features": ["avx512f", "hle", "rtm"], "version": 1},
-        "Skylake-Server-v4": {"vendor": "intel", "features": ["avx512f"], "version": 4},
-        "EPYC-Rome": {"vendor": "amd", "features": ["sse4a"], "alias_of": "EPYC-Rome-v1"},
-        "EPYC-Rome-v1": {"vendor": "amd", "features": ["sse4a"], "version": 1},
-        "host": {"vendor": None, "features": [], "passthrough": True},
-    },
-}))
+MODELS = load_catalog(
+    json.dumps(
+        {
+            "schema": 1,
+            "provenance": {"generator": "inline test data"},
+            "models": {
+                "kvm64": {"vendor": None, "features": ["sse2", "lahf-lm", "sep"]},
+                "qemu64": {"vendor": None, "features": ["sse2"]},
+                "x86-64-v2-AES": {"vendor": None, "features": ["sse2", "sse4.2", "aes"]},
+                "Skylake-Server": {
+                    "vendor": "intel",
+                    "features": ["avx512f"],
+                    "alias_of": "Skylake-Server-v1",
+                },
+                "Skylake-Server-v1": {"vendor": "intel", "features": ["avx512f", "hle", "rtm"], "version": 1},
+                "Skylake-Server-v4": {"vendor": "intel", "features": ["avx512f"], "version": 4},
+                "EPYC-Rome": {"vendor": "amd", "features": ["sse4a"], "alias_of": "EPYC-Rome-v1"},
+                "EPYC-Rome-v1": {"vendor": "amd", "features": ["sse4a"], "version": 1},
+                "host": {"vendor": None, "features": [], "passthrough": True},
+            },
+        }
+    )
+)
 
 CONF = """\
 # custom models
@@ -51,11 +59,18 @@ def test_no_value_means_kvm64(value) -> None:
 
 
 def test_the_whole_proxmox_format() -> None:
-    spec = parse("cputype=Skylake-Server,flags=+pcid;-md-clear;+spec-ctrl,hidden=1,hv-vendor-id=proxmox,"
-                 "phys-bits=host,guest-phys-bits=48")
+    spec = parse(
+        "cputype=Skylake-Server,flags=+pcid;-md-clear;+spec-ctrl,hidden=1,hv-vendor-id=proxmox,"
+        "phys-bits=host,guest-phys-bits=48"
+    )
     assert spec == CpuSpec(
-        raw=spec.raw, cputype="Skylake-Server", flags=(("pcid", True), ("md-clear", False), ("spec-ctrl", True)),
-        hidden=True, hv_vendor_id="proxmox", phys_bits="host", guest_phys_bits=48,
+        raw=spec.raw,
+        cputype="Skylake-Server",
+        flags=(("pcid", True), ("md-clear", False), ("spec-ctrl", True)),
+        hidden=True,
+        hv_vendor_id="proxmox",
+        phys_bits="host",
+        guest_phys_bits=48,
     )
 
 
@@ -119,9 +134,14 @@ def test_custom_models_file() -> None:
     models = parse_custom_models(CONF, models=MODELS)
     assert set(models) == {"avx512", "plain"}
     avx = models["avx512"]
-    assert avx == CustomModel(name="avx512", reported_model="Skylake-Server-v4",
-                              flags=(("avx512f", True), ("avx512bw", True), ("hle", False)),
-                              phys_bits="host", hidden=False, hv_vendor_id="proxmox")
+    assert avx == CustomModel(
+        name="avx512",
+        reported_model="Skylake-Server-v4",
+        flags=(("avx512f", True), ("avx512bw", True), ("hle", False)),
+        phys_bits="host",
+        hidden=False,
+        hv_vendor_id="proxmox",
+    )
     assert models["plain"].reported_model == "kvm64" and models["plain"].flags == ()
     spec = parse("custom-avx512,flags=+pcid", models)
     assert spec.custom == avx and spec.flags == (("pcid", True),)
@@ -152,8 +172,14 @@ def test_custom_models_may_use_any_qemu_flag() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["kvm64", "host", "x86-64-v2-AES,flags=+aes;-pcid,hidden=1", "Skylake-Server-v4,phys-bits=host",
-     "EPYC-Rome,hv-vendor-id=abc,guest-phys-bits=40,reported-model=kvm64", ""],
+    [
+        "kvm64",
+        "host",
+        "x86-64-v2-AES,flags=+aes;-pcid,hidden=1",
+        "Skylake-Server-v4,phys-bits=host",
+        "EPYC-Rome,hv-vendor-id=abc,guest-phys-bits=40,reported-model=kvm64",
+        "",
+    ],
 )
 def test_format_round_trips(value: str) -> None:
     spec = parse(value)

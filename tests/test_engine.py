@@ -19,10 +19,41 @@ from shared.hosts import HostCpu, host_from_json
 
 REPO = Path(__file__).resolve().parents[1]
 
-BASE = ["fpu", "de", "pse", "tsc", "msr", "pae", "cx8", "apic", "sep", "pge", "cmov", "pse36", "clflush", "mmx",
-        "fxsr", "sse", "sse2", "syscall", "nx", "lm", "lahf-lm", "cx16",
-        # supplied by QEMU/KVM whatever the host shows:
-        "hypervisor", "x2apic", "tsc-deadline", "arat", "mtrr", "pat", "mce", "mca", "kvm-pv-unhalt", "kvm-pv-eoi"]
+BASE = [
+    "fpu",
+    "de",
+    "pse",
+    "tsc",
+    "msr",
+    "pae",
+    "cx8",
+    "apic",
+    "sep",
+    "pge",
+    "cmov",
+    "pse36",
+    "clflush",
+    "mmx",
+    "fxsr",
+    "sse",
+    "sse2",
+    "syscall",
+    "nx",
+    "lm",
+    "lahf-lm",
+    "cx16",
+    # supplied by QEMU/KVM whatever the host shows:
+    "hypervisor",
+    "x2apic",
+    "tsc-deadline",
+    "arat",
+    "mtrr",
+    "pat",
+    "mce",
+    "mca",
+    "kvm-pv-unhalt",
+    "kvm-pv-eoi",
+]
 V2 = ["pni", "popcnt", "sse4.1", "sse4.2", "ssse3"]
 V3 = [*V2, "aes", "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"]
 V4 = [*V3, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]
@@ -37,9 +68,16 @@ MODELS = {
     "x86-64-v4": {"vendor": None, "features": BASE + V4},
     "Skylake-Server": {"vendor": "intel", "features": BASE + SKX, "alias_of": "Skylake-Server-v1"},
     "Skylake-Server-v1": {"vendor": "intel", "features": BASE + SKX, "version": 1},
-    "Skylake-Server-noTSX-v2": {"vendor": "intel", "features": [f for f in BASE + SKX if f not in ("hle", "rtm")],
-                                "version": 2},
-    "Cascadelake-Server-v3": {"vendor": "intel", "features": [*BASE, *SKX, "mds-no", "rdctl-no"], "version": 3},
+    "Skylake-Server-noTSX-v2": {
+        "vendor": "intel",
+        "features": [f for f in BASE + SKX if f not in ("hle", "rtm")],
+        "version": 2,
+    },
+    "Cascadelake-Server-v3": {
+        "vendor": "intel",
+        "features": [*BASE, *SKX, "mds-no", "rdctl-no"],
+        "version": 3,
+    },
     "EPYC-Rome": {"vendor": "amd", "features": BASE + ROME, "alias_of": "EPYC-Rome-v1"},
     "EPYC-Rome-v1": {"vendor": "amd", "features": BASE + ROME, "version": 1},
     "Opteron_G1": {"vendor": "amd", "features": BASE, "version": 1, "deprecated": True},
@@ -47,28 +85,120 @@ MODELS = {
     "max": {"vendor": None, "features": [], "passthrough": True},
 }
 
-LINUX_BASE = ["fpu", "de", "pse", "tsc", "msr", "pae", "cx8", "apic", "sep", "pge", "cmov", "pse36", "clflush",
-              "mmx", "fxsr", "sse", "sse2", "syscall", "nx", "lm", "lahf_lm", "cx16", "pni", "popcnt", "sse4_1",
-              "sse4_2", "ssse3", "aes", "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
-              "constant_tsc", "nonstop_tsc"]
+LINUX_BASE = [
+    "fpu",
+    "de",
+    "pse",
+    "tsc",
+    "msr",
+    "pae",
+    "cx8",
+    "apic",
+    "sep",
+    "pge",
+    "cmov",
+    "pse36",
+    "clflush",
+    "mmx",
+    "fxsr",
+    "sse",
+    "sse2",
+    "syscall",
+    "nx",
+    "lm",
+    "lahf_lm",
+    "cx16",
+    "pni",
+    "popcnt",
+    "sse4_1",
+    "sse4_2",
+    "ssse3",
+    "aes",
+    "avx",
+    "avx2",
+    "bmi1",
+    "bmi2",
+    "f16c",
+    "fma",
+    "abm",
+    "movbe",
+    "xsave",
+    "constant_tsc",
+    "nonstop_tsc",
+]
 AVX512 = ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]
-SKX_LINUX = [*LINUX_BASE, *AVX512, "pcid", "invpcid", "hle", "rtm", "ibrs", "ibpb", "stibp", "ssbd", "pdpe1gb",
-             "rdtscp", "vmx", "monitor"]
-ZEN2_LINUX = [*LINUX_BASE, "sse4a", "misalignsse", "mmxext", "fxsr_opt", "cr8_legacy", "ssbd", "ibpb", "ibrs",
-              "stibp", "clzero", "svm", "clwb", "wbnoinvd", "pdpe1gb", "rdtscp"]
+SKX_LINUX = [
+    *LINUX_BASE,
+    *AVX512,
+    "pcid",
+    "invpcid",
+    "hle",
+    "rtm",
+    "ibrs",
+    "ibpb",
+    "stibp",
+    "ssbd",
+    "pdpe1gb",
+    "rdtscp",
+    "vmx",
+    "monitor",
+]
+ZEN2_LINUX = [
+    *LINUX_BASE,
+    "sse4a",
+    "misalignsse",
+    "mmxext",
+    "fxsr_opt",
+    "cr8_legacy",
+    "ssbd",
+    "ibpb",
+    "ibrs",
+    "stibp",
+    "clzero",
+    "svm",
+    "clwb",
+    "wbnoinvd",
+    "pdpe1gb",
+    "rdtscp",
+]
 
 
-def host(name: str, vendor: str, flags, *, bugs=None, family=None, model=None, source="cpuinfo",
-         model_name: str = "") -> HostCpu:
-    return HostCpu(name=name, vendor=vendor, model=model_name or f"{vendor} cpu", flags=frozenset(flags),
-                   flag_source=source, bugs=None if bugs is None else frozenset(bugs), family=family,
-                   model_number=model)
+def host(
+    name: str,
+    vendor: str,
+    flags,
+    *,
+    bugs=None,
+    family=None,
+    model=None,
+    source="cpuinfo",
+    model_name: str = "",
+) -> HostCpu:
+    return HostCpu(
+        name=name,
+        vendor=vendor,
+        model=model_name or f"{vendor} cpu",
+        flags=frozenset(flags),
+        flag_source=source,
+        bugs=None if bugs is None else frozenset(bugs),
+        family=family,
+        model_number=model,
+    )
 
 
-SKX_HOST = host("pve1", "intel", SKX_LINUX, bugs=["spectre_v1"], family=6, model=85, model_name="Xeon Gold 6132")
+SKX_HOST = host(
+    "pve1", "intel", SKX_LINUX, bugs=["spectre_v1"], family=6, model=85, model_name="Xeon Gold 6132"
+)
 ZEN2_HOST = host("pve2", "amd", ZEN2_LINUX, bugs=["spectre_v1"], family=23, model=49, model_name="EPYC 7742")
-OLD_HOST = host("pve3", "intel", [f for f in LINUX_BASE if f not in ("avx2", "bmi1", "bmi2", "fma", "movbe", "abm")],
-                bugs=[], family=6, model=45, model_name="Xeon E5-2670")
+OLD_HOST = host(
+    "pve3",
+    "intel",
+    [f for f in LINUX_BASE if f not in ("avx2", "bmi1", "bmi2", "fma", "movbe", "abm")],
+    bugs=[],
+    family=6,
+    model=45,
+    model_name="Xeon E5-2670",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +216,7 @@ def spec(value: str, custom=None) -> CpuSpec:
 
 # --- runnable ---------------------------------------------------------------------------------
 
+
 def test_runnable_when_the_host_has_every_feature() -> None:
     v = check_runnable(spec("x86-64-v4"), SKX_HOST)
     assert v.runnable and v.missing == () and v.model == "x86-64-v4" and v.host == "pve1" and v.reasons == ()
@@ -96,8 +227,9 @@ def test_missing_features_are_linux_names_sorted_with_a_sentence() -> None:
     assert not v.runnable
     assert v.missing == ("avx512bw", "avx512cd", "avx512dq", "avx512f", "avx512vl")
     assert v.reasons[0].code == "missing-flags"
-    assert v.reasons[0].message.startswith("pve2 lacks avx512bw, avx512cd, avx512dq, avx512f, avx512vl needed by cpu "
-                                           "x86-64-v4")
+    assert v.reasons[0].message.startswith(
+        "pve2 lacks avx512bw, avx512cd, avx512dq, avx512f, avx512vl needed by cpu x86-64-v4"
+    )
     old = check_runnable(spec("x86-64-v3"), OLD_HOST)
     assert old.missing == ("abm", "avx2", "bmi1", "bmi2", "fma", "movbe")
 
@@ -131,7 +263,7 @@ def test_amd_ssbd_needs_native_ssbd_zen2_or_later() -> None:
     assert check_runnable(rome, ZEN2_HOST).runnable
     zen1 = host("zen1", "amd", ZEN2_LINUX, bugs=[], family=23, model=1)
     assert check_runnable(rome, zen1).missing == ("amd-ssbd",)
-    unknown_family_zen2 = host("z", "amd", ZEN2_LINUX)          # Proxmox status: no family, clwb present
+    unknown_family_zen2 = host("z", "amd", ZEN2_LINUX)  # Proxmox status: no family, clwb present
     assert check_runnable(rome, unknown_family_zen2).runnable
     unknown_family_zen1 = host("z", "amd", [f for f in ZEN2_LINUX if f not in ("clwb", "wbnoinvd")])
     assert "amd-ssbd" in check_runnable(rome, unknown_family_zen1).missing
@@ -159,8 +291,10 @@ def test_features_kvm_never_offers_are_missing_even_when_the_host_shows_them() -
 
 
 def test_custom_model_builds_on_its_reported_model() -> None:
-    custom = parse_custom_models("cpu-model: lite\n    flags -avx512f;-avx512bw;-avx512cd;-avx512dq;-avx512vl\n"
-                                 "    reported-model x86-64-v4\n")
+    custom = parse_custom_models(
+        "cpu-model: lite\n    flags -avx512f;-avx512bw;-avx512cd;-avx512dq;-avx512vl\n"
+        "    reported-model x86-64-v4\n"
+    )
     v = check_runnable(spec("custom-lite", custom), ZEN2_HOST)
     assert v.runnable and v.model == "custom-lite"
 
@@ -168,14 +302,15 @@ def test_custom_model_builds_on_its_reported_model() -> None:
 def test_vm_flags_add_and_remove_requirements() -> None:
     assert check_runnable(spec("kvm64,flags=+pcid"), ZEN2_HOST).missing == ("pcid",)
     assert check_runnable(spec("kvm64,flags=+pcid"), SKX_HOST).runnable
-    assert check_runnable(spec("x86-64-v2-AES,flags=-aes"), host("noaes", "intel",
-                                                                 [f for f in LINUX_BASE if f != "aes"])).runnable
+    assert check_runnable(
+        spec("x86-64-v2-AES,flags=-aes"), host("noaes", "intel", [f for f in LINUX_BASE if f != "aes"])
+    ).runnable
 
 
 def test_nested_virt_follows_the_host_vendor() -> None:
     nested = spec("kvm64,flags=+nested-virt")
-    assert check_runnable(nested, SKX_HOST).runnable            # vmx
-    assert check_runnable(nested, ZEN2_HOST).runnable           # svm
+    assert check_runnable(nested, SKX_HOST).runnable  # vmx
+    assert check_runnable(nested, ZEN2_HOST).runnable  # svm
     assert check_runnable(nested, OLD_HOST).missing == ("vmx",)
 
 
@@ -199,14 +334,24 @@ def test_a_named_model_of_the_other_vendor_runs_with_a_caution() -> None:
 
 
 def test_runnable_matrix_matches_check_runnable() -> None:
-    specs = [spec(s) for s in ("kvm64", "x86-64-v4", "EPYC-Rome", "host", "kvm64,flags=+nested-virt",
-                               "Skylake-Server,flags=+pcid")]
+    specs = [
+        spec(s)
+        for s in (
+            "kvm64",
+            "x86-64-v4",
+            "EPYC-Rome",
+            "host",
+            "kvm64,flags=+nested-virt",
+            "Skylake-Server,flags=+pcid",
+        )
+    ]
     hosts = [SKX_HOST, ZEN2_HOST, OLD_HOST]
     matrix = runnable_matrix(specs, hosts)
     assert matrix == [[check_runnable(s, h).runnable for h in hosts] for s in specs]
 
 
 # --- migration --------------------------------------------------------------------------------
+
 
 def test_named_type_allowed_when_runnable_on_target() -> None:
     v = check_migration(spec("x86-64-v2-AES"), SKX_HOST, ZEN2_HOST)
@@ -228,8 +373,9 @@ def test_unknown_source_judges_named_types_on_the_target() -> None:
 def test_passthrough_vendor_mismatch() -> None:
     v = check_migration(spec("host"), ZEN2_HOST, SKX_HOST)
     assert v.verdict == "deny" and [r.code for r in v.reasons] == ["vendor-mismatch"]
-    assert v.reasons[0].message == ("cpu host passes the source's AMD CPU through; pve1 is Intel: "
-                                    "the guest would crash after cutover")
+    assert v.reasons[0].message == (
+        "cpu host passes the source's AMD CPU through; pve1 is Intel: the guest would crash after cutover"
+    )
     assert v.suggestion == "x86-64-v3 runs on both pve2 and pve1"
 
 
@@ -248,9 +394,12 @@ def test_passthrough_allowed_with_caution_on_a_bigger_cpu() -> None:
 
 
 def test_passthrough_between_identical_cpus_is_a_plain_allow() -> None:
-    twin = host("pve6", "intel", SKX_LINUX, bugs=["spectre_v1"], family=6, model=85, model_name="Xeon Gold 6132")
+    twin = host(
+        "pve6", "intel", SKX_LINUX, bugs=["spectre_v1"], family=6, model=85, model_name="Xeon Gold 6132"
+    )
     assert check_migration(spec("host"), SKX_HOST, twin) == engine.MigrationVerdict(
-        "allow", (), None, "host", "host")
+        "allow", (), None, "host", "host"
+    )
 
 
 def test_passthrough_with_unknown_source_or_vendor_is_unknown() -> None:
@@ -274,6 +423,7 @@ def test_running_nested_virt_keeps_the_source_vendor_extension() -> None:
 
 
 # --- recommendation ---------------------------------------------------------------------------
+
 
 def test_recommend_for_one_vendor_includes_its_named_models() -> None:
     rec = recommend([SKX_HOST, host("twin", "intel", SKX_LINUX, bugs=[])])
@@ -301,6 +451,7 @@ def test_recommend_nothing_for_no_hosts() -> None:
 
 
 # --- the seed's cases on real CPUs and the packaged catalog ------------------------------------
+
 
 def _real_hosts() -> list[HostCpu]:
     dirs = [REPO / "shared" / "data" / "cpus", REPO / ".." / "shared" / "real-cpus"]
@@ -359,8 +510,15 @@ def test_seed_skylake_server_v1_denied_without_tsx(real: list[HostCpu]) -> None:
     skylakes = [h for h in real if check_runnable(parse_cpu("Skylake-Server"), h).runnable]
     assert skylakes, "no fixture runs Skylake-Server"
     for h in skylakes:
-        no_tsx = HostCpu(name=h.name + "-notsx", vendor=h.vendor, model=h.model, flags=h.flags - {"hle", "rtm"},
-                         bugs=h.bugs, family=h.family, model_number=h.model_number)
+        no_tsx = HostCpu(
+            name=h.name + "-notsx",
+            vendor=h.vendor,
+            model=h.model,
+            flags=h.flags - {"hle", "rtm"},
+            bugs=h.bugs,
+            family=h.family,
+            model_number=h.model_number,
+        )
         v = check_migration(parse_cpu("Skylake-Server"), h, no_tsx)
         assert v.verdict == "deny" and v.missing == ("hle", "rtm"), v
 
@@ -382,8 +540,14 @@ def test_seed_epyc_rome_denied_on_intel(real: list[HostCpu]) -> None:
 
 def test_real_cpus_run_their_own_generation(real: list[HostCpu]) -> None:
     by_model = {(h.vendor, h.family, h.model_number): h for h in real}
-    expect = {("intel", 6, 85): "Skylake-Server-v4", ("amd", 23, 49): "EPYC-Rome", ("amd", 25, 17): "EPYC-Genoa",
-              ("intel", 6, 143): "SapphireRapids", ("intel", 6, 63): "Haswell-noTSX", ("intel", 6, 45): "SandyBridge"}
+    expect = {
+        ("intel", 6, 85): "Skylake-Server-v4",
+        ("amd", 23, 49): "EPYC-Rome",
+        ("amd", 25, 17): "EPYC-Genoa",
+        ("intel", 6, 143): "SapphireRapids",
+        ("intel", 6, 63): "Haswell-noTSX",
+        ("intel", 6, 45): "SandyBridge",
+    }
     for key, model in expect.items():
         h = by_model.get(key)
         if h is None or cpu_models.catalog().resolve(model) is None:

@@ -13,16 +13,33 @@ from shared.flags import canonical, canonical_set, linux_name, rule_source, rule
 @pytest.mark.parametrize(
     ("spelling", "expected"),
     [
-        ("sse4.2", "sse4.2"), ("sse4_2", "sse4.2"), ("sse4-2", "sse4.2"), ("SSE4_2", "sse4.2"),
-        ("sse4_1", "sse4.1"), ("sse4-1", "sse4.1"),
-        ("sse3", "pni"), ("pni", "pni"),
-        ("lahf_lm", "lahf-lm"), ("lahf-lm", "lahf-lm"),
-        ("i64", "lm"), ("xd", "nx"), ("ffxsr", "fxsr-opt"), ("fxsr_opt", "fxsr-opt"),
+        ("sse4.2", "sse4.2"),
+        ("sse4_2", "sse4.2"),
+        ("sse4-2", "sse4.2"),
+        ("SSE4_2", "sse4.2"),
+        ("sse4_1", "sse4.1"),
+        ("sse4-1", "sse4.1"),
+        ("sse3", "pni"),
+        ("pni", "pni"),
+        ("lahf_lm", "lahf-lm"),
+        ("lahf-lm", "lahf-lm"),
+        ("i64", "lm"),
+        ("xd", "nx"),
+        ("ffxsr", "fxsr-opt"),
+        ("fxsr_opt", "fxsr-opt"),
         ("pclmuldq", "pclmulqdq"),
-        ("tsc_deadline_timer", "tsc-deadline"), ("tsc-deadline", "tsc-deadline"),
-        ("avx512_vnni", "avx512vnni"), ("avx512_vbmi2", "avx512vbmi2"), ("avx512_bitalg", "avx512bitalg"),
-        ("cr8_legacy", "cr8legacy"), ("tsxldtrk", "tsx-ldtrk"), ("pausefilter", "pause-filter"),
-        ("md_clear", "md-clear"), ("kvm_pv_unhalt", "kvm-pv-unhalt"), ("rng", "xstore"), ("ace", "xcrypt"),
+        ("tsc_deadline_timer", "tsc-deadline"),
+        ("tsc-deadline", "tsc-deadline"),
+        ("avx512_vnni", "avx512vnni"),
+        ("avx512_vbmi2", "avx512vbmi2"),
+        ("avx512_bitalg", "avx512bitalg"),
+        ("cr8_legacy", "cr8legacy"),
+        ("tsxldtrk", "tsx-ldtrk"),
+        ("pausefilter", "pause-filter"),
+        ("md_clear", "md-clear"),
+        ("kvm_pv_unhalt", "kvm-pv-unhalt"),
+        ("rng", "xstore"),
+        ("ace", "xcrypt"),
         (" avx2 ", "avx2"),
     ],
 )
@@ -33,11 +50,23 @@ def test_canonical_joins_qemu_aliases_and_linux_names(spelling: str, expected: s
 @pytest.mark.parametrize(
     ("feature", "linux"),
     [
-        ("sse4.2", "sse4_2"), ("sse4.1", "sse4_1"), ("pni", "pni"), ("lahf-lm", "lahf_lm"),
-        ("fxsr-opt", "fxsr_opt"), ("tsc-deadline", "tsc_deadline_timer"), ("avx512vnni", "avx512_vnni"),
-        ("avx512vbmi", "avx512vbmi"), ("avx512vbmi2", "avx512_vbmi2"), ("avx512-vpopcntdq", "avx512_vpopcntdq"),
-        ("sha-ni", "sha_ni"), ("cr8legacy", "cr8_legacy"), ("tsx-ldtrk", "tsxldtrk"), ("ds", "dts"),
-        ("pdpe1gb", "pdpe1gb"), ("md-clear", "md_clear"), ("sse3", "pni"),
+        ("sse4.2", "sse4_2"),
+        ("sse4.1", "sse4_1"),
+        ("pni", "pni"),
+        ("lahf-lm", "lahf_lm"),
+        ("fxsr-opt", "fxsr_opt"),
+        ("tsc-deadline", "tsc_deadline_timer"),
+        ("avx512vnni", "avx512_vnni"),
+        ("avx512vbmi", "avx512vbmi"),
+        ("avx512vbmi2", "avx512_vbmi2"),
+        ("avx512-vpopcntdq", "avx512_vpopcntdq"),
+        ("sha-ni", "sha_ni"),
+        ("cr8legacy", "cr8_legacy"),
+        ("tsx-ldtrk", "tsxldtrk"),
+        ("ds", "dts"),
+        ("pdpe1gb", "pdpe1gb"),
+        ("md-clear", "md_clear"),
+        ("sse3", "pni"),
     ],
 )
 def test_linux_name_is_what_proc_cpuinfo_prints(feature: str, linux: str) -> None:
@@ -45,8 +74,19 @@ def test_linux_name_is_what_proc_cpuinfo_prints(feature: str, linux: str) -> Non
 
 
 def test_linux_names_round_trip_through_canonical() -> None:
-    for feature in ["sse4.2", "lahf-lm", "tsc-deadline", "avx512vnni", "cr8legacy", "tsx-ldtrk", "pause-filter",
-                    "avx512-bf16", "amx-tile", "nrip-save", "v-vmsave-vmload"]:
+    for feature in [
+        "sse4.2",
+        "lahf-lm",
+        "tsc-deadline",
+        "avx512vnni",
+        "cr8legacy",
+        "tsx-ldtrk",
+        "pause-filter",
+        "avx512-bf16",
+        "amx-tile",
+        "nrip-save",
+        "v-vmsave-vmload",
+    ]:
         assert canonical(linux_name(feature)) == feature
 
 
@@ -56,8 +96,22 @@ def test_canonical_set_drops_blanks() -> None:
 
 def test_hypervisor_supplied_features_from_the_kvm_facts() -> None:
     supplied = rules().hypervisor_supplied
-    for feature in ["hypervisor", "x2apic", "tsc-deadline", "arat", "topoext", "tsc-adjust", "arch-capabilities",
-                    "kvm-pv-unhalt", "kvm-pv-eoi", "kvmclock", "mtrr", "pat", "mce", "mca"]:
+    for feature in [
+        "hypervisor",
+        "x2apic",
+        "tsc-deadline",
+        "arat",
+        "topoext",
+        "tsc-adjust",
+        "arch-capabilities",
+        "kvm-pv-unhalt",
+        "kvm-pv-eoi",
+        "kvmclock",
+        "mtrr",
+        "pat",
+        "mce",
+        "mca",
+    ]:
         assert feature in supplied, feature
 
 
@@ -80,15 +134,33 @@ def test_never_offered_and_vm_flag_set() -> None:
     r = rules()
     assert {"monitor", "acpi", "pks", "core-capability", "split-lock-detect", "intel-pt"} <= r.never_offered
     assert r.vm_flags_allowed == {
-        "nested-virt", "md-clear", "pcid", "spec-ctrl", "ssbd", "ibpb", "virt-ssbd", "amd-ssbd",
-        "amd-no-ssb", "pdpe1gb", "hv-tlbflush", "hv-evmcs", "aes",
+        "nested-virt",
+        "md-clear",
+        "pcid",
+        "spec-ctrl",
+        "ssbd",
+        "ibpb",
+        "virt-ssbd",
+        "amd-ssbd",
+        "amd-no-ssb",
+        "pdpe1gb",
+        "hv-tlbflush",
+        "hv-evmcs",
+        "aes",
     }
     assert r.nested_virt == {"intel": "vmx", "amd": "svm"}
 
 
 def test_every_rule_in_the_data_file_has_a_one_line_source() -> None:
     data = json.loads(resources.files("shared").joinpath("data/flag_rules.json").read_text())
-    for section in ("aliases", "linux_names", "hypervisor_supplied", "host_needs", "bug_derived", "never_offered"):
+    for section in (
+        "aliases",
+        "linux_names",
+        "hypervisor_supplied",
+        "host_needs",
+        "bug_derived",
+        "never_offered",
+    ):
         for name, entry in data[section].items():
             if name.startswith("_"):
                 continue

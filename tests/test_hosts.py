@@ -37,10 +37,14 @@ flags\t\t: fpu other
 def test_cpuinfo_text_reads_the_first_processor() -> None:
     host = host_from_cpuinfo_text(CPUINFO, "pve1")
     assert host == HostCpu(
-        name="pve1", vendor="amd", model="AMD EPYC 7742 64-Core Processor",
-        flags=frozenset({"fpu", "vme", "sse4_2", "svm", "sse4a", "lahf_lm"}), flag_source="cpuinfo",
+        name="pve1",
+        vendor="amd",
+        model="AMD EPYC 7742 64-Core Processor",
+        flags=frozenset({"fpu", "vme", "sse4_2", "svm", "sse4a", "lahf_lm"}),
+        flag_source="cpuinfo",
         bugs=frozenset({"sysret_ss_attrs", "spectre_v1", "spectre_v2", "spec_store_bypass"}),
-        family=23, model_number=49,
+        family=23,
+        model_number=49,
     )
 
 
@@ -98,9 +102,24 @@ def test_json_host_defaults_name_and_detects_vendor() -> None:
 
 
 def test_json_host_reads_the_real_cpu_fixture_shape() -> None:
-    host = host_from_json({"source": "x", "model_name": "Intel(R) Xeon(R) Gold 6132", "vendor_id": "GenuineIntel",
-                           "cpu_family": 6, "model": 85, "flags": ["avx512f"], "bugs": ["mds"]}, "skx")
-    assert (host.vendor, host.model, host.family, host.model_number) == ("intel", "Intel(R) Xeon(R) Gold 6132", 6, 85)
+    host = host_from_json(
+        {
+            "source": "x",
+            "model_name": "Intel(R) Xeon(R) Gold 6132",
+            "vendor_id": "GenuineIntel",
+            "cpu_family": 6,
+            "model": 85,
+            "flags": ["avx512f"],
+            "bugs": ["mds"],
+        },
+        "skx",
+    )
+    assert (host.vendor, host.model, host.family, host.model_number) == (
+        "intel",
+        "Intel(R) Xeon(R) Gold 6132",
+        6,
+        85,
+    )
     assert host.bugs == {"mds"}
 
 
@@ -158,7 +177,12 @@ def test_load_host_file_from_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("content", "fragment"),
-    [(None, "does not exist"), ("", "is empty"), ("{bad json", "is not valid JSON"), (b"\xff\xfe", "cannot be read")],
+    [
+        (None, "does not exist"),
+        ("", "is empty"),
+        ("{bad json", "is not valid JSON"),
+        (b"\xff\xfe", "cannot be read"),
+    ],
 )
 def test_load_host_file_errors(tmp_path: Path, content, fragment: str) -> None:
     path = tmp_path / "h.txt"

@@ -156,6 +156,11 @@ class Offer:
 
 _REQ_CACHE: dict[tuple[CpuSpec, int], Requirement] = {}
 _OFFER_CACHE: dict[HostCpu, Offer] = {}
+# identity front caches: the same objects are asked about again and again (hashing a frozen
+# dataclass costs more than the verdict); the object is kept so that its id stays its own
+_REQ_BY_ID: dict[int, tuple[CpuSpec, Catalog, tuple[Requirement, str]]] = {}
+_RUN_CACHE: dict[tuple, tuple[Requirement, Offer, RunVerdict]] = {}
+_OFFER_BY_ID: dict[int, tuple[HostCpu, Offer]] = {}
 
 
 def _apply(features: set[str], flags: Iterable[tuple[str, bool]]) -> bool | None:
@@ -172,16 +177,27 @@ def _apply(features: set[str], flags: Iterable[tuple[str, bool]]) -> bool | None
 
 def requirement(spec: CpuSpec, models: Catalog | None = None) -> Requirement:
     """The precomputed requirement of a spec (cached). Raises UnknownModelError."""
+    return _lookup(spec, models)[0]
+
+
+def _lookup(spec: CpuSpec, models: Catalog | None = None) -> tuple[Requirement, str]:
+    """(requirement, the spec's label in messages), cached by identity, then by value."""
     cat = models if models is not None else cpu_models.catalog()
+    hit = _REQ_BY_ID.get(id(spec))
+    if hit is not None and hit[0] is spec and hit[1] is cat:
+        return hit[2]
     key = (spec, id(cat))
     req = _REQ_CACHE.get(key)
-    if req is not None:
-        return req
-    req = _requirement(spec, cat)
-    if len(_REQ_CACHE) > 100_000:
-        _REQ_CACHE.clear()
-    _REQ_CACHE[key] = req
-    return req
+    if req is None:
+        req = _requirement(spec, cat)
+        if len(_REQ_CACHE) > 100_000:
+            _REQ_CACHE.clear()
+        _REQ_CACHE[key] = req
+    if len(_REQ_BY_ID) > 100_000:
+        _REQ_BY_ID.clear()
+    found = (req, _cpu_label(spec))
+    _REQ_BY_ID[id(spec)] = (spec, cat, found)
+    return found
 
 
 def _requirement(spec: CpuSpec, cat: Catalog) -> Requirement:
@@ -248,12 +264,18 @@ def _universe_bits() -> int:
 
 def offer(host: HostCpu) -> Offer:
     """What a node offers, precomputed (cached on the frozen HostCpu)."""
+    hit = _OFFER_BY_ID.get(id(host))
+    if hit is not None and hit[0] is host:
+        return hit[1]
     off = _OFFER_CACHE.get(host)
     if off is None:
         off = _offer(host)
         if len(_OFFER_CACHE) > 10_000:
             _OFFER_CACHE.clear()
         _OFFER_CACHE[host] = off
+    if len(_OFFER_BY_ID) > 10_000:
+        _OFFER_BY_ID.clear()
+    _OFFER_BY_ID[id(host)] = (host, off)
     return off
 
 
@@ -302,6 +324,9 @@ def clear_caches() -> None:
     """Forget every precomputed requirement, offer and recommendation (after the catalog changed)."""
     _REQ_CACHE.clear()
     _OFFER_CACHE.clear()
+    _REQ_BY_ID.clear()
+    _OFFER_BY_ID.clear()
+    _RUN_CACHE.clear()
     _REC_CACHE.clear()
     _UNIVERSE.clear()
 
@@ -362,15 +387,28 @@ def _vendor_forced_reason(req: Requirement, host: HostCpu, cpu: str) -> Reason:
 
 def check_runnable(spec: CpuSpec, host: HostCpu) -> RunVerdict:
     """Can a VM with this CPU type start on this node? Missing features in Linux names, sorted."""
-    req = requirement(spec)
-    return _run(spec, req, host, host.vendor)
+    req, cpu = _lookup(spec)
+    return _run(cpu, req, host, host.vendor)
 
 
-def _run(spec: CpuSpec, req: Requirement, host: HostCpu, nested_vendor: str | None) -> RunVerdict:
-    cpu = _cpu_label(spec)
+def _run(cpu: str, req: Requirement, host: HostCpu, nested_vendor: str | None) -> RunVerdict:
+    off = offer(host)
+    # equal inputs give one shared (immutable) verdict: building a frozen dataclass costs more
+    # than deciding it
+    key = (cpu, id(req), id(off), nested_vendor)
+    hit = _RUN_CACHE.get(key)
+    if hit is not None and hit[0] is req and hit[1] is off:
+        return hit[2]
+    verdict = _decide(cpu, req, off, host, nested_vendor)
+    if len(_RUN_CACHE) > 200_000:
+        _RUN_CACHE.clear()
+    _RUN_CACHE[key] = (req, off, verdict)
+    return verdict
+
+
+def _decide(cpu: str, req: Requirement, off: Offer, host: HostCpu, nested_vendor: str | None) -> RunVerdict:
     if req.passthrough:
         return RunVerdict(cpu=cpu, host=host.name, runnable=True, missing=(), model=req.model)
-    off = offer(host)
     need = _need(req, nested_vendor)
     lacking = need & ~off.bits
     reasons: list[Reason] = []
@@ -434,13 +472,12 @@ def check_migration(
 ) -> MigrationVerdict:
     """source None = unknown source (cross-cluster): named types judged on target alone,
     passthrough types -> unknown with code source-unknown."""
-    req = requirement(spec)
-    cpu = _cpu_label(spec)
+    req, cpu = _lookup(spec)
     both = [source, target] if source is not None and source.name != target.name else [target]
     if req.passthrough:
         return _passthrough_migration(spec, req, cpu, source, target, running)
     nested_vendor = source.vendor if (running and source is not None) else target.vendor
-    run = _run(spec, req, target, nested_vendor)
+    run = _run(cpu, req, target, nested_vendor)
     if run.runnable:
         return MigrationVerdict("allow", run.reasons, None, cpu, req.model)
     reasons = list(run.reasons)

@@ -73,13 +73,29 @@ def run(args: argparse.Namespace) -> int:
             http_server.serve(app, sock)
         else:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
+            from slack_sdk.errors import SlackApiError
 
             log.info("connecting to Slack in Socket Mode")
-            SocketModeHandler(app, settings.app_token).start()
+            handler = SocketModeHandler(app, settings.app_token)
+            signal.signal(signal.SIGTERM, _exit_cleanly)
+            try:
+                handler.start()
+            except (KeyboardInterrupt, SystemExit):
+                pass
+            except SlackApiError as exc:
+                error = exc.response.get("error") if exc.response is not None else "unknown"
+                raise ConfigError(f"Slack refused SLACK_APP_TOKEN for Socket Mode ({error}); it must be "
+                                  "an xapp-... app-level token with the connections:write scope") from exc
+            finally:
+                handler.close()
     finally:
         if notifier is not None:
             notifier.stop()
     return 0
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _store(settings: BotSettings):  # -> redis.Redis

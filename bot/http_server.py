@@ -10,6 +10,7 @@ so the event loop never blocks.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
@@ -92,5 +93,12 @@ def server_for(app: App, sock: socket.socket) -> uvicorn.Server:
 
 
 def serve(app: App, sock: socket.socket) -> None:
-    """Serve on an already bound socket until SIGINT/SIGTERM (uvicorn installs the handlers)."""
+    """Serve on an already bound socket until SIGINT/SIGTERM, then return (exit status 0).
+
+    uvicorn shuts down gracefully on those signals and then re-raises them; the no-op handlers
+    installed here (restored by uvicorn afterwards) make that re-raise harmless.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda _signum, _frame: None)
     server_for(app, sock).run(sockets=[sock])

@@ -181,6 +181,8 @@ class SlackApiServer:
             if isinstance(view, str):
                 view = json.loads(view)
             return {"ok": True, "view": {"id": "V0TEST", **(view or {})}}
+        if method == "apps.connections.open":  # Socket Mode needs an app-level token
+            return {"ok": False, "error": "not_allowed_token_type"}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D0TEST"}}
         return {"ok": True}

@@ -64,3 +64,30 @@ def test_bad_command_setting_is_refused():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "MIGRATION_GUARD_SLACK_COMMAND='/Can Move' is not a Slack slash command" in out.stderr
+
+
+def test_socket_mode_with_a_refused_app_token_is_a_one_line_error():
+    from tests.slack_api_server import SlackApiServer
+
+    with SlackApiServer() as slack:
+        env = dict(os.environ, SLACK_BOT_TOKEN="xoxb-test", SLACK_APP_TOKEN="xoxb-not-an-app-token",
+                   MIGRATION_GUARD_SLACK_API_URL=slack.url)
+        env.pop("MIGRATION_GUARD_REDIS_URL", None)
+        out = subprocess.run([sys.executable, "-m", "shared.cli.main", "bot"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert [c["method"] for c in slack.calls()] == ["auth.test", "apps.connections.open"]
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == ("migration-guard: Slack refused SLACK_APP_TOKEN for Socket Mode (not_allowed_token_type); "
+                    "it must be an xapp-... app-level token with the connections:write scope")
+    assert "Traceback" not in out.stderr and "xoxb-test" not in out.stderr
+
+
+def test_slack_unreachable_is_exit_3():
+    env = dict(os.environ, SLACK_BOT_TOKEN="xoxb-test", SLACK_APP_TOKEN="xapp-test",
+               MIGRATION_GUARD_SLACK_API_URL="http://127.0.0.1:9/api/")
+    out = subprocess.run([sys.executable, "-m", "shared.cli.main", "bot"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "migration-guard: cannot reach the Slack API at http://127.0.0.1:9/api/")

@@ -256,3 +256,38 @@ def test_replayed_request_gets_401(slack, bot):
 def test_settings_changes_do_not_leak_tokens():
     s = BotSettings(bot_token="xoxb-secret", signing_secret="sig-secret", service_token="svc-secret")
     assert "secret" not in repr(replace(s, channel="C1"))
+
+
+def test_http_mode_as_a_subprocess(slack, service):
+    """``migration-guard bot --http``: listens where told, 401 unsigned, answers signed commands."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET,
+               MIGRATION_GUARD_SLACK_API_URL=slack.url, MIGRATION_GUARD_URL=service.url,
+               MIGRATION_GUARD_TOKEN=TOKEN, MIGRATION_GUARD_BOT_LISTEN="127.0.0.1:0")
+    for k in ("SLACK_APP_TOKEN", "MIGRATION_GUARD_REDIS_URL", "MIGRATION_GUARD_SLACK_CHANNEL"):
+        env.pop(k, None)
+    proc = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "bot", "--http"],
+                            cwd=Path(__file__).resolve().parents[1], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for _ in range(50):
+            line = proc.stderr.readline()
+            if "listening on " in line:
+                url = line.split("listening on ")[1].strip()
+                break
+        assert url and url.endswith("/slack/events")
+        body = slash(slack, "can vm 101 move to node2")
+        assert httpx.post(url, content=body, headers={"Content-Type": FORM}).status_code == 401
+        r = httpx.post(url, content=body, headers={"Content-Type": FORM, **signed(body)})
+        assert r.status_code == 200
+        assert answers(slack)[0]["params"]["text"].startswith("YES: VM 101 (web01) can move to node2")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert "xoxb-test" not in err and SECRET not in err

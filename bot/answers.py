@@ -53,6 +53,7 @@ _WORD = {"allow": "Yes", "deny": "No", "unknown": "Not sure"}
 
 # --- entry point ---------------------------------------------------------------------------
 
+
 def answer(intent: Intent, service: Service, command: str = "/canmove") -> Answer:
     if isinstance(intent, Help):
         return help_answer(command, intent.problem)
@@ -71,12 +72,17 @@ def answer(intent: Intent, service: Service, command: str = "/canmove") -> Answe
         return error_answer(exc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a body we cannot read
         log.warning("could not read the service's answer to %s: %r", type(intent).__name__, exc)
-        return error_answer(GuardError("the service answered something the bot cannot read; "
-                                       "are the bot and the service the same version?"))
+        return error_answer(
+            GuardError(
+                "the service answered something the bot cannot read; "
+                "are the bot and the service the same version?"
+            )
+        )
     return help_answer(command)
 
 
 # --- help and errors -----------------------------------------------------------------------
+
 
 def help_answer(command: str = "/canmove", problem: str = "") -> Answer:
     examples = [
@@ -91,9 +97,14 @@ def help_answer(command: str = "/canmove", problem: str = "") -> Answer:
     text = (problem + " " if problem else "") + intro + " " + "; ".join(f"{q} ({c})" for q, c, _ in examples)
     return Answer(
         text=plain(text),
-        blocks=[bk.section(mrk),
-                bk.context("Mention me, DM me, or use " + code(command)
-                           + ". Another cluster: can vm 101 move to clusterB/node5?")],
+        blocks=[
+            bk.section(mrk),
+            bk.context(
+                "Mention me, DM me, or use "
+                + code(command)
+                + ". Another cluster: can vm 101 move to clusterB/node5?"
+            ),
+        ],
     )
 
 
@@ -142,6 +153,7 @@ def _known_nodes(service: Service) -> list[str]:
 
 # --- verdicts ------------------------------------------------------------------------------
 
+
 def verdict_answer(body: dict[str, Any], *, veto: bool = False) -> Answer:
     """One verdict (a /check answer, or a veto event when ``veto``)."""
     verdict = str(body.get("verdict") or "unknown")
@@ -152,10 +164,17 @@ def verdict_answer(body: dict[str, Any], *, veto: bool = False) -> Answer:
     if veto:
         enforced = body.get("enforced", True)
         icon = ":no_entry:" if enforced else ":warning:"
-        head_m = (f"*{icon} Blocked:* live migration of {vm['m']} to {code(dst_label)}"
-                  if enforced else f"*{icon} Would block:* live migration of {vm['m']} to {code(dst_label)} (warn mode, not stopped)")
-        head_t = (f"Blocked: live migration of {vm['t']} to {dst_label}" if enforced
-                  else f"Would block (warn mode): live migration of {vm['t']} to {dst_label}")
+        head_m = (
+            f"*{icon} Blocked:* live migration of {vm['m']} to {code(dst_label)}"
+            if enforced
+            else f"*{icon} Would block:* live migration of {vm['m']} to {code(dst_label)} "
+            "(warn mode, not stopped)"
+        )
+        head_t = (
+            f"Blocked: live migration of {vm['t']} to {dst_label}"
+            if enforced
+            else f"Would block (warn mode): live migration of {vm['t']} to {dst_label}"
+        )
     else:
         word = _WORD.get(verdict, "Not sure")
         icon = _ICON.get(verdict, ":grey_question:")
@@ -166,9 +185,14 @@ def verdict_answer(body: dict[str, Any], *, veto: bool = False) -> Answer:
     suggestion = str(body.get("suggestion") or "")
     cpu = body.get("cpu")
     cpu_s = _cpu_label(cpu)
-    blocks = [bk.section(head_m),
-              bk.fields(("VM", vm["m"]), ("CPU type", code(cpu_s) if cpu_s else "–"),
-                        ("Move", f"{code(src or '?')} → {code(dst_label)}"))]
+    blocks = [
+        bk.section(head_m),
+        bk.fields(
+            ("VM", vm["m"]),
+            ("CPU type", code(cpu_s) if cpu_s else "–"),
+            ("Move", f"{code(src or '?')} → {code(dst_label)}"),
+        ),
+    ]
     if reasons:
         blocks.append(bk.section("*Why*\n" + bk.bullets([_reason_m(r) for r in reasons])))
     if suggestion:
@@ -188,10 +212,20 @@ def targets_answer(vmid: int, body: Any) -> Answer:
     rows = _list_of(body, "targets", "verdicts", "results", "nodes")
     first = rows[0] if rows else (body if isinstance(body, dict) else {})
     vm = _vm_label({**first, "vmid": first.get("vmid", vmid)} if isinstance(first, dict) else {"vmid": vmid})
-    src = (body.get("source") if isinstance(body, dict) else None) or (first.get("source") if isinstance(first, dict) else None)
+    src = (body.get("source") if isinstance(body, dict) else None) or (
+        first.get("source") if isinstance(first, dict) else None
+    )
     allowed = [r for r in rows if r.get("verdict") == "allow"]
-    head = f"{vm['t']}" + (f" on {src}" if src else "") + f": can move to {len(allowed)} of {len(rows)} other nodes"
-    head_m = f"*{vm['m']}*" + (f" on {code(src)}" if src else "") + f": can move to *{len(allowed)} of {len(rows)}* other nodes"
+    head = (
+        f"{vm['t']}"
+        + (f" on {src}" if src else "")
+        + f": can move to {len(allowed)} of {len(rows)} other nodes"
+    )
+    head_m = (
+        f"*{vm['m']}*"
+        + (f" on {code(src)}" if src else "")
+        + f": can move to *{len(allowed)} of {len(rows)}* other nodes"
+    )
     lines_m, lines_t = [], []
     for r in rows:
         v = str(r.get("verdict") or "unknown")
@@ -199,9 +233,13 @@ def targets_answer(vmid: int, body: Any) -> Answer:
         if r.get("target_cluster") and r.get("target_cluster") != r.get("source_cluster"):
             node = f"{r['target_cluster']}/{node}"
         reasons = _reasons(r)
-        why = str(reasons[0].get("message") or reasons[0].get("code") or "") if reasons and v != "allow" else ""
-        lines_m.append(f"{_ICON.get(v, ':grey_question:')} {code(node)} {_WORD.get(v, v).lower()}"
-                       + (f" – {prose(why)}" if why else ""))
+        why = (
+            str(reasons[0].get("message") or reasons[0].get("code") or "") if reasons and v != "allow" else ""
+        )
+        lines_m.append(
+            f"{_ICON.get(v, ':grey_question:')} {code(node)} {_WORD.get(v, v).lower()}"
+            + (f" – {prose(why)}" if why else "")
+        )
         lines_t.append(f"{node}: {_WORD.get(v, v).lower()}" + (f" ({why})" if why else ""))
     if not rows:
         lines_m, lines_t = ["There is no other node in the cluster."], ["there is no other node"]
@@ -237,12 +275,19 @@ def recommendation_answer(body: dict[str, Any]) -> Answer:
             cpu_s = _cpu_label(vm.get("cpu"))
             bad = vm.get("nodes") or vm.get("cannot_run_on") or vm.get("bad_nodes") or []
             bad_names = [n for n in (_node_name(x) for x in bad) if n] if isinstance(bad, list) else []
-            lines_m.append(f"{label['m']}" + (f" ({code(cpu_s)})" if cpu_s else "")
-                           + (" cannot run on " + ", ".join(code(n) for n in bad_names) if bad_names else ""))
-            lines_t.append(f"{label['t']}" + (f" ({cpu_s})" if cpu_s else "")
-                           + (" cannot run on " + ", ".join(bad_names) if bad_names else ""))
-        blocks.append(bk.section(f"*VMs whose CPU type some node cannot run ({len(vms)})*\n"
-                                 + bk.bullets(lines_m)))
+            lines_m.append(
+                f"{label['m']}"
+                + (f" ({code(cpu_s)})" if cpu_s else "")
+                + (" cannot run on " + ", ".join(code(n) for n in bad_names) if bad_names else "")
+            )
+            lines_t.append(
+                f"{label['t']}"
+                + (f" ({cpu_s})" if cpu_s else "")
+                + (" cannot run on " + ", ".join(bad_names) if bad_names else "")
+            )
+        blocks.append(
+            bk.section(f"*VMs whose CPU type some node cannot run ({len(vms)})*\n" + bk.bullets(lines_m))
+        )
         text += " VMs whose CPU type some node cannot run: " + "; ".join(lines_t) + "."
     else:
         blocks.append(bk.context("Every VM's CPU type runs on every node."))
@@ -262,18 +307,25 @@ def decisions_answer(vmid: int | None, body: Any) -> Answer:
         vm = _vm_label(d)
         when = _when(d.get("time") or d.get("checked_at") or d.get("decided_at"))
         reasons = _reasons(d)
-        why = str(reasons[0].get("message") or reasons[0].get("code") or "") if reasons and v != "allow" else ""
+        why = (
+            str(reasons[0].get("message") or reasons[0].get("code") or "") if reasons and v != "allow" else ""
+        )
         move = f"{code(d.get('source') or '?')} → {code(d.get('target') or '?')}"
-        lines_m.append(f"{_ICON.get(v, ':grey_question:')} {when} {vm['m']} {move}"
-                       + (f" – {prose(why)}" if why else ""))
-        lines_t.append(f"{when} {v} {vm['t']} {d.get('source') or '?'} -> {d.get('target') or '?'}"
-                       + (f" ({why})" if why else ""))
+        lines_m.append(
+            f"{_ICON.get(v, ':grey_question:')} {when} {vm['m']} {move}" + (f" – {prose(why)}" if why else "")
+        )
+        lines_t.append(
+            f"{when} {v} {vm['t']} {d.get('source') or '?'} -> {d.get('target') or '?'}"
+            + (f" ({why})" if why else "")
+        )
     head = f"Latest decisions for {who}"
-    return Answer(text=plain(head + ": " + "; ".join(lines_t)),
-                  blocks=[bk.section(f"*{head}*\n" + bk.bullets(lines_m))])
+    return Answer(
+        text=plain(head + ": " + "; ".join(lines_t)), blocks=[bk.section(f"*{head}*\n" + bk.bullets(lines_m))]
+    )
 
 
 # --- small readers -------------------------------------------------------------------------
+
 
 def _first(d: dict[str, Any], *keys: str) -> Any:
     for k in keys:

@@ -28,8 +28,9 @@ def slack_client(settings: BotSettings) -> WebClient:
     )
 
 
-def build_app(settings: BotSettings, service: Service, *, client: WebClient | None = None,
-              verify_token: bool = True) -> App:
+def build_app(
+    settings: BotSettings, service: Service, *, client: WebClient | None = None, verify_token: bool = True
+) -> App:
     try:
         app = App(
             client=client or slack_client(settings),
@@ -43,7 +44,8 @@ def build_app(settings: BotSettings, service: Service, *, client: WebClient | No
         error = exc.response.get("error") if exc.response is not None else "unknown"
         raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({error})") from exc
     except (SlackClientError, OSError) as exc:
-        raise ServiceUnavailable(f"cannot reach the Slack API at {settings.slack_api_url} "
-                                 f"({type(exc).__name__})") from exc
+        raise ServiceUnavailable(
+            f"cannot reach the Slack API at {settings.slack_api_url} ({type(exc).__name__})"
+        ) from exc
     listeners.register(app, listeners.Deps(service=service, command=settings.command))
     return app

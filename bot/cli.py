@@ -39,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = BotSettings.from_env()
     from .service import ServiceClient
 
@@ -49,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
         from . import console
 
         logging.getLogger().setLevel(logging.WARNING)
-        return console.run(service, sys.stdin, sys.stdout, command=settings.command,
-                           prompt=sys.stdin.isatty())
+        return console.run(
+            service, sys.stdin, sys.stdout, command=settings.command, prompt=sys.stdin.isatty()
+        )
     if args.notifier_only:
         return _notifier_only(settings)
     settings.require_slack(http=args.http or not settings.app_token)
@@ -66,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
             try:
                 sock = http_server.bind(host, port)
             except OSError as exc:
-                raise ConfigError(f"cannot listen on MIGRATION_GUARD_BOT_LISTEN={settings.listen} "
-                                  f"({exc.strerror})") from exc
+                raise ConfigError(
+                    f"cannot listen on MIGRATION_GUARD_BOT_LISTEN={settings.listen} ({exc.strerror})"
+                ) from exc
             bound = sock.getsockname()
             log.info("listening on http://%s:%d%s", bound[0], bound[1], http_server.PATH)
             http_server.serve(app, sock)
@@ -84,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
                 pass
             except SlackApiError as exc:
                 error = exc.response.get("error") if exc.response is not None else "unknown"
-                raise ConfigError(f"Slack refused SLACK_APP_TOKEN for Socket Mode ({error}); it must be "
-                                  "an xapp-... app-level token with the connections:write scope") from exc
+                raise ConfigError(
+                    f"Slack refused SLACK_APP_TOKEN for Socket Mode ({error}); it must be "
+                    "an xapp-... app-level token with the connections:write scope"
+                ) from exc
             finally:
                 handler.close()
     finally:
@@ -98,24 +103,31 @@ def _exit_cleanly(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def _store(settings: BotSettings):  # -> redis.Redis
+def _store(settings: BotSettings, *, ping: bool = True):  # -> redis.Redis
     import redis
 
     if not settings.redis_url:
         raise ConfigError("MIGRATION_GUARD_REDIS_URL is not set; the notifier reads vetoes from Redis")
     try:
-        store = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=15,
-                                     socket_connect_timeout=5, health_check_interval=30)
-        store.ping()
+        store = redis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=15,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+        if ping:
+            store.ping()
     except ValueError as exc:
         raise ConfigError(f"MIGRATION_GUARD_REDIS_URL is not a Redis URL ({exc})") from exc
     except redis.RedisError as exc:
-        raise StoreUnavailable(f"Redis at MIGRATION_GUARD_REDIS_URL is not answering "
-                               f"({type(exc).__name__})") from exc
+        raise StoreUnavailable(
+            f"Redis at MIGRATION_GUARD_REDIS_URL is not answering ({type(exc).__name__})"
+        ) from exc
     return store
 
 
-def _notifier(settings: BotSettings):  # -> Notifier
+def _notifier(settings: BotSettings, *, ping: bool = True):  # -> Notifier
     from slack_sdk import WebClient
 
     from .notifier import Notifier
@@ -123,16 +135,20 @@ def _notifier(settings: BotSettings):  # -> Notifier
     if not settings.bot_token:
         raise ConfigError("SLACK_BOT_TOKEN is not set (the xoxb-... token of the Slack app)")
     if not settings.channel:
-        raise ConfigError("MIGRATION_GUARD_SLACK_CHANNEL is not set (the channel ID vetoes go to, e.g. C0123ABCD)")
-    client = WebClient(token=settings.bot_token, base_url=settings.slack_api_url, timeout=15, retry_handlers=[])
-    return Notifier(_store(settings), client, settings.channel)
+        raise ConfigError(
+            "MIGRATION_GUARD_SLACK_CHANNEL is not set (the channel ID vetoes go to, e.g. C0123ABCD)"
+        )
+    client = WebClient(
+        token=settings.bot_token, base_url=settings.slack_api_url, timeout=15, retry_handlers=[]
+    )
+    return Notifier(_store(settings, ping=ping), client, settings.channel)
 
 
 def _start_notifier(settings: BotSettings, *, required: bool):
     if not required and not (settings.channel and settings.redis_url):
         log.info("not posting vetoes: set MIGRATION_GUARD_SLACK_CHANNEL and MIGRATION_GUARD_REDIS_URL to")
         return None
-    notifier = _notifier(settings)
+    notifier = _notifier(settings, ping=False)  # a Redis outage is waited out, questions still answered
     threading.Thread(target=notifier.run, name="notifier", daemon=True).start()
     return notifier
 

@@ -13,8 +13,14 @@ from typing import Any, TextIO
 from .answers import Answer, Service, answer
 from .parser import parse
 
-_EMOJI = {":white_check_mark:": "✅", ":no_entry:": "⛔", ":grey_question:": "❔",
-          ":warning:": "⚠️", ":bulb:": "💡", ":mag:": "🔎"}
+_EMOJI = {
+    ":white_check_mark:": "✅",
+    ":no_entry:": "⛔",
+    ":grey_question:": "❔",
+    ":warning:": "⚠️",
+    ":bulb:": "💡",
+    ":mag:": "🔎",
+}
 _BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
 
 
@@ -39,8 +45,9 @@ def _plain(mrkdwn: str) -> str:
     return html.unescape(text)
 
 
-def run(service: Service, stdin: TextIO, stdout: TextIO, *, command: str = "/canmove",
-        prompt: bool = False) -> int:
+def run(
+    service: Service, stdin: TextIO, stdout: TextIO, *, command: str = "/canmove", prompt: bool = False
+) -> int:
     stdout.write("migration-guard console: ask as you would in Slack (help, quit).\n")
     while True:
         if prompt:

@@ -86,8 +86,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def server_for(app: App, sock: socket.socket) -> uvicorn.Server:
-    config = uvicorn.Config(starlette_app(app), log_level="warning", access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        starlette_app(app), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     return server
 

@@ -66,8 +66,9 @@ class Veto:
     @property
     def thread_key(self) -> str:
         b = self.body
-        return "{}:{}:{}:{}".format(b.get("source_cluster") or "", b.get("vmid"),
-                                    b.get("target_cluster") or "", b.get("target"))
+        return "{}:{}:{}:{}".format(
+            b.get("source_cluster") or "", b.get("vmid"), b.get("target_cluster") or "", b.get("target")
+        )
 
 
 def consumer_name() -> str:
@@ -169,7 +170,7 @@ class Notifier:
         host = socket.gethostname() + "-"
         for info in self.store.xinfo_consumers(STREAM, GROUP):
             name = _s(info.get("name"))
-            pid = name[len(host):] if name.startswith(host) else ""
+            pid = name[len(host) :] if name.startswith(host) else ""
             if name == self.consumer or not pid.isdigit() or _alive(int(pid)):
                 continue
             done += self._take_over(name)
@@ -181,9 +182,14 @@ class Notifier:
         """XAUTOCLAIM entries idle for ``claim_idle_s`` (their consumer died on another host)."""
         done, start = 0, "0-0"
         while True:
-            reply = self.store.xautoclaim(STREAM, GROUP, self.consumer,
-                                          min_idle_time=int(self.claim_idle_s * 1000),
-                                          start_id=start, count=50)
+            reply = self.store.xautoclaim(
+                STREAM,
+                GROUP,
+                self.consumer,
+                min_idle_time=int(self.claim_idle_s * 1000),
+                start_id=start,
+                count=50,
+            )
             start, entries = reply[0], reply[1]
             for entry_id, fields in entries:
                 self.handle(_s(entry_id), fields)
@@ -192,7 +198,7 @@ class Notifier:
                 return done
 
     def read_new(self) -> int:
-        reply = self.store.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=10, block=self.block_ms)
+        reply: Any = self.store.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=10, block=self.block_ms)
         done = 0
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -203,17 +209,17 @@ class Notifier:
         return done
 
     def _own_pending(self) -> list[tuple[Any, Any]]:
-        reply = self.store.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=100)
+        reply: Any = self.store.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=100)
         return [e for _s_, entries in reply or [] for e in entries]
 
     def _take_over(self, name: str) -> int:
         done = 0
         while True:
-            pending = self.store.xpending_range(STREAM, GROUP, min="-", max="+", count=100, consumername=name)
-            ids = [p["message_id"] for p in pending]
+            pending: Any = self.store.xpending_range(STREAM, GROUP, min="-", max="+", count=100, consumername=name)
+            ids: Any = [p["message_id"] for p in pending]
             if not ids:
                 return done
-            claimed = self.store.xclaim(STREAM, GROUP, self.consumer, min_idle_time=0, message_ids=ids)
+            claimed: Any = self.store.xclaim(STREAM, GROUP, self.consumer, min_idle_time=0, message_ids=ids)
             got = {_s(i) for i, _f in claimed}
             for entry_id, fields in claimed:
                 self.handle(_s(entry_id), fields)
@@ -238,7 +244,9 @@ class Notifier:
         """Deliver one entry exactly once; returns the Slack ts (None if skipped)."""
         veto = parse_entry(entry_id, {_s(k): _s(v) for k, v in (fields or {}).items()})
         if veto is None:
-            log.warning("stream entry %s is not a readable veto event; acknowledged without posting", entry_id)
+            log.warning(
+                "stream entry %s is not a readable veto event; acknowledged without posting", entry_id
+            )
             self.store.xack(STREAM, GROUP, entry_id)
             return None
         posted_key = POSTED_KEY.format(id=veto.event_id)
@@ -269,8 +277,12 @@ class Notifier:
             if self.stop_event.is_set():
                 raise Stopped
             try:
-                kwargs: dict[str, Any] = {"channel": self.channel, "text": clip(text, 3000),
-                                          "unfurl_links": False, "unfurl_media": False}
+                kwargs: dict[str, Any] = {
+                    "channel": self.channel,
+                    "text": clip(text, 3000),
+                    "unfurl_links": False,
+                    "unfurl_media": False,
+                }
                 if blocks:
                     kwargs["blocks"] = blocks
                 if thread_ts:
@@ -282,23 +294,35 @@ class Notifier:
                 error = _slack_error(exc)
                 if status == 429:
                     wait = _retry_after(exc.response.headers, self.retry_after_max_s)
-                    log.warning("Slack rate limit (429) posting veto %s; waiting %.0f s as asked",
-                                veto.event_id, wait)
+                    log.warning(
+                        "Slack rate limit (429) posting veto %s; waiting %.0f s as asked", veto.event_id, wait
+                    )
                     if self.stop_event.wait(wait):
-                        raise Stopped
+                        raise Stopped from None
                     continue
                 elif status == 200 and error in _BODY_ERRORS and blocks:
-                    log.error("Slack refused the blocks of veto %s (%s); sending plain text", veto.event_id, error)
+                    log.error(
+                        "Slack refused the blocks of veto %s (%s); sending plain text", veto.event_id, error
+                    )
                     blocks = []
                     continue
                 else:
                     wait = self._backoff(attempt)
-                    log.warning("Slack refused veto %s (HTTP %s, %s); retrying in %.1f s",
-                                veto.event_id, status, error or "no error code", wait)
+                    log.warning(
+                        "Slack refused veto %s (HTTP %s, %s); retrying in %.1f s",
+                        veto.event_id,
+                        status,
+                        error or "no error code",
+                        wait,
+                    )
             except (SlackClientError, OSError, ValueError) as exc:
                 wait = self._backoff(attempt)
-                log.warning("cannot reach Slack posting veto %s (%s); retrying in %.1f s",
-                            veto.event_id, type(exc).__name__, wait)
+                log.warning(
+                    "cannot reach Slack posting veto %s (%s); retrying in %.1f s",
+                    veto.event_id,
+                    type(exc).__name__,
+                    wait,
+                )
             attempt += 1
             if self.stop_event.wait(wait):
                 raise Stopped

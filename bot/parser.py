@@ -69,25 +69,30 @@ _FILLER = _words(
 )
 _VM_WORDS = _words("vm vms guest machine virtual qemu kvm id vmid number")
 _MOVE_WORDS = _words(
-    "move moved moving go going goes migrate migrated migrating migration live run running runs "
-    "land go "
+    "move moved moving go going goes migrate migrated migrating migration live run running runs land go "
 )
 _PREPOSITIONS = ("to", "onto", "into", "on")
 _NODE_WORDS = _words("node host server hypervisor target")
 _WHERE_WORDS = _words("where which what nodes hosts targets anywhere else other")
 _HELP_WORDS = _words("help usage commands command how examples example")
 _RECOMMEND_TRIGGERS = _words("recommend recommendation recommendations recommended baseline")
-_RECOMMEND_WORDS = _words(
-    "which what cpu cpus type types model models use using best common pick choose suggest set "
-    "cluster nodes node all our give run "
-) | _RECOMMEND_TRIGGERS
+_RECOMMEND_WORDS = (
+    _words(
+        "which what cpu cpus type types model models use using best common pick choose suggest set "
+        "cluster nodes node all our give run "
+    )
+    | _RECOMMEND_TRIGGERS
+)
 _DECISION_TRIGGERS = _words(
     "blocked block blocks veto vetoes vetoed denied deny denials decisions decision history "
     "stopped refused rejected "
 )
-_DECISION_WORDS = _words(
-    "why recent recently latest last show list get any today what were was been got "
-) | _DECISION_TRIGGERS | _VM_WORDS | _MOVE_WORDS
+_DECISION_WORDS = (
+    _words("why recent recently latest last show list get any today what were was been got ")
+    | _DECISION_TRIGGERS
+    | _VM_WORDS
+    | _MOVE_WORDS
+)
 
 _MENTION = re.compile(r"<[@#!][^>]*>")
 _SPLIT = re.compile(r"[^\w/.\-#]+", re.UNICODE)
@@ -140,9 +145,7 @@ def _not_understood(tok: str) -> Help:
 
 def parse(text: str) -> Intent:
     if len(text) > MAX_TEXT:
-        return Help(
-            f"That message is {len(text)} characters long; I read questions of up to {MAX_TEXT}."
-        )
+        return Help(f"That message is {len(text)} characters long; I read questions of up to {MAX_TEXT}.")
     tokens = _tokens(text)
     low = [t.lower() for t in tokens]
     if not tokens or any(w in _HELP_WORDS for w in low):
@@ -158,9 +161,11 @@ def parse(text: str) -> Intent:
     if any(w in _VM_WORDS or w in _MOVE_WORDS for w in low):
         return Help("Which VM? Give its number, e.g. can vm 101 move to node3?")
     first_unknown = next(
-        (t for t, w in zip(tokens, low, strict=True)
-         if w not in _FILLER and w not in _WHERE_WORDS and w not in _NODE_WORDS
-         and w not in _PREPOSITIONS),
+        (
+            t
+            for t, w in zip(tokens, low, strict=True)
+            if w not in _FILLER and w not in _WHERE_WORDS and w not in _NODE_WORDS and w not in _PREPOSITIONS
+        ),
         None,
     )
     return Help() if first_unknown is None else _not_understood(first_unknown)
@@ -207,11 +212,17 @@ def _move(tokens: list[str], low: list[str]) -> Intent:
     vmid = got
     # words before the VM number: only question words ("can", "where", "vm", ...)
     for tok, w in zip(tokens[:at], low[:at], strict=True):
-        if not (w in _FILLER or w in _VM_WORDS or w in _MOVE_WORDS or w in _WHERE_WORDS
-                or w in _PREPOSITIONS or _is_number(tok)):
+        if not (
+            w in _FILLER
+            or w in _VM_WORDS
+            or w in _MOVE_WORDS
+            or w in _WHERE_WORDS
+            or w in _PREPOSITIONS
+            or _is_number(tok)
+        ):
             return _not_understood(tok)
     targets: list[tuple[str | None, str]] = []
-    after = list(zip(tokens[at + 1:], low[at + 1:], strict=True))
+    after = list(zip(tokens[at + 1 :], low[at + 1 :], strict=True))
     # a target may follow a preposition ("to node3"), or be bare right after the number in the
     # slash-command form ("101 node3"); any other unknown word is not understood
     slash_form = all(w in _VM_WORDS for w in low[:at])

@@ -96,7 +96,9 @@ class ServiceClient:
                 code="service-auth",
             )
         if resp.status_code >= 500:
-            raise ServiceUnavailable(f"{where} failed (HTTP {resp.status_code}){': ' + message if message else ''}")
+            raise ServiceUnavailable(
+                f"{where} failed (HTTP {resp.status_code}){': ' + message if message else ''}"
+            )
         err = ServiceError(message or f"{where} answered HTTP {resp.status_code}")
         if code:
             err.code = code

@@ -76,9 +76,7 @@ class BotSettings:
         if not self.bot_token:
             raise ConfigError("SLACK_BOT_TOKEN is not set (the xoxb-... token of the Slack app)")
         if http and not self.signing_secret:
-            raise ConfigError(
-                "SLACK_SIGNING_SECRET is not set; --http mode verifies every request with it"
-            )
+            raise ConfigError("SLACK_SIGNING_SECRET is not set; --http mode verifies every request with it")
         if not http and not self.app_token:
             raise ConfigError(
                 "SLACK_APP_TOKEN is not set (the xapp-... token for Socket Mode); "

@@ -16,14 +16,22 @@ TOKEN = "svc-test-token"
 NODES = ["node1", "node2", "node3"]
 
 
-def verdict_body(vmid: int = 101, target: str = "node3", verdict: str = "deny", name: str = "web01",
-                 **extra: Any) -> dict[str, Any]:
+def verdict_body(
+    vmid: int = 101, target: str = "node3", verdict: str = "deny", name: str = "web01", **extra: Any
+) -> dict[str, Any]:
     body = {
-        "vmid": vmid, "name": name, "source": "node1", "target": target, "verdict": verdict,
-        "reasons": [] if verdict == "allow" else [
-            {"code": "missing-flags", "message": "node3 lacks avx512f, avx512bw needed by Skylake-Server"}],
-        "cpu": "Skylake-Server", "suggestion": "" if verdict == "allow" else "use x86-64-v3 for VM 101",
-        "checked_at": "2026-11-29T00:30:00Z", "facts_age_s": 12,
+        "vmid": vmid,
+        "name": name,
+        "source": "node1",
+        "target": target,
+        "verdict": verdict,
+        "reasons": []
+        if verdict == "allow"
+        else [{"code": "missing-flags", "message": "node3 lacks avx512f, avx512bw needed by Skylake-Server"}],
+        "cpu": "Skylake-Server",
+        "suggestion": "" if verdict == "allow" else "use x86-64-v3 for VM 101",
+        "checked_at": "2026-11-29T00:30:00Z",
+        "facts_age_s": 12,
     }
     body.update(extra)
     return body
@@ -31,11 +39,19 @@ def verdict_body(vmid: int = 101, target: str = "node3", verdict: str = "deny", 
 
 def veto_event(vmid: int = 101, target: str = "node3", name: str = "web01", **extra: Any) -> dict[str, Any]:
     ev = {
-        "id": uuid.uuid4().hex, "time": "2026-11-29T00:30:00Z", "vmid": vmid, "name": name,
-        "source": "node1", "target": target, "source_cluster": "lab", "target_cluster": "lab",
-        "cpu": "Skylake-Server", "verdict": "deny",
+        "id": uuid.uuid4().hex,
+        "time": "2026-11-29T00:30:00Z",
+        "vmid": vmid,
+        "name": name,
+        "source": "node1",
+        "target": target,
+        "source_cluster": "lab",
+        "target_cluster": "lab",
+        "cpu": "Skylake-Server",
+        "verdict": "deny",
         "reasons": [{"code": "missing-flags", "message": f"{target} lacks avx512f"}],
-        "suggestion": "use x86-64-v3", "enforced": True,
+        "suggestion": "use x86-64-v3",
+        "enforced": True,
     }
     ev.update(extra)
     return ev
@@ -79,7 +95,7 @@ class FakeService:
 
     @property
     def url(self) -> str:
-        return "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def __enter__(self) -> FakeService:
         self.thread.start()
@@ -98,26 +114,50 @@ class FakeService:
             if parts[3] == "check":
                 target = q.get("target", "")
                 if target not in NODES:
-                    return 404, {"error": {"code": "unknown-node",
-                                           "message": f"no node {target}; known: {', '.join(NODES)}"}}
+                    return 404, {
+                        "error": {
+                            "code": "unknown-node",
+                            "message": f"no node {target}; known: {', '.join(NODES)}",
+                        }
+                    }
                 verdict = "allow" if target == "node2" else "deny"
                 extra = {"target_cluster": q["target_cluster"]} if "target_cluster" in q else {}
                 return 200, verdict_body(vmid, target, verdict, self.vms[vmid], **extra)
             if parts[3] == "targets":
-                return 200, {"vmid": vmid, "name": self.vms[vmid], "source": "node1", "targets": [
-                    verdict_body(vmid, "node2", "allow", self.vms[vmid]),
-                    verdict_body(vmid, "node3", "deny", self.vms[vmid])]}
+                return 200, {
+                    "vmid": vmid,
+                    "name": self.vms[vmid],
+                    "source": "node1",
+                    "targets": [
+                        verdict_body(vmid, "node2", "allow", self.vms[vmid]),
+                        verdict_body(vmid, "node3", "deny", self.vms[vmid]),
+                    ],
+                }
         if path == "/v1/decisions":
             rows = [dict(verdict_body(101, "node3", "deny"), time="2026-11-29T00:20:00Z")]
             if q.get("vmid") and int(q["vmid"]) != 101:
                 rows = []
             return 200, {"decisions": rows}
         if path == "/v1/cluster":
-            return 200, {"cluster": "lab", "nodes": [
-                {"node": n, "cpu_model": "Intel(R) Xeon(R) Gold 6130", "vendor": "GenuineIntel",
-                 "best_cpu_type": "Skylake-Server" if n != "node3" else "Haswell"} for n in NODES]}
+            return 200, {
+                "cluster": "lab",
+                "nodes": [
+                    {
+                        "node": n,
+                        "cpu_model": "Intel(R) Xeon(R) Gold 6130",
+                        "vendor": "GenuineIntel",
+                        "best_cpu_type": "Skylake-Server" if n != "node3" else "Haswell",
+                    }
+                    for n in NODES
+                ],
+            }
         if path == "/v1/cluster/recommendation":
-            return 200, {"recommendation": {"cpu_type": "x86-64-v3", "nodes": NODES,
-                                            "reason": "the newest type every node runs"},
-                         "vms": [{"vmid": 101, "name": "web01", "cpu": "Skylake-Server", "nodes": ["node3"]}]}
+            return 200, {
+                "recommendation": {
+                    "cpu_type": "x86-64-v3",
+                    "nodes": NODES,
+                    "reason": "the newest type every node runs",
+                },
+                "vms": [{"vmid": 101, "name": "web01", "cpu": "Skylake-Server", "nodes": ["node3"]}],
+            }
         return 404, {"error": {"code": "not-found", "message": f"no route {path}"}}

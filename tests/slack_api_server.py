@@ -25,6 +25,7 @@ Slack); ``chat.postMessage`` needs a ``channel``. Tokens are not stored, only wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -87,15 +88,25 @@ class SlackApiServer:
 
     def calls(self, method: str | None = None, *, ok_only: bool = False) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(c) for c in self._calls
-                    if (method is None or c["method"] == method) and (not ok_only or c["ok"])]
+            return [
+                dict(c)
+                for c in self._calls
+                if (method is None or c["method"] == method) and (not ok_only or c["ok"])
+            ]
 
-    def fail(self, method: str, status: int = 500, times: int = 1, retry_after: int | None = None,
-             error: str | None = None) -> None:
+    def fail(
+        self,
+        method: str,
+        status: int = 500,
+        times: int = 1,
+        retry_after: int | None = None,
+        error: str | None = None,
+    ) -> None:
         """The next ``times`` calls of ``method`` answer ``status`` (429 carries Retry-After)."""
         with self._lock:
             self._faults.setdefault(method, []).extend(
-                [{"status": status, "retry_after": retry_after, "error": error}] * times)
+                [{"status": status, "retry_after": retry_after, "error": error}] * times
+            )
 
     def delay(self, method: str, seconds: float) -> None:
         with self._lock:
@@ -107,8 +118,9 @@ class SlackApiServer:
             self._faults.clear()
             self._delays.clear()
 
-    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0,
-                 *, ok_only: bool = True) -> list[dict[str, Any]]:
+    def wait_for(
+        self, method: str, count: int = 1, timeout: float = 10.0, *, ok_only: bool = True
+    ) -> list[dict[str, Any]]:
         """Wait until ``count`` (successful) calls of ``method`` were recorded; return them."""
         deadline = time.monotonic() + timeout
         while True:
@@ -163,8 +175,15 @@ class SlackApiServer:
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
-            return {"ok": True, "url": "https://test.slack.com/", "team": "Test", "user": "migration-guard",
-                    "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": "B0BOT"}
+            return {
+                "ok": True,
+                "url": "https://test.slack.com/",
+                "team": "Test",
+                "user": "migration-guard",
+                "team_id": TEAM_ID,
+                "user_id": BOT_USER_ID,
+                "bot_id": "B0BOT",
+            }
         if method in ("chat.postMessage", "chat.update"):
             channel = params.get("channel")
             if not channel:
@@ -217,7 +236,7 @@ def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200, server.calls(method))
             elif parts.path.startswith("/api/"):
                 params = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                self._api(parts.path[len("/api/"):], params)
+                self._api(parts.path[len("/api/") :], params)
             else:
                 self._json(404, {"ok": False, "error": "unknown_path"})
 
@@ -233,21 +252,19 @@ def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
                     params.update({k: v[0] for k, v in parse_qs(parts.query).items()})
                     for key in ("blocks", "attachments", "view"):
                         if isinstance(params.get(key), str):
-                            try:
+                            with contextlib.suppress(ValueError):
                                 params[key] = json.loads(params[key])
-                            except ValueError:
-                                pass
             except ValueError:
                 self._json(400, {"ok": False, "error": "invalid_json"})
                 return
             if parts.path.startswith("/_test/"):
-                self._control(parts.path[len("/_test/"):], params)
+                self._control(parts.path[len("/_test/") :], params)
             elif parts.path.startswith("/response/"):
                 params = dict(params) if isinstance(params, dict) else {"body": params}
-                params["_path_id"] = parts.path[len("/response/"):]
+                params["_path_id"] = parts.path[len("/response/") :]
                 self._api("response_url", params)
             elif parts.path.startswith("/api/"):
-                self._api(parts.path[len("/api/"):], params)
+                self._api(parts.path[len("/api/") :], params)
             else:
                 self._json(404, {"ok": False, "error": "unknown_path"})
 
@@ -259,9 +276,13 @@ def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
 
         def _control(self, action: str, params: dict[str, Any]) -> None:
             actions: dict[str, Callable[[], None]] = {
-                "fail": lambda: server.fail(params["method"], int(params.get("status", 500)),
-                                            int(params.get("times", 1)), params.get("retry_after"),
-                                            params.get("error")),
+                "fail": lambda: server.fail(
+                    params["method"],
+                    int(params.get("status", 500)),
+                    int(params.get("times", 1)),
+                    params.get("retry_after"),
+                    params.get("error"),
+                ),
                 "delay": lambda: server.delay(params["method"], float(params.get("seconds", 0))),
                 "reset": server.reset,
             }

@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_escape_the_three_characters_slack_asks_for():
-    assert escape("a & b <!channel> <@U1> <https://x|y>") == \
-        "a &amp; b &lt;!channel&gt; &lt;@U1&gt; &lt;https://x|y&gt;"
+    assert (
+        escape("a & b <!channel> <@U1> <https://x|y>")
+        == "a &amp; b &lt;!channel&gt; &lt;@U1&gt; &lt;https://x|y&gt;"
+    )
     assert escape("tab\there\x00\x07") == "tab\there"
 
 
@@ -57,13 +59,17 @@ def test_every_mrkdwn_object_is_verbatim():
 def test_veto_message_has_headline_vm_cpu_move_reasons_suggestion():
     msg = verdict_answer(veto_event(name="web01"), veto=True)
     flat = json.dumps(msg.blocks, ensure_ascii=False)
-    assert msg.blocks[0]["text"]["text"] == "*:no_entry: Blocked:* live migration of VM 101 `web01` to `node3`"
+    assert (
+        msg.blocks[0]["text"]["text"] == "*:no_entry: Blocked:* live migration of VM 101 `web01` to `node3`"
+    )
     assert "*VM*\\nVM 101 `web01`" in flat and "*CPU type*\\n`Skylake-Server`" in flat
     assert "*Move*\\n`node1` → `node3`" in flat
     assert "*Why*\\n• node3 lacks avx512f (`missing-flags`)" in flat
     assert "*Suggestion*\\nuse x86-64-v3" in flat
-    assert msg.text == ("Blocked: live migration of VM 101 (web01) to node3 (CPU type Skylake-Server), "
-                        "from node1. Why: node3 lacks avx512f. Suggestion: use x86-64-v3")
+    assert msg.text == (
+        "Blocked: live migration of VM 101 (web01) to node3 (CPU type Skylake-Server), "
+        "from node1. Why: node3 lacks avx512f. Suggestion: use x86-64-v3"
+    )
 
 
 def test_warn_mode_veto_says_it_was_not_stopped():
@@ -114,15 +120,19 @@ class NoVmService(DownService):
 
 def test_service_down_answer_is_one_line():
     a = answer(Check(101, "node3"), DownService())
-    assert a.text == ("Cannot answer right now: the migration-guard service at http://svc:8000 "
-                      "did not answer in time. Try again in a minute.")
+    assert a.text == (
+        "Cannot answer right now: the migration-guard service at http://svc:8000 "
+        "did not answer in time. Try again in a minute."
+    )
     assert a.blocks == [section(":warning: " + prose(a.text))]
 
 
 def test_unknown_vm_names_the_known_nodes():
     a = answer(Check(555, "pve1"), NoVmService())
-    assert a.text == ("I don't know VM 555 (the service says: no VM 555 in cluster lab). Is the number right? "
-                      "VMs are found by their Proxmox ID. Known nodes: pve1, pve2.")
+    assert a.text == (
+        "I don't know VM 555 (the service says: no VM 555 in cluster lab). Is the number right? "
+        "VMs are found by their Proxmox ID. Known nodes: pve1, pve2."
+    )
 
 
 def test_help_lists_examples_with_the_configured_command():
@@ -134,7 +144,12 @@ def test_manifest_declares_command_scopes_events_and_socket_mode():
     yaml = pytest.importorskip("yaml")
     m = yaml.safe_load((ROOT / "deploy" / "slack-app-manifest.yml").read_text())
     assert [c["command"] for c in m["features"]["slash_commands"]] == ["/canmove"]
-    assert {"app_mentions:read", "chat:write", "commands", "im:history"} <= set(m["oauth_config"]["scopes"]["bot"])
-    assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {"app_home_opened", "app_mention",
-                                                                       "message.im"}
+    assert {"app_mentions:read", "chat:write", "commands", "im:history"} <= set(
+        m["oauth_config"]["scopes"]["bot"]
+    )
+    assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {
+        "app_home_opened",
+        "app_mention",
+        "message.im",
+    }
     assert m["settings"]["socket_mode_enabled"] is True and m["features"]["app_home"]["home_tab_enabled"]

@@ -27,12 +27,18 @@ SECRET = "test-signing-secret"
 
 class Bot:
     def __init__(self, slack: SlackApiServer, service_url: str, command: str = "/canmove") -> None:
-        self.settings = BotSettings(bot_token="xoxb-test", signing_secret=SECRET, slack_api_url=slack.url,
-                                    service_url=service_url, service_token=TOKEN, command=command)
+        self.settings = BotSettings(
+            bot_token="xoxb-test",
+            signing_secret=SECRET,
+            slack_api_url=slack.url,
+            service_url=service_url,
+            service_token=TOKEN,
+            command=command,
+        )
         self.service = ServiceClient(service_url, TOKEN, timeout=15)
         self.app = build_app(self.settings, self.service)
         sock = http_server.bind("127.0.0.1", 0)
-        self.url = "http://127.0.0.1:%d%s" % (sock.getsockname()[1], http_server.PATH)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}{http_server.PATH}"
         self.server = http_server.server_for(self.app, sock)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
@@ -59,16 +65,37 @@ def post(bot: Bot, body: str, ctype: str, headers: dict[str, str] | None = None)
 
 
 def slash(slack: SlackApiServer, text: str, command: str = "/canmove", rid: str = "r1") -> str:
-    return urlencode({"token": "legacy", "team_id": "T0TEST", "team_domain": "test", "channel_id": "C0ASK",
-                      "channel_name": "ops", "user_id": "U0ASK", "user_name": "ops", "command": command,
-                      "text": text, "api_app_id": "A0APP", "response_url": slack.response_url(rid),
-                      "trigger_id": "1.2.3"})
+    return urlencode(
+        {
+            "token": "legacy",
+            "team_id": "T0TEST",
+            "team_domain": "test",
+            "channel_id": "C0ASK",
+            "channel_name": "ops",
+            "user_id": "U0ASK",
+            "user_name": "ops",
+            "command": command,
+            "text": text,
+            "api_app_id": "A0APP",
+            "response_url": slack.response_url(rid),
+            "trigger_id": "1.2.3",
+        }
+    )
 
 
 def event(inner: dict, event_id: str = "Ev1") -> str:
-    return json.dumps({"token": "legacy", "team_id": "T0TEST", "api_app_id": "A0APP", "type": "event_callback",
-                       "event_id": event_id, "event_time": int(time.time()), "event": inner,
-                       "authorizations": [{"team_id": "T0TEST", "user_id": "U0BOT", "is_bot": True}]})
+    return json.dumps(
+        {
+            "token": "legacy",
+            "team_id": "T0TEST",
+            "api_app_id": "A0APP",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "event": inner,
+            "authorizations": [{"team_id": "T0TEST", "user_id": "U0BOT", "is_bot": True}],
+        }
+    )
 
 
 @pytest.fixture()
@@ -188,10 +215,19 @@ def test_configured_command_name(slack, service):
         b.stop()
 
 
-def test_app_mention_answers_in_thread(slack, bot):
-    inner = {"type": "app_mention", "user": "U0ASK", "text": "<@U0BOT> Can VM 101 go to node2?",
-             "ts": "1700000000.000100", "channel": "C0ASK", "event_ts": "1700000000.000100"}
+def test_app_mention_answers_in_thread(slack, service, bot):
+    service.delay = 3.5
+    inner = {
+        "type": "app_mention",
+        "user": "U0ASK",
+        "text": "<@U0BOT> Can VM 101 go to node2?",
+        "ts": "1700000000.000100",
+        "channel": "C0ASK",
+        "event_ts": "1700000000.000100",
+    }
+    started = time.monotonic()
     assert post(bot, event(inner), "application/json").status_code == 200
+    assert time.monotonic() - started < 3.0  # acked before the slow service answered
     (call,) = slack.wait_for("chat.postMessage", 1)
     p = call["params"]
     assert p["channel"] == "C0ASK" and p["thread_ts"] == "1700000000.000100"
@@ -200,8 +236,15 @@ def test_app_mention_answers_in_thread(slack, bot):
 
 
 def test_direct_message_answers_and_ignores_bots(slack, bot):
-    dm = {"type": "message", "channel_type": "im", "user": "U0ASK", "text": "why was 101 blocked?",
-          "ts": "1700000000.000200", "channel": "D0ASK", "event_ts": "1700000000.000200"}
+    dm = {
+        "type": "message",
+        "channel_type": "im",
+        "user": "U0ASK",
+        "text": "why was 101 blocked?",
+        "ts": "1700000000.000200",
+        "channel": "D0ASK",
+        "event_ts": "1700000000.000200",
+    }
     from_bot = dict(dm, bot_id="B0BOT", text="recent blocks", ts="1700000000.000300")
     post(bot, event(from_bot, "Ev2"), "application/json")
     post(bot, event(dm, "Ev3"), "application/json")
@@ -213,8 +256,13 @@ def test_direct_message_answers_and_ignores_bots(slack, bot):
 
 
 def test_app_home_opened_publishes_the_home_tab(slack, bot):
-    inner = {"type": "app_home_opened", "user": "U0ASK", "channel": "D0ASK", "tab": "home",
-             "event_ts": "1700000000.000300"}
+    inner = {
+        "type": "app_home_opened",
+        "user": "U0ASK",
+        "channel": "D0ASK",
+        "tab": "home",
+        "event_ts": "1700000000.000300",
+    }
     assert post(bot, event(inner), "application/json").status_code == 200
     (call,) = slack.wait_for("views.publish", 1)
     view = call["params"]["view"]
@@ -225,12 +273,16 @@ def test_app_home_opened_publishes_the_home_tab(slack, bot):
     assert "VM 101 `web01` `node1` → `node3`" in flat
 
 
-@pytest.mark.parametrize("make_headers", [
-    lambda body: {},                                             # unsigned
-    lambda body: signed("text=something+else"),                  # a signature of another body
-    lambda body: signed(body, secret="not-the-secret"),          # forged with a guessed secret
-    lambda body: {**signed(body), "X-Slack-Signature": "v0=" + "0" * 64},
-], ids=["unsigned", "other-body", "forged", "garbage"])
+@pytest.mark.parametrize(
+    "make_headers",
+    [
+        lambda body: {},  # unsigned
+        lambda body: signed("text=something+else"),  # a signature of another body
+        lambda body: signed(body, secret="not-the-secret"),  # forged with a guessed secret
+        lambda body: {**signed(body), "X-Slack-Signature": "v0=" + "0" * 64},
+    ],
+    ids=["unsigned", "other-body", "forged", "garbage"],
+)
 def test_bad_signatures_get_401(slack, bot, make_headers):
     body = slash(slack, "101 node3")
     assert post(bot, body, FORM, make_headers(body)).status_code == 401
@@ -265,14 +317,24 @@ def test_http_mode_as_a_subprocess(slack, service):
     import sys
     from pathlib import Path
 
-    env = dict(os.environ, SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SECRET,
-               MIGRATION_GUARD_SLACK_API_URL=slack.url, MIGRATION_GUARD_URL=service.url,
-               MIGRATION_GUARD_TOKEN=TOKEN, MIGRATION_GUARD_BOT_LISTEN="127.0.0.1:0")
+    env = dict(
+        os.environ,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SECRET,
+        MIGRATION_GUARD_SLACK_API_URL=slack.url,
+        MIGRATION_GUARD_URL=service.url,
+        MIGRATION_GUARD_TOKEN=TOKEN,
+        MIGRATION_GUARD_BOT_LISTEN="127.0.0.1:0",
+    )
     for k in ("SLACK_APP_TOKEN", "MIGRATION_GUARD_REDIS_URL", "MIGRATION_GUARD_SLACK_CHANNEL"):
         env.pop(k, None)
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "bot", "--http"],
-                            cwd=Path(__file__).resolve().parents[1], env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli.main", "bot", "--http"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = None
         for _ in range(50):

@@ -162,8 +162,9 @@ def test_restart_drains_own_pending_then_reads_new(store, slack):
     publish(store, name="old")
     store.xreadgroup(GROUP, "c1", {STREAM: ">"})  # delivered to c1, which then "died"
     publish(store, name="new")
-    run_until(make(store, slack, consumer="c1"),
-              lambda: len(slack.calls("chat.postMessage", ok_only=True)) >= 2)
+    run_until(
+        make(store, slack, consumer="c1"), lambda: len(slack.calls("chat.postMessage", ok_only=True)) >= 2
+    )
     assert [c["params"]["text"].split("(")[1][:3] for c in slack.calls("chat.postMessage")] == ["old", "new"]
 
 
@@ -173,8 +174,10 @@ def test_stale_pending_of_a_dead_consumer_on_another_host_is_autoclaimed(store, 
     publish(store)
     store.xreadgroup(GROUP, "elsewhere-1", {STREAM: ">"})
     time.sleep(0.3)
-    run_until(make(store, slack, consumer="c2", claim_idle_s=0.2),
-              lambda: slack.calls("chat.postMessage", ok_only=True))
+    run_until(
+        make(store, slack, consumer="c2", claim_idle_s=0.2),
+        lambda: slack.calls("chat.postMessage", ok_only=True),
+    )
     assert len(slack.calls("chat.postMessage")) == 1 and pending(store) == 0
 
 
@@ -200,11 +203,22 @@ def test_unreadable_entry_is_acked_without_posting(store, slack):
 
 
 def _start_notifier_process(slack: SlackApiServer) -> subprocess.Popen:
-    env = dict(os.environ, SLACK_BOT_TOKEN="xoxb-test", MIGRATION_GUARD_SLACK_CHANNEL="C0VETO",
-               MIGRATION_GUARD_SLACK_API_URL=slack.url, MIGRATION_GUARD_REDIS_URL=REDIS_URL)
+    env = dict(
+        os.environ,
+        SLACK_BOT_TOKEN="xoxb-test",
+        MIGRATION_GUARD_SLACK_CHANNEL="C0VETO",
+        MIGRATION_GUARD_SLACK_API_URL=slack.url,
+        MIGRATION_GUARD_REDIS_URL=REDIS_URL,
+    )
     env.pop("SLACK_APP_TOKEN", None)
-    return subprocess.Popen([sys.executable, "-m", "shared.cli.main", "bot", "--notifier-only"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli.main", "bot", "--notifier-only"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_killed_between_read_and_ack_posts_exactly_once_after_restart(store, slack):

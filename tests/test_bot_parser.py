@@ -89,8 +89,32 @@ def test_never_crashes_on_any_string(text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["can", "vm", "101", "to", "node3", "/", "#", "?", "recommend", "blocked",
-                                 "where", "go", "a/b", "help", "\u0000", "<@U1>", "for", "-", "and"]))
-       .map(" ".join))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "can",
+                "vm",
+                "101",
+                "to",
+                "node3",
+                "/",
+                "#",
+                "?",
+                "recommend",
+                "blocked",
+                "where",
+                "go",
+                "a/b",
+                "help",
+                "\u0000",
+                "<@U1>",
+                "for",
+                "-",
+                "and",
+            ]
+        )
+    ).map(" ".join)
+)
 def test_never_crashes_on_word_soup(text):
     assert parse(text) is not None

@@ -455,16 +455,36 @@ def runnable_matrix(specs: Sequence[CpuSpec], hosts: Sequence[HostCpu]) -> list[
     return result
 
 
-def _suggestion(hosts: Sequence[HostCpu]) -> str | None:
+def _where(hosts: Sequence[HostCpu]) -> str:
+    names = [h.name for h in hosts]
+    if len(names) == 1:
+        return f"on {names[0]}"
+    if len(names) == 2:
+        return f"on both {names[0]} and {names[1]}"
+    return f"on all of {', '.join(names)}"
+
+
+def _suggestion(hosts: Sequence[HostCpu], spec: CpuSpec | None = None) -> str | None:
+    """The best type that runs on every one of ``hosts``; when only the VM's own ``+flags`` stand in
+    the way, the same type without them."""
+    if spec is not None and spec.flags and not spec.is_passthrough:
+        lacking = 0
+        req = requirement(spec)
+        for host in hosts:
+            lacking |= _need(req, host.vendor) & ~offer(host).bits
+        names = [canonical(n) for n, on in spec.flags if on]
+        culprits = [n for n in names if n in _BIT and lacking & (1 << _BIT[n])]
+        if culprits:
+            kept = tuple(f for f in spec.flags if not (f[1] and f[0] in culprits))
+            lighter = CpuSpec(**{**{f: getattr(spec, f) for f in spec.__slots__}, "flags": kept, "raw": ""})
+            req = requirement(lighter)
+            if all(not (_need(req, h.vendor) & ~offer(h).bits) for h in hosts):
+                dropped = ", ".join("+" + n for n in culprits)
+                return f"{format_cpu(lighter)} (without {dropped}) runs {_where(hosts)}"
     rec = recommend(hosts)
     if rec.recommended is None:
         return None
-    names = [h.name for h in hosts]
-    if len(names) == 1:
-        return f"{rec.recommended} runs on {names[0]}"
-    if len(names) == 2:
-        return f"{rec.recommended} runs on both {names[0]} and {names[1]}"
-    return f"{rec.recommended} runs on all of {', '.join(names)}"
+    return f"{rec.recommended} runs {_where(hosts)}"
 
 
 def check_migration(
@@ -490,7 +510,7 @@ def check_migration(
                 f"{target.name} is {_VENDOR_WORD[target.vendor]}: stop the VM and start it there instead",
             )
         )
-    return MigrationVerdict("deny", tuple(reasons), _suggestion(both), cpu, req.model, run.missing)
+    return MigrationVerdict("deny", tuple(reasons), _suggestion(both, spec), cpu, req.model, run.missing)
 
 
 def _passthrough_migration(

@@ -554,3 +554,9 @@ def test_real_cpus_run_their_own_generation(real: list[HostCpu]) -> None:
             continue
         v = check_runnable(parse_cpu(model), h)
         assert v.runnable, (h.name, model, v.missing)
+
+
+def test_suggestion_drops_only_the_vm_flags_that_stand_in_the_way() -> None:
+    v = check_migration(spec("kvm64,flags=+pcid;+aes"), SKX_HOST, ZEN2_HOST)
+    assert v.verdict == "deny" and v.missing == ("pcid",)
+    assert v.suggestion == "kvm64,flags=+aes (without +pcid) runs on both pve1 and pve2"

@@ -49,6 +49,7 @@ POSTED_TTL_S = 7 * 24 * 3600
 REPEAT_WINDOW_S = 600
 #: on the very first start (no group yet), vetoes older than this are history, not news
 FIRST_START_LOOKBACK_S = 3600
+FORGET_CONSUMER_AFTER_S = 24 * 3600
 #: Slack errors about our message body: re-send as plain text instead of retrying forever
 _BODY_ERRORS = {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "invalid_attachments"}
 
@@ -129,6 +130,7 @@ class Notifier:
                 if not recovered:
                     self.ensure_group()
                     self.recover()
+                    self.forget_idle_consumers()
                     recovered = True
                 if time.monotonic() - last_claim >= max(self.claim_idle_s / 2, 1.0):
                     self.claim_stale()
@@ -197,6 +199,20 @@ class Notifier:
             if _s(start) in ("0-0", "0") or not entries:
                 return done
 
+    def forget_idle_consumers(self, idle_s: float = FORGET_CONSUMER_AFTER_S) -> list[str]:
+        """Delete consumers with nothing pending that have been idle for a day (old restarts)."""
+        gone = []
+        for info in self.store.xinfo_consumers(STREAM, GROUP):
+            name = _s(info.get("name"))
+            if (
+                name != self.consumer
+                and int(info.get("pending", 1)) == 0
+                and int(info.get("idle", 0)) > idle_s * 1000
+            ):
+                self.store.xgroup_delconsumer(STREAM, GROUP, name)
+                gone.append(name)
+        return gone
+
     def read_new(self) -> int:
         reply: Any = self.store.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=10, block=self.block_ms)
         done = 0
@@ -215,7 +231,9 @@ class Notifier:
     def _take_over(self, name: str) -> int:
         done = 0
         while True:
-            pending: Any = self.store.xpending_range(STREAM, GROUP, min="-", max="+", count=100, consumername=name)
+            pending: Any = self.store.xpending_range(
+                STREAM, GROUP, min="-", max="+", count=100, consumername=name
+            )
             ids: Any = [p["message_id"] for p in pending]
             if not ids:
                 return done

@@ -245,3 +245,14 @@ def test_killed_between_read_and_ack_posts_exactly_once_after_restart(store, sla
         out, err = second.communicate(timeout=10)
     assert second.returncode == 0, err
     assert "xoxb-test" not in err
+
+
+def test_idle_consumers_without_pending_entries_are_forgotten(store, slack):
+    n = make(store, slack, consumer="c-now")
+    n.ensure_group()
+    publish(store)
+    store.xreadgroup(GROUP, "old-restart", {STREAM: ">"})
+    store.xgroup_createconsumer(STREAM, GROUP, "idle-empty")
+    time.sleep(0.05)
+    assert n.forget_idle_consumers(idle_s=0.01) == ["idle-empty"]  # old-restart still has a pending entry
+    assert {c["name"] for c in store.xinfo_consumers(STREAM, GROUP)} == {"old-restart"}

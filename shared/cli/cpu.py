@@ -238,21 +238,18 @@ def _models(args: argparse.Namespace) -> int:
         _print_json({"provenance": cat.provenance, "models": entries})
     else:
         rows = [["TYPE", "VENDOR", "FEATURES", "NOTE", "SOURCE"]]
-        for e in entries:
-            note = (
-                f"= {e['alias_of']}"
-                if e["alias_of"]
-                else ("deprecated" if e["deprecated"] else ("passthrough" if e["passthrough"] else ""))
-            )
-            rows.append(
-                [
-                    e["name"],
-                    e["vendor"] or "any",
-                    str(e["features"]) if not e["passthrough"] else "-",
-                    note or "-",
-                    e["source"] or "-",
-                ]
-            )
+        for name in cat.names():
+            m = cat.models[name]
+            if m.alias_of:
+                note = f"= {m.alias_of}"
+            elif m.deprecated:
+                note = "deprecated"
+            elif m.passthrough:
+                note = "passthrough"
+            else:
+                note = "-"
+            features = "-" if m.passthrough else str(len(m.features))
+            rows.append([m.name, m.vendor or "any", features, note, m.source or "-"])
         print(_table(rows))
         prov = cat.provenance
         if prov:

@@ -20,6 +20,7 @@ verdict is ``need & ~offered``. Decisions documented here:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -77,13 +78,17 @@ class Recommendation:
 
 _BIT: dict[str, int] = {}
 _NAMES: list[str] = []
+_BIT_LOCK = threading.Lock()
 
 
 def _bit(feature: str) -> int:
     index = _BIT.get(feature)
     if index is None:
-        index = _BIT[feature] = len(_NAMES)
-        _NAMES.append(feature)
+        with _BIT_LOCK:  # the service calls the engine from several threads
+            index = _BIT.get(feature)
+            if index is None:
+                _NAMES.append(feature)
+                index = _BIT[feature] = len(_NAMES) - 1
     return 1 << index
 
 

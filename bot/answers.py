@@ -42,6 +42,8 @@ class Service(Protocol):
 class Answer:
     text: str
     blocks: list[dict[str, Any]] = field(default_factory=list)
+    #: worth showing to the whole channel (a verdict) or only to the asker (help, errors)
+    public: bool = True
 
     def as_message(self) -> dict[str, Any]:
         return {"text": self.text, "blocks": self.blocks}
@@ -105,6 +107,7 @@ def help_answer(command: str = "/canmove", problem: str = "") -> Answer:
                 + ". Another cluster: can vm 101 move to clusterB/node5?"
             ),
         ],
+        public=False,
     )
 
 
@@ -114,7 +117,7 @@ def error_answer(exc: GuardError) -> Answer:
         line = f"Cannot answer right now: {exc}. Try again in a minute."
     else:
         line = f"Cannot answer: {exc}"
-    return Answer(text=plain(line), blocks=[bk.section(":warning: " + prose(line))])
+    return Answer(text=plain(line), blocks=[bk.section(":warning: " + prose(line))], public=False)
 
 
 def not_found_answer(exc: GuardError, intent: Intent, service: Service) -> Answer:
@@ -140,7 +143,7 @@ def not_found_answer(exc: GuardError, intent: Intent, service: Service) -> Answe
     known = ("Known nodes: " + ", ".join(code(n) for n in nodes) + ".") if nodes else ""
     mrk = " ".join(p for p in (prose(head) if "`" not in head else head, hint, known) if p)
     txt = " ".join(p for p in (head, hint, known) if p).replace("`", "")
-    return Answer(text=plain(txt), blocks=[bk.section(":mag: " + mrk)])
+    return Answer(text=plain(txt), blocks=[bk.section(":mag: " + mrk)], public=False)
 
 
 def _known_nodes(service: Service) -> list[str]:

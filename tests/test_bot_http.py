@@ -179,6 +179,7 @@ def test_service_down_is_one_line(slack):
         p = answers(slack)[0]["params"]
         assert p["text"].startswith("Cannot answer right now: the migration-guard service at")
         assert "\n" not in p["text"] and len(p["blocks"]) == 1
+        assert p["response_type"] == "ephemeral"  # only the asker sees the error
     finally:
         b.stop()
 

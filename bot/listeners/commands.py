@@ -16,4 +16,9 @@ def register(app: App, deps: Deps) -> None:
     def canmove(ack: Ack, command: dict, respond: Respond) -> None:
         ack()  # within Slack's 3 seconds, before asking the (maybe slow) service
         reply = deps.answer_text(command.get("text") or "")
-        respond(text=reply.text, blocks=reply.blocks, response_type="in_channel", replace_original=False)
+        respond(
+            text=reply.text,
+            blocks=reply.blocks,
+            response_type="in_channel" if reply.public else "ephemeral",
+            replace_original=False,
+        )

@@ -46,6 +46,8 @@ class SlackApiServer:
         self._faults: dict[str, list[dict[str, Any]]] = {}
         self._delays: dict[str, float] = {}
         self._ts = 0
+        #: the WebSocket URL apps.connections.open hands out (to an xapp- token); None refuses
+        self.socket_mode_url: str | None = None
         self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -201,7 +203,9 @@ class SlackApiServer:
                 view = json.loads(view)
             return {"ok": True, "view": {"id": "V0TEST", **(view or {})}}
         if method == "apps.connections.open":  # Socket Mode needs an app-level token
-            return {"ok": False, "error": "not_allowed_token_type"}
+            if not (self.socket_mode_url and params.get("_app_token")):
+                return {"ok": False, "error": "not_allowed_token_type"}
+            return {"ok": True, "url": self.socket_mode_url}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D0TEST"}}
         return {"ok": True}
@@ -271,7 +275,10 @@ def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
         def _api(self, method: str, params: dict[str, Any]) -> None:
             auth = self.headers.get("Authorization") or ""
             authed = auth.startswith("Bearer ") and len(auth) > len("Bearer ") or bool(params.get("token"))
+            token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else str(params.get("token") or "")
             params.pop("token", None)
+            if method == "apps.connections.open":  # only the kind of token is kept, never the token
+                params["_app_token"] = token.startswith("xapp-")
             self._send(*server.handle(method, params, authed))
 
         def _control(self, action: str, params: dict[str, Any]) -> None:

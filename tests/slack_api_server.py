@@ -104,7 +104,8 @@ class SlackApiServer:
         retry_after: int | None = None,
         error: str | None = None,
     ) -> None:
-        """The next ``times`` calls of ``method`` answer ``status`` (429 carries Retry-After)."""
+        """The next ``times`` calls of ``method`` answer ``status`` (429 carries Retry-After;
+        status 200 answers ``{"ok": false, "error": error}``)."""
         with self._lock:
             self._faults.setdefault(method, []).extend(
                 [{"status": status, "retry_after": retry_after, "error": error}] * times
@@ -157,7 +158,9 @@ class SlackApiServer:
         if fault is not None:
             status = fault["status"]
             headers = {"Content-Type": "application/json"}
-            if status == 429:
+            if status == 200:  # Slack's "ok": false answers, e.g. error="invalid_blocks"
+                raw = json.dumps({"ok": False, "error": fault["error"] or "internal_error"}).encode()
+            elif status == 429:
                 headers["Retry-After"] = str(fault["retry_after"] if fault["retry_after"] is not None else 1)
                 body = {"ok": False, "error": fault["error"] or "ratelimited"}
                 raw = json.dumps(body).encode()

@@ -256,3 +256,26 @@ def test_idle_consumers_without_pending_entries_are_forgotten(store, slack):
     time.sleep(0.05)
     assert n.forget_idle_consumers(idle_s=0.01) == ["idle-empty"]  # old-restart still has a pending entry
     assert {c["name"] for c in store.xinfo_consumers(STREAM, GROUP)} == {"old-restart"}
+
+
+def test_blocks_slack_refuses_are_resent_as_plain_text(store, slack):
+    slack.fail("chat.postMessage", status=200, times=1, error="invalid_blocks")
+    n = make(store, slack)
+    n.ensure_group()
+    publish(store)
+    run_until(n, lambda: slack.calls("chat.postMessage", ok_only=True))
+    refused, plain = slack.calls("chat.postMessage")
+    assert "blocks" in refused["params"] and "blocks" not in plain["params"]
+    assert plain["params"]["text"].startswith("Blocked: live migration of VM 101")
+
+
+def test_redis_outage_is_waited_out_not_fatal(slack):
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/2", socket_connect_timeout=0.2)
+    n = Notifier(dead, WebClient(token="x", base_url=slack.url), "C0VETO", backoff_base_s=0.05)
+    t = threading.Thread(target=n.run, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive()
+    n.stop()
+    t.join(5)
+    assert not t.is_alive()

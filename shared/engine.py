@@ -231,7 +231,8 @@ def _requirement(spec: CpuSpec, cat: Catalog) -> Requirement:
     vm_nested = _apply(features, spec.flags)
     if vm_nested is not None:
         nested = vm_nested
-    features -= rules().hypervisor_supplied
+    r = rules()
+    features = {f for f in features if not r.is_hypervisor_supplied(f) and not r.is_nested_only(f)}
     return Requirement(
         model=name, vendor=vendor, passthrough=False, bits=_bits(features), nested=bool(nested)
     )
@@ -251,7 +252,8 @@ def _guest_universe() -> frozenset[str]:
     for model in cpu_models.catalog().models.values():
         universe |= model.features
     universe |= set(r.host_needs)
-    return frozenset(universe - r.hypervisor_supplied - r.never_offered - set(r.bug_derived))
+    universe -= r.never_offered | set(r.bug_derived)
+    return frozenset(f for f in universe if not r.is_hypervisor_supplied(f) and not r.is_nested_only(f))
 
 
 _UNIVERSE: list[int] = []

@@ -52,6 +52,19 @@ class FlagRules:
     sources: dict[str, str]
     #: guest-visible QEMU features (besides the catalog's): what a host passthrough CPU passes on
     qemu_features: frozenset[str] = frozenset()
+    supplied_prefixes: tuple[str, ...] = ()
+    nested_only: frozenset[str] = frozenset()
+    nested_only_prefixes: tuple[str, ...] = ()
+
+    def is_hypervisor_supplied(self, feature: str) -> bool:
+        """Never required from the host (QEMU/KVM supply it whatever the host shows)."""
+        if feature in self.hypervisor_supplied:
+            return True
+        return feature not in self.host_needs and feature.startswith(self.supplied_prefixes)
+
+    def is_nested_only(self, feature: str) -> bool:
+        """A vmx/svm sub-feature: judged through vmx/svm itself, never on its own."""
+        return feature in self.nested_only or feature.startswith(self.nested_only_prefixes)
 
 
 def _entries(section: dict) -> dict:
@@ -109,6 +122,9 @@ def load_rules(text: str) -> FlagRules:
         amd_ssbd_fallback=frozenset(ssbd["fallback_flags_any"]),
         sources=sources,
         qemu_features=frozenset(data.get("qemu_features_extra", {}).get("features", ())),
+        supplied_prefixes=tuple(data.get("hypervisor_supplied_prefixes", {}).get("prefixes", ())),
+        nested_only=frozenset(data.get("nested_only", {}).get("features", ())),
+        nested_only_prefixes=tuple(data.get("nested_only", {}).get("prefixes", ())),
     )
 
 

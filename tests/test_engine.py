@@ -560,3 +560,11 @@ def test_suggestion_drops_only_the_vm_flags_that_stand_in_the_way() -> None:
     v = check_migration(spec("kvm64,flags=+pcid;+aes"), SKX_HOST, ZEN2_HOST)
     assert v.verdict == "deny" and v.missing == ("pcid",)
     assert v.suggestion == "kvm64,flags=+aes (without +pcid) runs on both pve1 and pve2"
+
+
+def test_vmx_sub_features_and_paravirt_props_of_a_model_are_not_required() -> None:
+    custom = parse_custom_models("cpu-model: q\n    flags +vmx-ept;+vmx-vpid;+npt;+kvm-pv-ipi;+hv-relaxed\n")
+    assert check_runnable(spec("custom-q", custom), OLD_HOST).runnable
+    evmcs = parse_custom_models("cpu-model: e\n    flags +hv-evmcs\n")
+    assert check_runnable(spec("custom-e", evmcs), SKX_HOST).runnable
+    assert check_runnable(spec("custom-e", evmcs), ZEN2_HOST).missing == ("hv-evmcs",)

@@ -174,3 +174,15 @@ def test_every_rule_in_the_data_file_has_a_one_line_source() -> None:
 def test_rule_source_names_where_a_rule_comes_from() -> None:
     assert "kvm.c" in (rule_source("hypervisor") or "")
     assert rule_source("sse4_2") is None
+
+
+def test_paravirt_and_hyperv_prefixes_are_supplied_but_hv_evmcs_needs_vmx() -> None:
+    r = rules()
+    assert r.is_hypervisor_supplied("kvm-pv-ipi") and r.is_hypervisor_supplied("hv-relaxed")
+    assert not r.is_hypervisor_supplied("hv-evmcs") and not r.is_hypervisor_supplied("avx2")
+
+
+def test_vmx_and_svm_sub_features_are_nested_only() -> None:
+    r = rules()
+    assert r.is_nested_only("vmx-ept") and r.is_nested_only("npt") and r.is_nested_only("nrip-save")
+    assert not r.is_nested_only("vmx") and not r.is_nested_only("svm")

@@ -310,9 +310,11 @@ def _offer(host: HostCpu) -> Offer:
     undecidable: set[str] = set()
     for feature, derived in r.bug_derived.items():
         features.discard(feature)
+        if derived.vendor is not None and derived.vendor != host.vendor:
+            continue
         if not all(flag in linux for flag in derived.flags):
             continue
-        if host.bugs is None:
+        if host.bugs is None or derived.undecidable:
             undecidable.add(feature)
             features.add(feature)
         elif not any(bug in host.bugs for bug in derived.absent_bugs):
@@ -371,12 +373,17 @@ def _missing_reason(host: str, missing: Sequence[str], cpu: str) -> Reason:
     )
 
 
-def _undecidable_reason(host: str, mask: int, cpu: str) -> Reason:
+def _undecidable_reason(host: HostCpu, mask: int, cpu: str) -> Reason:
     names = _join(_missing_names(mask))
+    if host.bugs is None:
+        why = "its CPU data has no bugs: line"
+        fix = "read the bugs: line of /proc/cpuinfo on that node"
+    else:
+        why = "/proc/cpuinfo never shows them"
+        fix = "compare QEMU's cpu-flags of that node (Proxmox VE 9.2+)"
     return Reason(
         "flags-undecidable",
-        f"{host}'s CPU data has no bugs: line, so {names} needed by cpu {cpu} cannot be checked; "
-        "read /proc/cpuinfo on that node to be sure",
+        f"cannot tell whether {host.name} offers {names} needed by cpu {cpu}: {why}; {fix} to be sure",
     )
 
 
@@ -426,7 +433,7 @@ def _decide(cpu: str, req: Requirement, off: Offer, host: HostCpu, nested_vendor
         missing = ()
         unsure = need & off.undecidable
         if unsure:
-            reasons.append(_undecidable_reason(host.name, unsure, cpu))
+            reasons.append(_undecidable_reason(host, unsure, cpu))
         if req.vendor is not None and host.vendor != "unknown" and req.vendor != host.vendor:
             reasons.append(_vendor_forced_reason(req, host, cpu))
     return RunVerdict(

@@ -34,6 +34,8 @@ class BugDerived:
     feature: str
     absent_bugs: tuple[str, ...]
     flags: tuple[str, ...] = ()
+    vendor: str | None = None  # only this host vendor offers it
+    undecidable: bool = False  # cpuinfo never tells (no flag, no bug)
     source: str = ""
 
 
@@ -101,6 +103,8 @@ def load_rules(text: str) -> FlagRules:
             feature=name,
             absent_bugs=tuple(entry.get("absent_bugs", ())),
             flags=tuple(entry.get("flags", ())),
+            vendor=entry.get("vendor"),
+            undecidable=bool(entry.get("undecidable", False)),
             source=entry.get("source", ""),
         )
         sources[name] = entry.get("source", "")

@@ -568,3 +568,14 @@ def test_vmx_sub_features_and_paravirt_props_of_a_model_are_not_required() -> No
     evmcs = parse_custom_models("cpu-model: e\n    flags +hv-evmcs\n")
     assert check_runnable(spec("custom-e", evmcs), SKX_HOST).runnable
     assert check_runnable(spec("custom-e", evmcs), ZEN2_HOST).missing == ("hv-evmcs",)
+
+
+def test_msr_only_bits_are_always_undecidable_and_intel_only() -> None:
+    custom = parse_custom_models("cpu-model: g\n    flags +mcdt-no;+gds-no\n    reported-model kvm64\n")
+    clean = host("clean", "intel", SKX_LINUX, bugs=["spectre_v1"])
+    v = check_runnable(spec("custom-g", custom), clean)
+    assert v.runnable and [r.code for r in v.reasons] == ["flags-undecidable"]
+    assert "mcdt-no" in v.reasons[0].message and "never shows" in v.reasons[0].message
+    gds = host("gds", "intel", SKX_LINUX, bugs=["gather_data_sampling"])
+    assert check_runnable(spec("custom-g", custom), gds).missing == ("gds-no",)
+    assert check_runnable(spec("custom-g", custom), ZEN2_HOST).missing == ("gds-no", "mcdt-no")

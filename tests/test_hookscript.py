@@ -60,7 +60,8 @@ class StandIn:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def answer(self, status: int = 200, body: str = "", content_type: str = "text/plain; charset=utf-8") -> None:
+    def answer(self, status: int = 200, body: str = "", content_type: str = "text/plain; charset=utf-8",
+               ) -> None:
         self.status, self.body, self.content_type = status, body, content_type
 
     def close(self) -> None:

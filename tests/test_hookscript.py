@@ -96,7 +96,8 @@ def write_conf(confdir: Path, **values: object) -> Path:
 
 def run_hook(confdir: Path, *args: str, migrated_from: str | None = "pve1", **env: str):
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "MIGRATION_GUARD_CONFIG": str(confdir / "hook.conf")}
+            "MIGRATION_GUARD_CONFIG": str(confdir / "hook.conf"),
+            "MIGRATION_GUARD_PVE_QEMU_DIR": str(confdir / "no-qemu-server")}
     if migrated_from is not None:
         full["PVE_MIGRATED_FROM"] = migrated_from
     full.update(env)
@@ -322,3 +323,48 @@ def test_missing_chained_hook_is_skipped_with_a_line(standin, confdir):
     proc, _ = run_hook(confdir, migrated_from="")
     assert proc.returncode == 0
     assert "previous hookscript /nonexistent/old-hook of VM 101 is missing" in proc.stderr
+
+
+# --- remote (cross-cluster) incoming migration: pre-start without PVE_MIGRATED_FROM ----------------
+
+REMOTE_CONF = """boot: order=scsi0
+cores: 4
+cpu: x86-64-v3,flags=+aes
+lock: migrate
+name: web01
+smbios1: uuid=7b3e1c2a-1111-2222-3333-444455556666
+vmgenid: 0e1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff
+
+[before-upgrade]
+cpu: host
+"""
+
+
+def test_remote_migration_is_asked_with_the_vm_identity(standin, confdir, tmp_path):
+    write_conf(confdir, url=standin.url)
+    qemu = tmp_path / "qemu-server"
+    qemu.mkdir()
+    (qemu / "101.conf").write_text(REMOTE_CONF)
+    standin.answer(body="verdict=deny\nexit=2\nline=blocked migration of VM 101 (web01) from another "
+                        "cluster to pve3: pve3 lacks avx2\n")
+    proc, _ = run_hook(confdir, migrated_from="", MIGRATION_GUARD_PVE_QEMU_DIR=str(qemu))
+    assert proc.returncode == 2
+    (req,) = standin.requests
+    assert req["json"] == {"vmid": 101, "target": "pve3", "source": None, "mode": "enforce",
+                           "remote": True, "smbios_uuid": "7b3e1c2a-1111-2222-3333-444455556666",
+                           "cpu": "x86-64-v3,flags=+aes"}
+
+
+@pytest.mark.parametrize("conf", [
+    REMOTE_CONF.replace("lock: migrate\n", ""),                       # ordinary start
+    REMOTE_CONF.replace("lock: migrate\n", "") + "lock: migrate\n",   # lock only in a snapshot section
+    REMOTE_CONF.replace("lock: migrate", "lock: backup"),
+])
+def test_ordinary_start_with_local_config_makes_no_request(standin, confdir, tmp_path, conf):
+    write_conf(confdir, url=standin.url)
+    qemu = tmp_path / "qemu-server"
+    qemu.mkdir()
+    (qemu / "101.conf").write_text(conf)
+    proc, _ = run_hook(confdir, migrated_from="", MIGRATION_GUARD_PVE_QEMU_DIR=str(qemu))
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert standin.requests == []

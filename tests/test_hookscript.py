@@ -368,3 +368,41 @@ def test_ordinary_start_with_local_config_makes_no_request(standin, confdir, tmp
     proc, _ = run_hook(confdir, migrated_from="", MIGRATION_GUARD_PVE_QEMU_DIR=str(qemu))
     assert proc.returncode == 0 and proc.stderr == ""
     assert standin.requests == []
+
+
+# --- HTTPS ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tls_standin(tmp_path):
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    s = StandIn()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    s.server.socket = ctx.wrap_socket(s.server.socket, server_side=True)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    s.url = s.url.replace("http://", "https://")
+    yield s, ca_file
+    s.close()
+
+
+def test_https_verifies_against_ca_file(tls_standin, confdir):
+    standin, ca_file = tls_standin
+    write_conf(confdir, url=standin.url, ca_file=ca_file)
+    standin.answer(body=f"verdict=deny\nexit=1\nline={VENDOR_LINE}\n")
+    proc, _ = run_hook(confdir)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == f"migration-guard: {VENDOR_LINE}\n"
+    assert standin.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_https_with_an_untrusted_certificate_is_no_decision(tls_standin, confdir):
+    standin, _ = tls_standin
+    write_conf(confdir, url=standin.url, fail="closed")
+    proc, _ = run_hook(confdir)
+    assert proc.returncode == 5
+    assert "TLS certificate of 127.0.0.1 not trusted" in proc.stderr and "check ca_file" in proc.stderr

@@ -55,12 +55,13 @@ class FlagRules:
     #: guest-visible QEMU features (besides the catalog's): what a host passthrough CPU passes on
     qemu_features: frozenset[str] = frozenset()
     supplied_prefixes: tuple[str, ...] = ()
+    not_features: frozenset[str] = frozenset()
     nested_only: frozenset[str] = frozenset()
     nested_only_prefixes: tuple[str, ...] = ()
 
     def is_hypervisor_supplied(self, feature: str) -> bool:
         """Never required from the host (QEMU/KVM supply it whatever the host shows)."""
-        if feature in self.hypervisor_supplied:
+        if feature in self.hypervisor_supplied or feature in self.not_features:
             return True
         return feature not in self.host_needs and feature.startswith(self.supplied_prefixes)
 
@@ -126,7 +127,9 @@ def load_rules(text: str) -> FlagRules:
         amd_ssbd_fallback=frozenset(ssbd["fallback_flags_any"]),
         sources=sources,
         qemu_features=frozenset(data.get("qemu_features_extra", {}).get("features", ())),
-        supplied_prefixes=tuple(data.get("hypervisor_supplied_prefixes", {}).get("prefixes", ())),
+        supplied_prefixes=tuple(data.get("hypervisor_supplied_prefixes", {}).get("prefixes", ()))
+        + tuple(data.get("qemu_properties_not_features", {}).get("prefixes", ())),
+        not_features=frozenset(data.get("qemu_properties_not_features", {}).get("names", ())),
         nested_only=frozenset(data.get("nested_only", {}).get("features", ())),
         nested_only_prefixes=tuple(data.get("nested_only", {}).get("prefixes", ())),
     )

@@ -101,12 +101,10 @@ def _bits(features: Iterable[str]) -> int:
 
 def _features(mask: int) -> list[str]:
     out = []
-    index = 0
     while mask:
-        if mask & 1:
-            out.append(_NAMES[index])
-        mask >>= 1
-        index += 1
+        low = mask & -mask
+        out.append(_NAMES[low.bit_length() - 1])
+        mask ^= low
     return out
 
 

@@ -620,6 +620,7 @@ def candidates(hosts: Sequence[HostCpu], models: Catalog | None = None) -> list[
     the hosts' vendor when every host has the same one. Best (most features) first."""
     cat = models if models is not None else cpu_models.catalog()
     names = [n for n in GENERIC_LADDER if cat.resolve(n) is not None]
+    taken = {cat.resolve(n).name for n in names}  # type: ignore[union-attr]
     vendors = {h.vendor for h in hosts}
     if len(vendors) == 1 and next(iter(vendors)) in ("intel", "amd"):
         vendor = next(iter(vendors))
@@ -629,6 +630,8 @@ def candidates(hosts: Sequence[HostCpu], models: Catalog | None = None) -> list[
                 and not model.alias_of
                 and not model.deprecated
                 and not model.passthrough
+                and "lm" in model.features  # 64-bit types only: nobody wants a 486 baseline
+                and model.name not in taken  # kvm64-v1 is kvm64
             ):
                 names.append(model.name)
     ladder = {n: i for i, n in enumerate(GENERIC_LADDER)}

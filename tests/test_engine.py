@@ -555,3 +555,40 @@ def test_real_cpus_run_their_own_generation(real: list[HostCpu]) -> None:
         # some dumps come from old kernels that under-report: one CPU of the generation is enough
         verdicts = [check_runnable(parse_cpu(model), h) for h in same]
         assert any(v.runnable for v in verdicts), [(v.host, v.missing) for v in verdicts]
+
+
+def test_suggestion_drops_only_the_vm_flags_that_stand_in_the_way() -> None:
+    v = check_migration(spec("kvm64,flags=+pcid;+aes"), SKX_HOST, ZEN2_HOST)
+    assert v.verdict == "deny" and v.missing == ("pcid",)
+    assert v.suggestion == "kvm64,flags=+aes (without +pcid) runs on both pve1 and pve2"
+
+
+def test_vmx_sub_features_and_paravirt_props_of_a_model_are_not_required() -> None:
+    custom = parse_custom_models("cpu-model: q\n    flags +vmx-ept;+vmx-vpid;+npt;+kvm-pv-ipi;+hv-relaxed\n")
+    assert check_runnable(spec("custom-q", custom), OLD_HOST).runnable
+    evmcs = parse_custom_models("cpu-model: e\n    flags +hv-evmcs\n")
+    assert check_runnable(spec("custom-e", evmcs), SKX_HOST).runnable
+    assert check_runnable(spec("custom-e", evmcs), ZEN2_HOST).missing == ("hv-evmcs",)
+
+
+def test_msr_only_bits_are_always_undecidable_and_intel_only() -> None:
+    custom = parse_custom_models("cpu-model: g\n    flags +mcdt-no;+gds-no\n    reported-model kvm64\n")
+    clean = host("clean", "intel", SKX_LINUX, bugs=["spectre_v1"])
+    v = check_runnable(spec("custom-g", custom), clean)
+    assert v.runnable and [r.code for r in v.reasons] == ["flags-undecidable"]
+    assert "mcdt-no" in v.reasons[0].message and "never shows" in v.reasons[0].message
+    gds = host("gds", "intel", SKX_LINUX, bugs=["gather_data_sampling"])
+    assert check_runnable(spec("custom-g", custom), gds).missing == ("gds-no",)
+    assert check_runnable(spec("custom-g", custom), ZEN2_HOST).missing == ("gds-no", "mcdt-no")
+
+
+def test_recommendation_candidates_are_64_bit_and_not_duplicated(monkeypatch: pytest.MonkeyPatch) -> None:
+    models = dict(MODELS)
+    models["kvm64"] = {**MODELS["kvm64"], "alias_of": "kvm64-v1"}
+    models["kvm64-v1"] = {"vendor": "intel", "features": BASE, "version": 1}
+    models["486-v1"] = {"vendor": "intel", "features": ["fpu", "de", "pse"], "version": 1}
+    cat = load_catalog(json.dumps({"schema": 1, "provenance": {}, "models": models}))
+    monkeypatch.setattr(cpu_models, "catalog", lambda: cat)
+    engine.clear_caches()
+    names = engine.candidates([SKX_HOST])
+    assert "486-v1" not in names and "kvm64-v1" not in names and names[-1] == "kvm64"

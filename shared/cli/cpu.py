@@ -105,6 +105,15 @@ def _custom(path: str | None) -> dict[str, CustomModel] | None:
     return parse_custom_models(text)
 
 
+_BLOCKED_TYPES_SHOWN = 4
+
+
+def _short_list(names: Sequence[str], limit: int = 8) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f" (+{len(names) - limit} more)"
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -207,12 +216,16 @@ def _recommend(args: argparse.Namespace) -> int:
                 f"also runs everywhere: {', '.join(rec.ranked[1:8])}{' ...' if len(rec.ranked) > 8 else ''}"
             )
         if rec.blocked:
+            # the next steps up first: the better types closest to the recommendation
+            types = list(dict.fromkeys(b.type for b in rec.blocked))
+            nearest = set(types[-_BLOCKED_TYPES_SHOWN:])
             rows = [["BETTER TYPE", "HOST", "LACKS"]]
-            shown = rec.blocked[:20]
-            rows += [[b.type, b.host, ", ".join(b.missing)] for b in shown]
+            for b in reversed(rec.blocked):
+                if b.type in nearest:
+                    rows.append([b.type, b.host, _short_list(b.missing)])
             print(_table(rows))
-            if len(rec.blocked) > len(shown):
-                print(f"... and {len(rec.blocked) - len(shown)} more (use --json)")
+            if len(types) > len(nearest):
+                print(f"... and {len(types) - len(nearest)} more better types (use --json)")
     return 0 if rec.recommended else 1
 
 

@@ -22,7 +22,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -33,6 +33,9 @@ DEFAULT_STORAGE = "local"
 DEFAULT_CONFIG_DIR = Path("/etc/migration-guard")
 CONFIG_NAME = "hook.conf"
 CHAIN_NAME = "chain.conf"
+#: the chain map on the cluster file system, shared by every node (default on a cluster node)
+PVE_CLUSTER_CHAIN = Path("/etc/pve/migration-guard/chain.conf")
+PVE_CLUSTER_MARKER = Path("/etc/pve/.members")
 #: tests (and only tests) set this to run the installer without root
 SKIP_ROOT_ENV = "MIGRATION_GUARD_INSTALLER_SKIP_ROOT_CHECK"
 CONFIG_KEYS = ("url", "token_file", "token", "timeout", "mode", "fail", "ca_file", "node")
@@ -110,7 +113,8 @@ class Step:
     summary: str
     path: Path | None = None
     content: bytes = b""
-    mode: int = 0o644
+    #: None: leave the mode as the file system gives it (pmxcfs has no chmod)
+    mode: int | None = 0o644
     vmid: str = ""
     volid: str = ""
 
@@ -224,7 +228,7 @@ def plan_install(opts: InstallOptions, state: NodeState, script: bytes) -> list[
     chain_text = render_chain(chain)
     if chain and chain_text != state.chain_text:
         steps.append(Step("write-file", f"record previous hookscripts in {opts.chain_path}",
-                          opts.chain_path, chain_text.encode(), 0o644))
+                          opts.chain_path, chain_text.encode(), None))
     steps += _chain_link_steps(opts, state, bool(chain) or state.chain_text is not None)
     return steps + sets
 
@@ -251,7 +255,7 @@ def plan_uninstall(opts: InstallOptions, state: NodeState) -> list[Step]:
             steps.append(Step("delete-hookscript", f"VM {vmid}: remove hookscript {current}", vmid=vmid))
     if chain != parse_chain(state.chain_text):
         steps.append(Step("write-file", f"update {opts.chain_path} (VMs of this node removed)",
-                          opts.chain_path, render_chain(chain).encode(), 0o644))
+                          opts.chain_path, render_chain(chain).encode(), None))
     return steps
 
 
@@ -380,6 +384,23 @@ def read_node(opts: InstallOptions, pve: Pve, vmids: Iterable[str]) -> NodeState
     )
 
 
+def resolve_chain_file(opts: InstallOptions) -> InstallOptions:
+    """Where the chain map lives when --chain-file is not given.
+
+    An earlier install's link CONFIG_DIR/chain.conf -> FILE keeps FILE. Else, on a cluster node with
+    the default config dir, the cluster file system (shared by every node, so a VM's previous
+    hookscript still runs after it migrates); else CONFIG_DIR/chain.conf.
+    """
+    if opts.chain_file is not None:
+        return opts
+    link = opts.config_dir / CHAIN_NAME
+    if link.is_symlink():
+        return replace(opts, chain_file=Path(os.readlink(link)))
+    if opts.config_dir == DEFAULT_CONFIG_DIR and not link.exists() and PVE_CLUSTER_MARKER.exists():
+        return replace(opts, chain_file=PVE_CLUSTER_CHAIN)
+    return opts
+
+
 def attach_targets(opts: InstallOptions, pve: Pve) -> list[str]:
     if not opts.attach:
         return []
@@ -393,13 +414,14 @@ def attach_targets(opts: InstallOptions, pve: Pve) -> list[str]:
     return list(opts.attach)
 
 
-def _write(path: Path, content: bytes, mode: int) -> None:
+def _write(path: Path, content: bytes, mode: int | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
             fh.write(content)
-        os.chmod(tmp, mode)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -435,6 +457,7 @@ class Report:
 def install(opts: InstallOptions, pve: Pve | None = None, env: Mapping[str, str] | None = None) -> Report:
     check_options(opts)
     check_root(env)
+    opts = resolve_chain_file(opts)
     pve = pve or Pve()
     notes = [w for w in (token_file_warning(opts.token_file),) if w]
     state = read_node(opts, pve, attach_targets(opts, pve))
@@ -449,6 +472,7 @@ def install(opts: InstallOptions, pve: Pve | None = None, env: Mapping[str, str]
 def uninstall(opts: InstallOptions, pve: Pve | None = None, env: Mapping[str, str] | None = None) -> Report:
     check_options(opts)
     check_root(env)
+    opts = resolve_chain_file(opts)
     pve = pve or Pve()
     vmids = pve.vmids()
     state = read_node(opts, pve, vmids)
@@ -467,11 +491,13 @@ class Status:
     config: Path
     config_present: bool
     attached: tuple[str, ...]
+    chain_file: Path
     chained: tuple[ChainEntry, ...]
 
 
 def status(opts: InstallOptions, pve: Pve | None = None) -> Status:
     check_options(opts)
+    opts = resolve_chain_file(opts)
     pve = pve or Pve()
     state = read_node(opts, pve, pve.vmids())
     chain = parse_chain(state.chain_text)
@@ -481,5 +507,6 @@ def status(opts: InstallOptions, pve: Pve | None = None) -> Status:
         config=opts.config_dir / CONFIG_NAME,
         config_present=state.config_text is not None,
         attached=tuple(v for v, h in state.hookscripts.items() if is_ours(h)),
+        chain_file=opts.chain_path,
         chained=tuple(chain[v] for v in sorted(chain, key=int)),
     )

@@ -200,8 +200,9 @@ def test_chain_file_elsewhere_gets_a_link_the_hook_follows(node, tmp_path):
     link = node.config_dir / "chain.conf"
     assert link.is_symlink() and Path(os.readlink(link)) == shared_chain
     assert "101=" in shared_chain.read_text()
-    again = node.cli(*INSTALL, str(node.token), "--attach", "all", "--chain-file", str(shared_chain))
-    assert again.stdout.startswith("nothing to change")
+    again = node.cli(*INSTALL, str(node.token), "--attach", "all")  # the link keeps the place
+    assert again.stdout.startswith("nothing to change"), again.stdout
+    assert f"chain:    {shared_chain}" in node.cli("status").stdout
     run = subprocess.run([str(node.snippets / "migration-guard-hook"), "101", "pre-stop"],
                          env={"MIGRATION_GUARD_CONFIG": str(node.config_dir / "hook.conf")})
     assert run.returncode == 0 and node.record.read_text() == "101 pre-stop\n"
@@ -240,3 +241,18 @@ def test_parsers_read_real_formats():
               "local             dir     active        98497780        12345678        81234567   12.53%\n"
               "nfs1              nfs   inactive               0               0               0    0.00%\n")
     assert hook_installer.parse_pvesm_status(status) == {"local": "active", "nfs1": "inactive"}
+
+
+def test_chain_map_defaults_to_the_cluster_file_system_on_a_cluster_node(tmp_path, monkeypatch):
+    config_dir = tmp_path / "etc-mg"
+    members = tmp_path / "pve" / ".members"
+    members.parent.mkdir()
+    monkeypatch.setattr(hook_installer, "DEFAULT_CONFIG_DIR", config_dir)
+    monkeypatch.setattr(hook_installer, "PVE_CLUSTER_MARKER", members)
+    opts = InstallOptions(config_dir=config_dir)
+    assert hook_installer.resolve_chain_file(opts).chain_path == config_dir / "chain.conf"  # no cluster
+    members.write_text("{}")
+    assert hook_installer.resolve_chain_file(opts).chain_path == hook_installer.PVE_CLUSTER_CHAIN
+    config_dir.mkdir()
+    (config_dir / "chain.conf").write_text("")  # an earlier local chain map stays where it is
+    assert hook_installer.resolve_chain_file(opts).chain_path == config_dir / "chain.conf"

@@ -39,9 +39,10 @@ def register(subparsers) -> None:
         p.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, metavar="DIR",
                        help="where hook.conf and chain.conf live (default: /etc/migration-guard)")
         p.add_argument("--chain-file", type=Path, metavar="FILE",
-                       help="keep the chain map here instead of CONFIG_DIR/chain.conf, e.g. on the "
-                            "cluster file system /etc/pve/migration-guard/chain.conf "
-                            "(CONFIG_DIR/chain.conf links to it)")
+                       help="keep the chain map (previous hookscripts) here; CONFIG_DIR/chain.conf then "
+                            "links to it and later runs keep it. Default on a cluster node: "
+                            "/etc/pve/migration-guard/chain.conf (shared by every node), else "
+                            "CONFIG_DIR/chain.conf")
 
     inst = sub.add_parser(
         "install",
@@ -122,6 +123,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"script:   {st.script} ({'current' if st.script_current else 'missing or outdated'})")
     print(f"config:   {st.config} ({'present' if st.config_present else 'missing'})")
     print(f"attached: {', '.join(st.attached) if st.attached else 'no VM of this node'}")
+    print(f"chain:    {st.chain_file}")
     for e in st.chained:
         print(f"chained:  VM {e.vmid} runs {e.path} ({e.volid or 'no volume id'}) first")
     return 0

@@ -229,13 +229,13 @@ def plan_install(opts: InstallOptions, state: NodeState, script: bytes) -> list[
     if chain and chain_text != state.chain_text:
         steps.append(Step("write-file", f"record previous hookscripts in {opts.chain_path}",
                           opts.chain_path, chain_text.encode(), None))
-    steps += _chain_link_steps(opts, state, bool(chain) or state.chain_text is not None)
+    steps += _chain_link_steps(opts, state)  # always: VMs of other nodes may migrate here
     return steps + sets
 
 
-def _chain_link_steps(opts: InstallOptions, state: NodeState, needed: bool) -> list[Step]:
+def _chain_link_steps(opts: InstallOptions, state: NodeState) -> list[Step]:
     link = opts.config_dir / CHAIN_NAME
-    if not needed or opts.chain_path == link or state.chain_link == str(opts.chain_path):
+    if opts.chain_path == link or state.chain_link == str(opts.chain_path):
         return []
     return [Step("symlink", f"link {link} -> {opts.chain_path}", link, str(opts.chain_path).encode())]
 

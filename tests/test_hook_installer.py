@@ -195,7 +195,10 @@ def test_status(node):
 
 def test_chain_file_elsewhere_gets_a_link_the_hook_follows(node, tmp_path):
     shared_chain = tmp_path / "pve" / "migration-guard" / "chain.conf"
-    proc = node.cli(*INSTALL, str(node.token), "--attach", "all", "--chain-file", str(shared_chain))
+    proc = node.cli(*INSTALL, str(node.token), "--chain-file", str(shared_chain))  # first pass: no VM
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(node.config_dir / "chain.conf") == str(shared_chain)  # ready for migrating VMs
+    proc = node.cli(*INSTALL, str(node.token), "--attach", "all")
     assert proc.returncode == 0, proc.stderr
     link = node.config_dir / "chain.conf"
     assert link.is_symlink() and Path(os.readlink(link)) == shared_chain

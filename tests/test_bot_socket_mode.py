@@ -113,6 +113,7 @@ def test_socket_mode_slash_command_and_mention():
             assert time.monotonic() - sent < 3.0  # acked before the slow service answered
             (reply,) = slack.wait_for("response_url", 1, timeout=15)
             assert reply["params"]["text"].startswith("NO: VM 101 (web01) cannot move to node3")
+            service.delay = 0.0
 
             endpoint.to_bot.put(
                 {

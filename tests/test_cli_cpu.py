@@ -225,3 +225,24 @@ def test_real_dumps_load_through_the_cli() -> None:
     result = run("check", "--cpu", "kvm64", *[x for f in files for x in ("--host", f)], "--json")
     assert result.returncode in (0, 1), result.stderr
     assert len(json.loads(result.stdout)) == len(files)
+
+
+def test_bad_custom_models_file_exits_2(hosts, tmp_path: Path) -> None:
+    conf = tmp_path / "cpu-models.conf"
+    conf.write_text("cpu-model: x\n    flags avx2\n")
+    result = run("check", "--cpu", "custom-x", "--host", hosts["zen2"], "--custom-models", str(conf))
+    one_line_error(result, "malformed flag list")
+    missing = run(
+        "check", "--cpu", "kvm64", "--host", hosts["zen2"], "--custom-models", str(tmp_path / "nope")
+    )
+    one_line_error(missing, "cannot be read")
+
+
+def test_human_check_notes_undecidable_features(hosts, tmp_path: Path) -> None:
+    nobugs = tmp_path / "pve5.json"
+    nobugs.write_text(json.dumps({"vendor": "intel", "model": "Xeon", "flags": SKX_FLAGS}))
+    conf = tmp_path / "cpu-models.conf"
+    conf.write_text("cpu-model: m\n    flags +mds-no\n    reported-model kvm64\n")
+    result = run("check", "--cpu", "custom-m", "--host", str(nobugs), "--custom-models", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert "note: cannot tell whether pve5 offers mds-no needed by cpu custom-m" in result.stdout

@@ -1,0 +1,367 @@
+"""The cluster reader: what a Proxmox VE cluster says about its nodes and VMs, over proxmoxer.
+
+One ``ClusterReader`` per cluster. Every proxmoxer / requests exception is mapped here, once,
+to the project's errors (``shared.errors``); nothing above this module sees a library error.
+The reader does no caching: the service's cache layer decides how long facts live.
+Calls are synchronous (proxmoxer uses requests); the service runs them in threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import ResourceException
+
+from .errors import (
+    HostDataError,
+    ProxmoxAuthError,
+    ProxmoxError,
+    ProxmoxNotFound,
+    ProxmoxNotImplemented,
+    ProxmoxPermissionError,
+    ProxmoxUnreachable,
+    UnknownNodeError,
+    UnknownVmError,
+)
+from .facts import NodeFacts, Precondition, VmFacts, VmSummary
+from .hosts import host_from_proxmox, host_from_qemu_flags
+
+T = TypeVar("T")
+
+DEFAULT_PORT = 8006
+
+
+def split_host(host: str) -> tuple[str, int]:
+    """``host[:port]`` (IPv6 in brackets) -> (host, port); the port defaults to 8006."""
+    host = host.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        name, rest = host[1:end], host[end + 1:]
+        return name, int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
+    if host.count(":") == 1:
+        name, port = host.split(":")
+        return name, int(port)
+    return host, DEFAULT_PORT
+
+
+class CallStats:
+    """Counts of Proxmox calls and errors, by kind (read by /metrics and the benchmarks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+    def record(self, kind: str, error: str | None = None) -> None:
+        with self._lock:
+            self.calls[kind] += 1
+            if error is not None:
+                self.errors[error] += 1
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.calls.values())
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    text = str(value).replace(",", ";").replace(" ", ";")
+    return tuple(t for t in text.split(";") if t)
+
+
+def _smbios_uuid(value: str) -> str:
+    for part in str(value or "").split(","):
+        key, _, val = part.partition("=")
+        if key.strip() == "uuid":
+            return val.strip().lower()
+    return ""
+
+
+def _qemu_version_of(machines: list[dict]) -> str:
+    """The newest machine version the node's QEMU offers, as its QEMU version (e.g. "9.2")."""
+    best: tuple[int, ...] = ()
+    for entry in machines:
+        version = str(entry.get("version") or "")
+        try:
+            parsed = tuple(int(p) for p in version.split("+")[0].split("."))
+        except ValueError:
+            continue
+        best = max(best, parsed)
+    return ".".join(str(p) for p in best)
+
+
+class ClusterReader:
+    """Reads one cluster through the Proxmox API with an API token."""
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        user: str,
+        token_name: str,
+        token_value: str,
+        verify_ssl: bool | str = True,
+        timeout: float = 5.0,
+        stats: CallStats | None = None,
+    ) -> None:
+        self.name = name
+        self.host, self.port = split_host(host)
+        self.user = user
+        self.token_name = token_name
+        self.timeout = timeout
+        self.stats = stats or CallStats()
+        self._cpu_flags_unsupported = False
+        self._api = ProxmoxAPI(
+            self.host,
+            port=self.port,
+            user=user,
+            token_name=token_name,
+            token_value=token_value,
+            verify_ssl=verify_ssl,
+            timeout=timeout,
+            backend="https",
+            service="PVE",
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def token_id(self) -> str:
+        return f"{self.user}!{self.token_name}"
+
+    # --- the one place library errors become ours -----------------------------------------------
+
+    def _call(self, kind: str, what: str, fn: Callable[[], T]) -> T:
+        try:
+            result = fn()
+        except ResourceException as exc:
+            err = self._map_status(exc.status_code, what, exc)
+            self.stats.record(kind, err.code)
+            raise err from None
+        except requests.exceptions.Timeout:
+            self.stats.record(kind, "timeout")
+            raise ProxmoxUnreachable(
+                f"Proxmox at {self.where} did not answer {what} within {self.timeout:g} s"
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            self.stats.record(kind, "tls")
+            raise ProxmoxUnreachable(
+                f"TLS to Proxmox at {self.where} failed ({_short(exc)}): set MIGRATION_GUARD_PVE_VERIFY_SSL "
+                "to the cluster's CA file (/etc/pve/pve-root-ca.pem)"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            self.stats.record(kind, "connection")
+            raise ProxmoxUnreachable(f"cannot reach Proxmox at {self.where}: {_short(exc)}") from None
+        except ValueError as exc:  # a body that is not JSON
+            self.stats.record(kind, "malformed")
+            raise ProxmoxError(f"Proxmox at {self.where} sent an unreadable answer to {what}: {exc}") from None
+        self.stats.record(kind)
+        return result
+
+    def _map_status(self, status: int, what: str, exc: ResourceException) -> ProxmoxError:
+        detail = str(getattr(exc, "content", "") or "").strip()
+        if status == 401:
+            return ProxmoxAuthError(
+                f"Proxmox at {self.where} refused the API token {self.token_id} (401): check "
+                "MIGRATION_GUARD_PVE_USER, MIGRATION_GUARD_PVE_TOKEN_NAME and MIGRATION_GUARD_PVE_TOKEN_VALUE"
+            )
+        if status == 403:
+            return ProxmoxPermissionError(
+                f"the API token {self.token_id} may not read {what} (403): {detail or 'permission denied'}"
+            )
+        if status == 501:
+            return ProxmoxNotImplemented(f"Proxmox at {self.where} does not offer {what} (501)")
+        if status == 595 or "no route to host" in detail.lower():
+            return ProxmoxUnreachable(f"Proxmox could not reach the node for {what} ({status}: {detail})")
+        if "does not exist" in detail or status == 404:
+            return ProxmoxNotFound(f"Proxmox says {what} does not exist: {detail}")
+        return ProxmoxError(f"Proxmox at {self.where} failed {what} ({status}): {detail or exc}")
+
+    # --- nodes --------------------------------------------------------------------------------
+
+    def nodes(self) -> list[NodeFacts]:
+        """Every node with its online state (no CPU yet)."""
+        rows = self._call("nodes", "the node list (/nodes)", lambda: self._api.nodes.get())
+        now = time.time()
+        return [
+            NodeFacts(cluster=self.name, name=str(r["node"]), online=r.get("status") == "online", fetched_at=now)
+            for r in rows or []
+        ]
+
+    def cluster_cpu_flags(self) -> dict[str, frozenset[str]] | None:
+        """Node -> QEMU flags its KVM offers (/cluster/qemu/cpu-flags, PVE 9.2+); None where the
+        cluster does not have the endpoint (remembered, so older clusters are asked once)."""
+        if self._cpu_flags_unsupported:
+            return None
+        try:
+            rows = self._call(
+                "cpu-flags",
+                "the cluster CPU flags (/cluster/qemu/cpu-flags)",
+                lambda: self._api.cluster.qemu("cpu-flags").get(),
+            )
+        except (ProxmoxNotImplemented, ProxmoxNotFound):
+            self._cpu_flags_unsupported = True
+            return None
+        offered: dict[str, set[str]] = {}
+        for row in rows or []:
+            for node in row.get("supported-on") or ():
+                offered.setdefault(str(node), set()).add(str(row["name"]))
+        return {node: frozenset(flags) for node, flags in offered.items()}
+
+    def node_facts(self, name: str, qemu_flags: frozenset[str] | None = None) -> NodeFacts:
+        """Status, versions and machine types of one node. With ``qemu_flags`` (from
+        ``cluster_cpu_flags``) the CPU is judged on QEMU's own report, else on cpuinfo.flags."""
+        what = f"the status of node {name}"
+        try:
+            status = self._call("node-status", what, lambda: self._api.nodes(name).status.get())
+        except ProxmoxError as exc:
+            if "hostname lookup" in str(exc) or isinstance(exc, ProxmoxNotFound):
+                raise UnknownNodeError(f"cluster {self.name} has no node {name}") from None
+            raise
+        machines = self._call(
+            "node-machines",
+            f"the machine types of node {name}",
+            lambda: self._api.nodes(name).capabilities.qemu.machines.get(),
+        )
+        cpuinfo = status.get("cpuinfo") or {}
+        model = str(cpuinfo.get("model") or "")
+        cpu = None
+        flag_source = "none"
+        if qemu_flags:
+            cpu = host_from_qemu_flags(name, model, qemu_flags)
+            flag_source = "qemu-kvm"
+        else:
+            try:
+                cpu = host_from_proxmox(name, cpuinfo)
+                flag_source = "cpuinfo"
+            except HostDataError:
+                cpu = None
+        pve = str(status.get("pveversion") or "")
+        return NodeFacts(
+            cluster=self.name,
+            name=name,
+            online=True,
+            cpu_model=model,
+            cpu=cpu,
+            flag_source=flag_source,
+            pve_version=pve.split("/")[1] if pve.count("/") >= 2 else pve,
+            kernel_version=str(status.get("kversion") or ""),
+            qemu_version=_qemu_version_of(machines or []),
+            machines=tuple(sorted(str(m.get("id")) for m in machines or [] if m.get("id"))),
+            fetched_at=time.time(),
+        )
+
+    # --- VMs ------------------------------------------------------------------------------------
+
+    def vms(self) -> list[VmSummary]:
+        rows = self._call(
+            "resources", "the VM list (/cluster/resources)", lambda: self._api.cluster.resources.get(type="vm")
+        )
+        return [
+            VmSummary(
+                cluster=self.name,
+                vmid=int(r["vmid"]),
+                node=str(r.get("node", "")),
+                status=str(r.get("status", "unknown")),
+                name=str(r.get("name") or ""),
+                tags=_tags(r.get("tags")),
+                template=bool(r.get("template")),
+            )
+            for r in rows or []
+            if r.get("type", "qemu") == "qemu"
+        ]
+
+    def find_vm(self, vmid: int) -> VmSummary:
+        for vm in self.vms():
+            if vm.vmid == vmid:
+                return vm
+        raise UnknownVmError(f"cluster {self.name} has no VM {vmid}")
+
+    def find_vm_by_uuid(self, smbios_uuid: str) -> VmFacts | None:
+        """The VM whose config carries ``smbios1: uuid=<smbios_uuid>`` (reads each config)."""
+        wanted = smbios_uuid.strip().lower()
+        for vm in self.vms():
+            try:
+                facts = self.vm_facts(vm.node, vm.vmid)
+            except (ProxmoxNotFound, ProxmoxUnreachable):
+                continue
+            if facts.smbios_uuid == wanted:
+                return facts
+        return None
+
+    def vm_facts(self, node: str, vmid: int, summary: VmSummary | None = None) -> VmFacts:
+        """Config and (when running) status/current of one VM."""
+        api_vm = self._api.nodes(node).qemu(vmid)
+        try:
+            config = self._call("vm-config", f"the config of VM {vmid}", lambda: api_vm.config.get())
+        except ProxmoxNotFound:
+            raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}") from None
+        status = self._call("vm-status", f"the status of VM {vmid}", lambda: api_vm.status.current.get())
+        running = status.get("status") == "running"
+        return VmFacts(
+            cluster=self.name,
+            vmid=vmid,
+            node=node,
+            status=str(status.get("status") or (summary.status if summary else "unknown")),
+            name=str(config.get("name") or (summary.name if summary else "")),
+            tags=_tags(config.get("tags")) or (summary.tags if summary else ()),
+            cpu=str(config.get("cpu") or ""),
+            machine=str(config.get("machine") or ""),
+            hookscript=str(config.get("hookscript") or ""),
+            lock=str(config.get("lock") or ""),
+            running_machine=str(status.get("running-machine") or "") if running else "",
+            running_qemu=str(status.get("running-qemu") or "") if running else "",
+            smbios_uuid=_smbios_uuid(config.get("smbios1", "")),
+            vmgenid=str(config.get("vmgenid") or ""),
+            fetched_at=time.time(),
+        )
+
+    def migrate_precondition(self, node: str, vmid: int, target: str) -> Precondition:
+        """Proxmox's own check (storage, local disks and devices). Needs VM.Migrate: without it
+        the answer says the check was skipped, it does not fail."""
+        try:
+            answer = self._call(
+                "vm-precondition",
+                f"the migration precondition of VM {vmid}",
+                lambda: self._api.nodes(node).qemu(vmid).migrate.get(target=target),
+            )
+        except ProxmoxPermissionError:
+            return Precondition(
+                checked=False,
+                skipped_reason=(
+                    f"the API token {self.token_id} lacks VM.Migrate, so Proxmox's own storage and "
+                    "local-resource check was skipped"
+                ),
+            )
+        blockers = (answer.get("not_allowed_nodes") or {}).get(target) or {}
+        return Precondition(
+            checked=True,
+            local_disks=tuple(_describe(d) for d in answer.get("local_disks") or ()),
+            local_resources=tuple(str(r) for r in answer.get("local_resources") or ()),
+            unavailable_storages=tuple(str(s) for s in blockers.get("unavailable_storages") or ()),
+            unavailable_resources=tuple(str(s) for s in blockers.get("unavailable-resources") or ()),
+        )
+
+
+def _describe(disk: Any) -> str:
+    if isinstance(disk, dict):
+        return str(disk.get("volid") or disk.get("drivename") or disk)
+    return str(disk)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    # requests' messages repeat the pool and URL; keep the reason at the end
+    if "Caused by" in text:
+        text = text.split("Caused by", 1)[1].strip(" ()'\"")
+    return text[:200]

@@ -406,3 +406,29 @@ def test_https_with_an_untrusted_certificate_is_no_decision(tls_standin, confdir
     proc, _ = run_hook(confdir)
     assert proc.returncode == 5
     assert "TLS certificate of 127.0.0.1 not trusted" in proc.stderr and "check ca_file" in proc.stderr
+
+
+def test_a_server_that_keeps_the_connection_open_is_read_by_content_length(confdir):
+    body = f"verdict=deny\nexit=1\nline={VENDOR_LINE}\n".encode()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    kept: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        kept.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                     b"Connection: keep-alive\r\n\r\n%s" % (len(body), body))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        write_conf(confdir, url=f"http://127.0.0.1:{srv.getsockname()[1]}", timeout=3)
+        proc, took = run_hook(confdir)
+    finally:
+        srv.close()
+        for c in kept:
+            c.close()
+    assert proc.returncode == 1 and took < 1.5
+    assert proc.stderr == f"migration-guard: {VENDOR_LINE}\n"

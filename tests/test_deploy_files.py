@@ -218,6 +218,28 @@ def test_env_example_is_accepted_by_the_bot_settings_reader():
     assert settings.channel.startswith("C")
 
 
+def test_env_example_is_accepted_by_the_service_settings_reader(monkeypatch, tmp_path):
+    try:
+        from shared.settings import load_settings
+    except ImportError:
+        pytest.skip("shared/settings.py has no load_settings yet")
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MIGRATION_GUARD_"):
+            monkeypatch.delenv(name)
+    ca = tmp_path / "pve-root-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    env_file = tmp_path / "migration-guard.env"
+    env_file.write_text(ENV_EXAMPLE.read_text().replace("/etc/migration-guard/pve-root-ca.pem", str(ca)))
+    settings = load_settings(str(env_file))
+    settings.require_proxmox()
+    values, _ = parse_env_file(ENV_EXAMPLE)
+    assert settings.pve_host == values["MIGRATION_GUARD_PVE_HOST"]
+    assert values["MIGRATION_GUARD_TOKEN"] in settings.bearer_tokens()
+    assert settings.verify_ssl == str(ca)
+
+
 def test_env_example_bot_reaches_the_service_it_configures():
     values, _ = parse_env_file(ENV_EXAMPLE)
     url = values["MIGRATION_GUARD_URL"]

@@ -1,0 +1,255 @@
+"""The HTTP API of the compatibility service (FastAPI). Thin routes: the logic is in
+shared/service.py (facts) and shared/checks.py (verdicts).
+
+Every /v1 path needs ``Authorization: Bearer <token>``. Errors are JSON
+``{"error": {"code", "message"}}`` (or key=value lines for ``Accept: text/plain`` on
+POST /v1/decisions, the hookscript's contract); never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import (
+    GuardError,
+    InputError,
+    NotFoundError,
+    ProxmoxError,
+    ProxmoxUnreachable,
+    StoreUnavailable,
+)
+from .metrics import CONTENT_TYPE
+from .service import GuardService
+
+log = logging.getLogger("migration_guard.api")
+
+NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
+JSON = "application/json"
+
+
+class AuthError(GuardError):
+    code = "unauthorized"
+
+
+def _dumps(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(_dumps(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def status_of(exc: GuardError) -> int:
+    if isinstance(exc, AuthError):
+        return 401
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, InputError):
+        return 422
+    if isinstance(exc, (ProxmoxUnreachable, StoreUnavailable)):
+        return 503
+    if isinstance(exc, ProxmoxError):
+        return 502
+    return 500
+
+
+def _wants_text(request: Request) -> bool:
+    return request.url.path == "/v1/decisions" and "text/plain" in request.headers.get("accept", "")
+
+
+def _key_values(pairs: dict) -> str:
+    return "".join(f"{k}={' '.join(str('' if v is None else v).split())}\n" for k, v in pairs.items())
+
+
+def error_response(request: Request, status: int, code: str, message: str, field: str | None = None) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if _wants_text(request):
+        text = _key_values({"verdict": "unknown", "code": code, "exit": 5, "decision": "", "line": message})
+        return Response(text, status_code=status, media_type="text/plain", headers=headers)
+    error: dict = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return json_response({"error": error}, status, headers)
+
+
+class DecisionRequest(BaseModel):
+    vmid: int = Field(ge=1, le=999_999_999)
+    target: str
+    source: str | None = None
+    mode: Literal["enforce", "warn"] = "enforce"
+    smbios_uuid: str | None = Field(default=None, max_length=64)
+    cpu: str | None = Field(default=None, max_length=1024)
+    remote: bool | None = None
+
+    @field_validator("target", "source")
+    @classmethod
+    def _node(cls, value: str | None) -> str | None:
+        if value is not None and not NODE_NAME.match(value):
+            raise ValueError(f"{value[:70]!r} is not a Proxmox node name")
+        return value
+
+
+def _node_name(value: str, field: str) -> str:
+    if not NODE_NAME.match(value):
+        raise InputError(f"{field}: {value[:70]!r} is not a Proxmox node name", code="bad-input")
+    return value
+
+
+def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
+    token_bytes = tuple(t.encode() for t in tokens if t)
+
+    async def flusher() -> None:
+        """Write events queued while Redis was down as soon as it is back."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if service.events.pending:
+                    await service.events.flush()
+            except Exception:  # noqa: BLE001 - the loop must survive; the next round retries
+                log.exception("flushing queued events failed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(flusher())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await service.close()
+
+    app = FastAPI(title="migration-guard", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+
+    def authorize(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise AuthError("this API needs Authorization: Bearer <token> (one of MIGRATION_GUARD_API_TOKENS)")
+        given_b = given.strip().encode()
+        ok = False
+        for token in token_bytes:  # compare with every token: the time does not tell which one
+            ok |= hmac.compare_digest(given_b, token)
+        if not ok:
+            raise AuthError("the bearer token is not one of MIGRATION_GUARD_API_TOKENS")
+
+    auth = [Depends(authorize)]
+
+    # --- errors ----------------------------------------------------------------------------
+
+    @app.exception_handler(GuardError)
+    async def guard_error(request: Request, exc: GuardError) -> Response:
+        return error_response(request, status_of(exc), exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or "body"
+        message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
+        return error_response(request, 422, "bad-input", f"{field}: {message}", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no such path {request.url.path}"
+        return error_response(request, exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("internal error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(request, 500, "internal", "internal error in migration-guard; the service log has the details")
+
+    # --- routes ------------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        redis_ok = await service.store.ping()
+        try:
+            await asyncio.wait_for(service._run(service.reader.nodes), service.settings.pve_timeout + 1)
+            proxmox, detail = "ok", ""
+        except (GuardError, asyncio.TimeoutError) as exc:
+            proxmox, detail = "unreachable", str(exc) or "no answer in time"
+        body = {
+            "status": "ready" if proxmox == "ok" and redis_ok else ("degraded" if proxmox == "ok" else "unready"),
+            "degraded": not redis_ok,
+            "store": service.store.kind,
+            "redis": "ok" if redis_ok else "down",
+            "proxmox": proxmox,
+            "events_pending": service.events.pending,
+        }
+        if not redis_ok:
+            body["redis_error"] = service.store.last_error
+        if detail:
+            body["proxmox_error"] = detail
+        return json_response(body, 200 if proxmox == "ok" else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/vms/{vmid}/check", dependencies=auth)
+    async def check(vmid: int, target: str = Query(min_length=1, max_length=63)) -> Response:
+        if vmid < 1:
+            raise InputError("vmid: must be a positive number")
+        outcome = await service.check(vmid, _node_name(target, "target"))
+        return json_response(outcome.body, outcome.status)
+
+    @app.get("/v1/vms/{vmid}/targets", dependencies=auth)
+    async def targets(vmid: int) -> Response:
+        return json_response(await service.targets(vmid))
+
+    @app.post("/v1/decisions", dependencies=auth)
+    async def decide(request: Request, decision: DecisionRequest) -> Response:
+        outcome = await service.decide(decision.model_dump())
+        body = outcome.body
+        if "text/plain" in request.headers.get("accept", ""):
+            text = _key_values(
+                {
+                    "verdict": body["verdict"],
+                    "code": body["code"],
+                    "exit": body["exit"],
+                    "decision": body["decision_id"],
+                    "line": body["line"],
+                }
+            )
+            return Response(text, status_code=outcome.status, media_type="text/plain")
+        return json_response(body, outcome.status)
+
+    @app.get("/v1/decisions", dependencies=auth)
+    async def decisions(limit: int = Query(50, ge=1, le=1000), vmid: int | None = Query(None, ge=1)) -> Response:
+        return json_response({"decisions": await service.events.recent(limit, vmid)})
+
+    @app.get("/v1/cluster", dependencies=auth)
+    async def cluster() -> Response:
+        return json_response(await service.cluster_view())
+
+    @app.get("/v1/cluster/recommendation", dependencies=auth)
+    async def recommendation(nodes: str | None = None) -> Response:
+        names = [_node_name(n.strip(), "nodes") for n in nodes.split(",") if n.strip()] if nodes else None
+        return json_response(await service.recommendation(names))
+
+    @app.get("/v1/matrix", dependencies=auth)
+    async def matrix() -> Response:
+        return json_response(await service.matrix())
+
+    return app

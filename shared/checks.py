@@ -1,0 +1,245 @@
+"""A migration verdict for one VM and one target: the engine's CPU verdict plus what the cluster
+knows (target offline, machine version, Proxmox's own precondition check, the skip tag).
+
+Pure: facts in, verdict out. The service gathers the facts; the API shapes the body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import engine
+from .cpu_spec import CpuSpec, parse_cpu
+from .engine import Reason
+from .errors import CpuSpecError
+from .facts import NodeFacts, Precondition, VmFacts
+
+SKIP_TAG = "migration-guard-skip"
+
+#: reason codes that make a verdict "deny", with the hookscript exit code each kind maps to
+DENY_EXIT = {
+    "vendor-mismatch": 1,
+    "missing-flags": 2,
+    "machine-unsupported": 3,
+}
+OTHER_DENY_EXIT = 4
+NO_DECISION_EXIT = 5
+
+#: codes that deny whatever else holds
+DENY_CODES = frozenset(
+    {
+        "vendor-mismatch",
+        "missing-flags",
+        "machine-unsupported",
+        "target-offline",
+        "local-resources",
+        "storage-unavailable",
+    }
+)
+#: codes that leave the verdict unknown unless something denies
+#: (an unknown model is not denied: the guard must never block a good migration by accident)
+UNKNOWN_CODES = frozenset(
+    {"flags-unknown", "source-unknown", "vendor-unknown", "bad-cpu-spec", "unknown-model", "cluster-unreachable"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    vmid: int
+    name: str
+    source: str
+    target: str
+    verdict: str  # allow | deny | unknown
+    reasons: tuple[Reason, ...]
+    cpu: str
+    model: str
+    suggestion: str | None
+    flag_source: str
+    source_cluster: str
+    target_cluster: str
+    missing: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        """The hookscript's exit code for this verdict (0 allow, 1-4 deny kinds, 5 unknown)."""
+        if self.verdict == "allow":
+            return 0
+        if self.verdict == "unknown":
+            return NO_DECISION_EXIT
+        for reason in self.reasons:
+            if reason.code in DENY_CODES:
+                return DENY_EXIT.get(reason.code, OTHER_DENY_EXIT)
+        return OTHER_DENY_EXIT
+
+    @property
+    def deny_code(self) -> str:
+        for reason in self.reasons:
+            if reason.code in DENY_CODES or (self.verdict == "unknown" and reason.code in UNKNOWN_CODES):
+                return reason.code
+        return self.reasons[0].code if self.reasons else ""
+
+    def log_line(self) -> str:
+        """The one sentence for the Proxmox task log."""
+        vm = f"VM {self.vmid}" + (f" ({self.name})" if self.name else "")
+        route = f"from {self.source or 'an unknown node'} to {self.target}"
+        if self.verdict == "allow":
+            return f"allowed migration of {vm} {route} (cpu {self.cpu})"
+        main = [r.message for r in self.reasons if r.code in DENY_CODES or r.code in UNKNOWN_CODES]
+        why = "; ".join(main or [r.message for r in self.reasons]) or "no reason given"
+        tail = f"; {self.suggestion}" if self.suggestion else ""
+        word = "blocked" if self.verdict == "deny" else "could not judge"
+        return f"{word} migration of {vm} {route}: {why}{tail}"
+
+
+def _machine_version(machine: str) -> tuple[int, ...] | None:
+    """``pc-q35-9.0+pve0`` / ``pc-i440fx-8.1`` -> (9, 0); None when the string names no version."""
+    base = machine.split("+", 1)[0]
+    tail = base.rsplit("-", 1)[-1]
+    try:
+        return tuple(int(p) for p in tail.split("."))
+    except ValueError:
+        return None
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(p) for p in text.split("+")[0].split(".")[:2])
+    except ValueError:
+        return None
+
+
+def evaluate(
+    vm: VmFacts,
+    source: NodeFacts | None,
+    target: NodeFacts,
+    precondition: Precondition | None = None,
+    *,
+    source_known: bool = True,
+) -> Verdict:
+    """The verdict for moving ``vm`` (running or not) from ``source`` to ``target``.
+    ``source`` None with ``source_known`` False: a cross-cluster source the service does not read."""
+    reasons: list[Reason] = []
+    suggestion: str | None = None
+    model = ""
+    missing: tuple[str, ...] = ()
+    running = vm.status == "running"
+    cpu_label = vm.cpu or "kvm64"
+    flag_source = target.flag_source
+
+    def verdict(kind: str) -> Verdict:
+        return Verdict(
+            vmid=vm.vmid,
+            name=vm.name,
+            source=source.name if source else vm.node,
+            target=target.name,
+            verdict=kind,
+            reasons=tuple(reasons),
+            cpu=cpu_label,
+            model=model,
+            suggestion=suggestion,
+            flag_source=flag_source,
+            source_cluster=source.cluster if source else vm.cluster,
+            target_cluster=target.cluster,
+            missing=missing,
+        )
+
+    if SKIP_TAG in vm.tags:
+        reasons.append(Reason("bypassed", f"VM {vm.vmid} is tagged {SKIP_TAG}: the guard lets it through unchecked"))
+        return verdict("allow")
+    if not target.online:
+        reasons.append(Reason("target-offline", f"{target.name} is offline: start it or pick another node"))
+        return verdict("deny")
+
+    try:
+        spec: CpuSpec = parse_cpu(vm.cpu or None)
+        engine.requirement(spec)  # resolves the model: an unknown one raises here
+    except CpuSpecError as exc:
+        reasons.append(Reason(exc.code, f"the VM's cpu value cannot be judged: {exc}"))
+        return verdict("unknown")
+
+    if target.cpu is None:
+        reasons.append(
+            Reason("flags-unknown", f"Proxmox gave no CPU flags for {target.name}, so its CPU cannot be judged")
+        )
+        return verdict("unknown")
+    source_cpu = source.cpu if source is not None else None
+    if source is not None and source_cpu is None and spec.is_passthrough and running:
+        reasons.append(
+            Reason("flags-unknown", f"Proxmox gave no CPU flags for {source.name}, so its CPU cannot be judged")
+        )
+        return verdict("unknown")
+
+    result = engine.check_migration(spec, source_cpu if source_known else None, target.cpu, running=running)
+    model = result.model
+    missing = result.missing
+    suggestion = result.suggestion
+    reasons.extend(result.reasons)
+    kind = result.verdict
+
+    # the machine version the VM runs must exist in the target's QEMU
+    if running and vm.running_machine:
+        wanted = _machine_version(vm.running_machine)
+        offered = _version(target.qemu_version) if target.qemu_version else None
+        if wanted and offered and wanted[:2] > offered[:2]:
+            reasons.append(
+                Reason(
+                    "machine-unsupported",
+                    f"VM {vm.vmid} runs machine {vm.running_machine}, newer than {target.name}'s QEMU "
+                    f"{target.qemu_version}: update pve-qemu-kvm on {target.name} first",
+                )
+            )
+            kind = "deny"
+
+    if precondition is not None:
+        if not precondition.checked:
+            if precondition.skipped_reason:
+                reasons.append(Reason("precheck-skipped", precondition.skipped_reason))
+        else:
+            if precondition.local_resources:
+                reasons.append(
+                    Reason(
+                        "local-resources",
+                        f"VM {vm.vmid} uses local resources ({', '.join(precondition.local_resources)}) "
+                        "that cannot move with it",
+                    )
+                )
+                kind = "deny"
+            blocked = precondition.unavailable_storages + precondition.unavailable_resources
+            if blocked:
+                reasons.append(
+                    Reason(
+                        "storage-unavailable",
+                        f"{target.name} lacks storage or resources the VM needs: {', '.join(blocked)}",
+                    )
+                )
+                kind = "deny"
+            if precondition.local_disks and kind != "deny":
+                reasons.append(
+                    Reason(
+                        "local-disks",
+                        f"VM {vm.vmid} has local disks ({', '.join(precondition.local_disks)}): "
+                        "migrate with --with-local-disks",
+                    )
+                )
+    return verdict(kind)
+
+
+def verdict_body(v: Verdict, *, checked_at: str, facts_age_s: float) -> dict:
+    """The JSON verdict body of the API (issue 8's field names, plus flag_source and clusters)."""
+    return {
+        "vmid": v.vmid,
+        "name": v.name,
+        "source": v.source,
+        "target": v.target,
+        "source_cluster": v.source_cluster,
+        "target_cluster": v.target_cluster,
+        "verdict": v.verdict,
+        "reasons": [{"code": r.code, "message": r.message} for r in v.reasons],
+        "cpu": v.cpu,
+        "model": v.model,
+        "missing": list(v.missing),
+        "suggestion": v.suggestion,
+        "flag_source": v.flag_source,
+        "checked_at": checked_at,
+        "facts_age_s": round(facts_age_s, 1),
+    }

@@ -1,0 +1,584 @@
+"""The service layer: gathers facts through the cache and the cluster reader, asks
+``checks.evaluate`` for verdicts, records decisions and publishes veto events.
+
+Proxmox calls are blocking (proxmoxer): they run in a thread pool, all facts of one check in
+parallel. A warm check (every fact fresh in the in-process L1) touches no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import engine
+from .cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
+from .checks import Verdict, evaluate, verdict_body
+from .cpu_spec import parse_cpu
+from .engine import Reason
+from .errors import (
+    CpuSpecError,
+    GuardError,
+    InputError,
+    ProxmoxError,
+    ProxmoxUnreachable,
+    UnknownNodeError,
+    UnknownVmError,
+)
+from .events import EventLog, iso_utc, new_id
+from .facts import NodeFacts, Precondition, VmFacts, VmSummary
+from .hosts import host_from_qemu_flags
+from .metrics import Metrics
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("migration_guard.service")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A verdict body and the HTTP status it is answered with (503 when the cluster is unreachable)."""
+
+    body: dict
+    status: int = 200
+    verdict: Verdict | None = None
+
+
+class GuardService:
+    def __init__(self, settings: Settings, reader: Any, store: Store, *, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.reader = reader
+        self.store = store
+        self.cluster = reader.name
+        self.clock = clock
+        self.metrics = Metrics(reader.stats, self)
+        self.cache = FactsCache(
+            store,
+            namespace=self.cluster,
+            stale_grace_s=min(1.0, settings.pve_timeout),
+            clock=clock,
+            on_hit=self.metrics.hit,
+        )
+        self.events = EventLog(store, keep=settings.decisions_keep)
+        self.pool = ThreadPoolExecutor(max_workers=48, thread_name_prefix="proxmox")
+        self._node_by_hash: dict[str, NodeFacts] = {}
+        self._combined: dict[tuple, NodeFacts] = {}
+        self._verdicts: dict[tuple, Verdict] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        await self.store.close()
+
+    # --- facts -------------------------------------------------------------------------------
+
+    async def vm_list(self) -> tuple[list[VmSummary], float]:
+        return await self.cache.get("vms", self.settings.cache_list_ttl, lambda: self._run(self.reader.vms), VMS)
+
+    async def node_list(self) -> tuple[list[NodeFacts], float]:
+        return await self.cache.get("nodes", self.settings.cache_list_ttl, lambda: self._run(self.reader.nodes), NODES)
+
+    async def qemu_flags(self) -> dict[str, frozenset[str]] | None:
+        try:
+            flags, _ = await self.cache.get(
+                "cpuflags", self.settings.cache_node_ttl, lambda: self._run(self.reader.cluster_cpu_flags), FLAGS
+            )
+        except ProxmoxError:  # the CPU is then judged on cpuinfo.flags
+            return None
+        return flags
+
+    async def find_vm(self, vmid: int) -> VmSummary:
+        vms, _ = await self.vm_list()
+        for vm in vms:
+            if vm.vmid == vmid:
+                return vm
+        raise UnknownVmError(f"cluster {self.cluster} has no VM {vmid}")
+
+    async def vm(self, node: str, vmid: int) -> tuple[VmFacts, float]:
+        return await self.cache.get(
+            f"vm:{vmid}:{node}", self.settings.cache_vm_ttl, lambda: self._run(self.reader.vm_facts, node, vmid), VM
+        )
+
+    async def _node_status(self, name: str) -> tuple[NodeFacts, float]:
+        facts, age = await self.cache.get(
+            f"node:{name}", self.settings.cache_node_ttl, lambda: self._run(self.reader.node_facts, name), NODE
+        )
+        # facts that did not change keep their identity: the engine's per-host caches stay warm
+        key = facts_hash(facts)
+        known = self._node_by_hash.get(key)
+        if known is None:
+            if len(self._node_by_hash) > 4096:
+                self._node_by_hash.clear()
+            known = self._node_by_hash[key] = facts
+        return known, age
+
+    async def node(self, name: str, *, online: bool | None = None) -> tuple[NodeFacts, float]:
+        """Full facts of one node; the CPU from QEMU's own report when the cluster has it."""
+        if online is False:
+            return NodeFacts(cluster=self.cluster, name=name, online=False, fetched_at=self.clock()), 0.0
+        status_task = asyncio.ensure_future(self._node_status(name))
+        flags = await self.qemu_flags()
+        facts, age = await status_task
+        return self._with_flags(facts, flags), age
+
+    def _with_flags(self, facts: NodeFacts, flags: dict[str, frozenset[str]] | None) -> NodeFacts:
+        offered = flags.get(facts.name) if flags else None
+        if not offered or not facts.online:
+            return facts
+        key = (id(facts), offered)
+        hit = self._combined.get(key)
+        if hit is not None:
+            return hit
+        combined = dataclasses.replace(
+            facts, cpu=host_from_qemu_flags(facts.name, facts.cpu_model, offered), flag_source="qemu-kvm"
+        )
+        if len(self._combined) > 4096:
+            self._combined.clear()
+        self._combined[key] = combined
+        return combined
+
+    async def precondition(self, node: str, vmid: int, target: str) -> Precondition:
+        if not self.settings.precheck:
+            return Precondition(checked=False, skipped_reason="the precondition check is turned off")
+        try:
+            pre, _ = await self.cache.get(
+                f"pre:{vmid}:{node}:{target}",
+                self.settings.cache_vm_ttl,
+                lambda: self._run(self.reader.migrate_precondition, node, vmid, target),
+                PRECONDITION,
+            )
+        except ProxmoxError as exc:
+            return Precondition(checked=False, skipped_reason=f"Proxmox's own precondition check failed: {exc}")
+        return pre
+
+    # --- one verdict -------------------------------------------------------------------------
+
+    def _fresh(self, key: str, ttl: float, now: float) -> Any:
+        hit = self.cache.peek(key)
+        if hit is not None and now - hit[1] < ttl:
+            return hit
+        return None
+
+    def _warm(self, vmid: int, target: str, source: str | None, precheck: bool) -> Outcome | None:
+        """The whole check from fresh L1 facts, without awaiting anything; None when something is not fresh."""
+        s = self.settings
+        now = self.clock()
+        if source is None:
+            vms = self._fresh("vms", s.cache_list_ttl, now)
+            if vms is None:
+                return None
+            source = next((v.node for v in vms[0] if v.vmid == vmid), None)
+            if source is None:
+                return None
+        vm = self._fresh(f"vm:{vmid}:{source}", s.cache_vm_ttl, now)
+        nodes = self._fresh("nodes", s.cache_list_ttl, now)
+        flags = self._fresh("cpuflags", s.cache_node_ttl, now)
+        if vm is None or nodes is None or flags is None:
+            return None
+        online = {n.name: n.online for n in nodes[0]}
+        if target not in online or source not in online:
+            return None
+        facts = []
+        for name in (source, target):
+            if not online[name]:
+                facts.append(None)
+                continue
+            hit = self._fresh(f"node:{name}", s.cache_node_ttl, now)
+            if hit is None:
+                return None
+            known = self._node_by_hash.get(facts_hash(hit[0])) or hit[0]
+            facts.append((self._with_flags(known, flags[0]), now - hit[1]))
+        pre = None
+        if precheck and online[target] and source != target:
+            if not s.precheck:
+                pre = Precondition(checked=False, skipped_reason="the precondition check is turned off")
+            else:
+                hit = self._fresh(f"pre:{vmid}:{source}:{target}", s.cache_vm_ttl, now)
+                if hit is None:
+                    return None
+                pre = hit[0]
+        src = facts[0][0] if facts[0] else NodeFacts(cluster=self.cluster, name=source, online=False)
+        tgt = facts[1][0] if facts[1] else NodeFacts(cluster=self.cluster, name=target, online=False)
+        ages = [now - vm[1], now - nodes[1]] + [f[1] for f in facts if f]
+        return self._outcome(vm[0], src, tgt, pre, max(ages), now)
+
+    async def check(self, vmid: int, target: str, source: str | None = None, *, precheck: bool = True) -> Outcome:
+        started = time.perf_counter()
+        try:
+            outcome = self._warm(vmid, target, source, precheck)
+            if outcome is None:
+                outcome = await self._cold(vmid, target, source, precheck)
+        finally:
+            self.metrics.latency.observe(time.perf_counter() - started)
+        self.metrics.verdict(outcome.body["verdict"])
+        return outcome
+
+    async def _cold(self, vmid: int, target: str, source: str | None, precheck: bool) -> Outcome:
+        async def locate() -> tuple[VmFacts, float]:
+            if source is not None:
+                try:
+                    return await self.vm(source, vmid)
+                except UnknownVmError:
+                    pass  # not (or no longer) there: ask the cluster where it is
+            summary = await self.find_vm(vmid)
+            return await self.vm(summary.node, vmid)
+
+        vm_task = asyncio.ensure_future(locate())
+        nodes_task = asyncio.ensure_future(self.node_list())
+        flags_task = asyncio.ensure_future(self.qemu_flags())
+        target_task = asyncio.ensure_future(self._node_status(target))
+
+        async def source_facts() -> tuple[NodeFacts, float]:
+            name = source if source is not None else (await vm_task)[0].node
+            return await self._node_status(name)
+
+        async def pre() -> Precondition | None:
+            if not precheck:
+                return None
+            name = source if source is not None else (await vm_task)[0].node
+            if name == target:
+                return None
+            return await self.precondition(name, vmid, target)
+
+        source_task = asyncio.ensure_future(source_facts())
+        pre_task = asyncio.ensure_future(pre())
+        tasks = (vm_task, nodes_task, flags_task, target_task, source_task, pre_task)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        now = self.clock()
+
+        def result(task: asyncio.Future) -> Any:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+            return task.result()
+
+        try:
+            vm, vm_age = result(vm_task)
+            nodes, nodes_age = result(nodes_task)
+        except ProxmoxUnreachable as exc:
+            return self._unreachable(vmid, target, source, exc, now)
+        online = {n.name: n.online for n in nodes}
+        if target not in online:
+            raise UnknownNodeError(
+                f"cluster {self.cluster} has no node {target}; its nodes are {', '.join(sorted(online))}"
+            )
+        flags = flags_task.result() if flags_task.exception() is None else None
+        ages = [vm_age, nodes_age]
+        node_facts: list[NodeFacts] = []
+        for name, task in ((vm.node, source_task), (target, target_task)):
+            if not online.get(name, False):
+                node_facts.append(NodeFacts(cluster=self.cluster, name=name, online=False, fetched_at=now))
+                continue
+            exc = task.exception()
+            if isinstance(exc, ProxmoxUnreachable):
+                return self._unreachable(vmid, target, vm.node, exc, now, vm=vm)
+            if exc is not None:
+                raise exc
+            facts, age = task.result()
+            if facts.name != name:  # the hook's source was wrong: the VM lives elsewhere
+                try:
+                    facts, age = await self._node_status(name)
+                except ProxmoxUnreachable as err:
+                    return self._unreachable(vmid, target, vm.node, err, now, vm=vm)
+            node_facts.append(self._with_flags(facts, flags))
+            ages.append(age)
+        pre = None
+        if precheck and online[target] and vm.node != target:
+            pre = pre_task.result() if pre_task.exception() is None else None
+            if pre is None or (source is not None and source != vm.node):
+                pre = await self.precondition(vm.node, vmid, target)
+        return self._outcome(vm, node_facts[0], node_facts[1], pre, max(ages), now)
+
+    def _outcome(
+        self, vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition | None, age: float, now: float
+    ) -> Outcome:
+        if vm.node == target.name:
+            raise InputError(f"VM {vm.vmid} already runs on {target.name}: pick another target node")
+        pre_key = (
+            None
+            if pre is None
+            else (pre.checked, pre.skipped_reason, pre.local_disks, pre.local_resources,
+                  pre.unavailable_storages, pre.unavailable_resources)
+        )
+        key = (
+            vm.cluster, vm.vmid, vm.node, vm.status, vm.name, vm.tags, vm.cpu, vm.running_machine,
+            id(source), source.online, id(target), target.online, pre_key,
+        )
+        hit = self._verdicts.get(key)
+        if hit is not None and hit[1] is source and hit[2] is target:
+            verdict = hit[0]
+        else:
+            verdict = evaluate(vm, source if source.online else None, target, pre) if source.online else evaluate(
+                vm, None, target, pre, source_known=False
+            )
+            if len(self._verdicts) > 20_000:
+                self._verdicts.clear()
+            self._verdicts[key] = (verdict, source, target)
+        body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=age)
+        stale = age > max(self.settings.cache_node_ttl, self.settings.cache_vm_ttl, self.settings.cache_list_ttl)
+        body["stale"] = stale
+        if stale:
+            body["reasons"].append(
+                {"code": "stale-facts", "message": f"answered from facts {age:.0f} s old: Proxmox did not answer in time"}
+            )
+        return Outcome(body=body, verdict=verdict)
+
+    def _unreachable(
+        self, vmid: int, target: str, source: str | None, exc: GuardError, now: float, vm: VmFacts | None = None
+    ) -> Outcome:
+        reason = Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}")
+        verdict = Verdict(
+            vmid=vmid,
+            name=vm.name if vm else "",
+            source=source or (vm.node if vm else ""),
+            target=target,
+            verdict="unknown",
+            reasons=(reason,),
+            cpu=(vm.cpu or "kvm64") if vm else "",
+            model="",
+            suggestion=None,
+            flag_source="none",
+            source_cluster=self.cluster,
+            target_cluster=self.cluster,
+        )
+        body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=0.0)
+        body["facts_age_s"] = None
+        body["stale"] = False
+        return Outcome(body=body, status=503, verdict=verdict)
+
+    # --- many verdicts -----------------------------------------------------------------------
+
+    async def targets(self, vmid: int) -> dict:
+        summary = await self.find_vm(vmid)
+        nodes, _ = await self.node_list()
+        others = [n.name for n in nodes if n.name != summary.node]
+        outcomes = await asyncio.gather(*(self.check(vmid, name, summary.node) for name in others))
+        return {
+            "vmid": vmid,
+            "name": summary.name,
+            "source": summary.node,
+            "targets": [o.body for o in outcomes],
+        }
+
+    async def decide(self, request: dict) -> Outcome:
+        vmid, target = int(request["vmid"]), str(request["target"])
+        outcome = await self.check(vmid, target, request.get("source") or None)
+        body = outcome.body
+        verdict = outcome.verdict
+        now = self.clock()
+        decision_id = new_id(now)
+        mode = request.get("mode") or "enforce"
+        body["decision_id"] = decision_id
+        body["mode"] = mode
+        exit_code = verdict.exit_code if verdict else 5
+        code = verdict.deny_code if verdict else "cluster-unreachable"
+        line = verdict.log_line() if verdict else f"could not judge the migration of VM {vmid} to {target}"
+        record = {
+            "id": decision_id,
+            "time": iso_utc(now),
+            "vmid": vmid,
+            "name": body.get("name", ""),
+            "source": body.get("source", ""),
+            "target": target,
+            "source_cluster": body.get("source_cluster", self.cluster),
+            "target_cluster": body.get("target_cluster", self.cluster),
+            "verdict": body["verdict"],
+            "code": code,
+            "exit": exit_code,
+            "mode": mode,
+            "cpu": body.get("cpu", ""),
+            "reasons": body["reasons"],
+            "suggestion": body.get("suggestion"),
+            "line": line,
+            "facts_age_s": body.get("facts_age_s"),
+            "requested_source": request.get("source"),
+            "smbios_uuid": request.get("smbios_uuid"),
+            "requested_cpu": request.get("cpu"),
+            "remote": request.get("remote"),
+        }
+        self.metrics.decisions.labels(body["verdict"]).inc()
+        recorded = await self.events.record(record)
+        published = True
+        if body["verdict"] == "deny":
+            event = {
+                "id": decision_id,
+                "time": record["time"],
+                "vmid": vmid,
+                "name": record["name"],
+                "source": record["source"],
+                "target": target,
+                "source_cluster": record["source_cluster"],
+                "target_cluster": record["target_cluster"],
+                "cpu": record["cpu"],
+                "verdict": "deny",
+                "reasons": body["reasons"],
+                "suggestion": record["suggestion"],
+                "enforced": mode == "enforce",
+            }
+            published = await self.events.publish(event)
+        body["event_queued"] = not published
+        body["recorded"] = recorded
+        if not published:
+            body["reasons"].append(
+                {
+                    "code": "event-queued",
+                    "message": "Redis is down: the veto event is kept in memory and sent to Slack once Redis is back",
+                }
+            )
+        body["exit"] = exit_code
+        body["code"] = code
+        body["line"] = line
+        return outcome
+
+    async def cluster_view(self) -> dict:
+        nodes, age = await self.node_list()
+        facts = await asyncio.gather(*(self.node(n.name, online=n.online) for n in nodes), return_exceptions=True)
+        out = []
+        for summary, got in zip(nodes, facts):
+            if isinstance(got, BaseException):
+                if not isinstance(got, GuardError):
+                    raise got
+                out.append({"name": summary.name, "online": summary.online, "error": str(got)})
+                continue
+            node, node_age = got
+            best = engine.recommend([node.cpu]).recommended if node.cpu is not None else None
+            out.append(
+                {
+                    "name": node.name,
+                    "cluster": node.cluster,
+                    "online": node.online,
+                    "cpu_model": node.cpu_model,
+                    "vendor": node.cpu.vendor if node.cpu else None,
+                    "best_cpu_type": best,
+                    "flag_source": node.flag_source,
+                    "pve_version": node.pve_version,
+                    "kernel_version": node.kernel_version,
+                    "qemu_version": node.qemu_version,
+                    "facts_age_s": round(node_age, 1),
+                }
+            )
+        return {"cluster": self.cluster, "nodes": out, "checked_at": iso_utc(self.clock())}
+
+    async def _online_hosts(self, names: list[str] | None) -> list[NodeFacts]:
+        nodes, _ = await self.node_list()
+        online = {n.name: n.online for n in nodes}
+        if names:
+            unknown = [n for n in names if n not in online]
+            if unknown:
+                raise UnknownNodeError(
+                    f"cluster {self.cluster} has no node {', '.join(unknown)}; its nodes are {', '.join(sorted(online))}"
+                )
+            offline = [n for n in names if not online[n]]
+            if offline:
+                raise InputError(f"node {', '.join(offline)} is offline: its CPU cannot be read")
+        else:
+            names = [n for n, up in online.items() if up]
+        got = await asyncio.gather(*(self.node(n) for n in names))
+        return [g[0] for g in got]
+
+    async def _all_vm_facts(self) -> list[VmFacts]:
+        vms, _ = await self.vm_list()
+        got = await asyncio.gather(
+            *(self.vm(v.node, v.vmid) for v in vms if not v.template), return_exceptions=True
+        )
+        out = []
+        for g in got:
+            if isinstance(g, BaseException):
+                if isinstance(g, UnknownVmError):  # moved or deleted since the list was read
+                    continue
+                raise g
+            out.append(g[0])
+        return out
+
+    async def recommendation(self, names: list[str] | None) -> dict:
+        hosts_facts = await self._online_hosts(names)
+        unknown = [n.name for n in hosts_facts if n.cpu is None]
+        hosts = [n.cpu for n in hosts_facts if n.cpu is not None]
+        rec = engine.recommend(hosts)
+        vms = await self._all_vm_facts()
+        at_risk = []
+        for vm in vms:
+            try:
+                spec = parse_cpu(vm.cpu or None)
+                if spec.is_passthrough:
+                    continue
+                runs = [engine.check_runnable(spec, h) for h in hosts]
+            except CpuSpecError:
+                continue
+            cannot = [{"node": r.host, "missing": list(r.missing)} for r in runs if not r.runnable]
+            if cannot:
+                at_risk.append(
+                    {"vmid": vm.vmid, "name": vm.name, "node": vm.node, "cpu": vm.cpu or "kvm64", "cannot_run_on": cannot}
+                )
+        return {
+            "cluster": self.cluster,
+            "nodes": [n.name for n in hosts_facts],
+            "nodes_without_flags": unknown,
+            "recommended": rec.recommended,
+            "ranked": list(rec.ranked),
+            "blocked": [{"type": b.type, "node": b.host, "missing": list(b.missing)} for b in rec.blocked],
+            "vms_at_risk": at_risk,
+            "checked_at": iso_utc(self.clock()),
+        }
+
+    async def matrix(self) -> dict:
+        nodes, _ = await self.node_list()
+        node_facts = {}
+        got = await asyncio.gather(*(self.node(n.name, online=n.online) for n in nodes), return_exceptions=True)
+        for summary, g in zip(nodes, got):
+            if isinstance(g, ProxmoxUnreachable):
+                node_facts[summary.name] = NodeFacts(cluster=self.cluster, name=summary.name, online=summary.online)
+            elif isinstance(g, BaseException):
+                raise g
+            else:
+                node_facts[summary.name] = g[0]
+        vms = await self._all_vm_facts()
+        rows = []
+        for vm in sorted(vms, key=lambda v: v.vmid):
+            source = node_facts.get(vm.node)
+            cells = {}
+            for name, target in node_facts.items():
+                if name == vm.node:
+                    continue
+                outcome = self._outcome(vm, source or NodeFacts(self.cluster, vm.node, False), target, None, 0.0, 0.0)
+                v = outcome.verdict
+                cells[name] = {"verdict": v.verdict, "code": v.deny_code if v.verdict != "allow" else "", "exit": v.exit_code}
+            rows.append({"vmid": vm.vmid, "name": vm.name, "node": vm.node, "status": vm.status,
+                         "cpu": vm.cpu or "kvm64", "targets": cells})
+        return {
+            "cluster": self.cluster,
+            "nodes": [n.name for n in nodes],
+            "vms": rows,
+            "note": "Proxmox's own precondition check (storage, local resources) is not part of the matrix",
+            "checked_at": iso_utc(self.clock()),
+        }
+
+
+def build_service(settings: Settings) -> GuardService:
+    """The service for ``settings``: a cluster reader over proxmoxer and the store
+    (Redis at ``redis_url``, else the embedded one)."""
+    from .inventory import ClusterReader
+    from .store import connect
+
+    settings.require_proxmox()
+    reader = ClusterReader(
+        name=settings.pve_cluster_name,
+        host=settings.pve_host,
+        user=settings.pve_user,
+        token_name=settings.pve_token_name,
+        token_value=settings.pve_token_value.get_secret_value(),
+        verify_ssl=settings.verify_ssl,
+        timeout=settings.pve_timeout,
+    )
+    client, kind = connect(settings.redis_url)
+    return GuardService(settings, reader, Store(client, kind))

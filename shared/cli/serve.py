@@ -1,0 +1,83 @@
+"""``migration-guard serve``: the compatibility service (uvicorn). ``--demo`` serves it against
+the built-in Proxmox-shaped test cluster (no Proxmox, no Redis needed)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import ConfigError
+from ..settings import load_settings, split_listen
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the compatibility service (HTTP API)",
+        description="Run the compatibility service. Settings: MIGRATION_GUARD_* environment variables, "
+        "or the same keys in the env file given with --config. Exit 2 on a missing or wrong setting.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="env file with MIGRATION_GUARD_* keys (the environment wins)")
+    parser.add_argument("--demo", action="store_true",
+                        help="serve against a built-in demo cluster (Proxmox-shaped test server); prints a token")
+    parser.add_argument("--scenario", default="demo", help=argparse.SUPPRESS)
+    parser.add_argument("--listen", help="host:port (default MIGRATION_GUARD_LISTEN, else 127.0.0.1:8080)")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..api import create_app
+    from ..service import build_service
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"listen": args.listen} if args.listen else {}
+    demo = None
+    if args.demo:
+        from ..demo import banner, start_demo
+
+        demo = start_demo(args.config, scenario=args.scenario, **overrides)
+        settings = demo.settings
+    else:
+        settings = load_settings(args.config, **overrides)
+    try:
+        host, port = split_listen(settings.listen)
+    except ValueError as exc:
+        raise ConfigError(f"MIGRATION_GUARD_LISTEN is wrong: {exc}") from None
+    try:
+        service = build_service(settings)
+        app = create_app(service, settings.bearer_tokens())
+        config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level, access_log=False,
+                                lifespan="on", timeout_graceful_shutdown=5)
+        server = uvicorn.Server(config)
+        if demo is not None:
+            _announce(server, demo)
+        server.run()
+        return 0 if server.started else 3
+    finally:
+        if demo is not None:
+            demo.stop()
+
+
+def _announce(server, demo) -> None:
+    """Print the banner once uvicorn is listening (with the real port when 0 was asked)."""
+    from ..demo import banner
+
+    startup = server.startup
+
+    async def startup_and_print(sockets=None):
+        await startup(sockets=sockets)
+        if not server.started:
+            return
+        host, port = server.config.host, server.config.port
+        for srv in getattr(server, "servers", []):
+            for sock in srv.sockets:
+                host, port = sock.getsockname()[:2]
+                break
+        print(banner(demo, f"http://{host}:{port}"), flush=True)
+
+    server.startup = startup_and_print  # type: ignore[method-assign]
+    _ = sys

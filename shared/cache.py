@@ -161,7 +161,7 @@ class FactsCache:
         store: Store,
         *,
         namespace: str = "default",
-        stale_grace_s: float = 1.0,
+        stale_grace_s: float = 0.25,
         keep_s: float = 7 * 24 * 3600,
         clock: Callable[[], float] = time.time,
         on_hit: Callable[[str, str], None] | None = None,
@@ -175,7 +175,8 @@ class FactsCache:
         self._l1: dict[str, tuple[Any, float]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._on_hit = on_hit or (lambda kind, level: None)
-        self._background: set[asyncio.Task] = set()
+        #: while Proxmox is known to be slow or down, an old value is answered at once
+        self._unhealthy_until = 0.0
 
     def peek(self, key: str) -> tuple[Any, float] | None:
         """The last known value and its fetch time, however old (L1 only)."""
@@ -217,10 +218,15 @@ class FactsCache:
                     raise
                 self.stats.stale_answers += 1
                 return stale[0], self.clock() - stale[1]
-        # an older value exists: wait a little for the fresh one, else answer the old one
+        # an older value exists: wait a little for the fresh one (not at all while Proxmox is
+        # known to be slow or down), else answer the old one
+        grace = 0.0 if time.monotonic() < self._unhealthy_until else self.stale_grace_s
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.stale_grace_s)
+            if grace <= 0 and not future.done():
+                raise asyncio.TimeoutError
+            return await asyncio.wait_for(asyncio.shield(future), grace)
         except (asyncio.TimeoutError, ProxmoxUnreachable):
+            self._unhealthy_until = time.monotonic() + 5.0
             self.stats.stale_answers += 1
             self._on_hit(kind, "stale")
             return stale[0], self.clock() - stale[1]
@@ -242,7 +248,12 @@ class FactsCache:
                 self._on_hit(key.split(":", 1)[0], "store")
                 return value, self.clock() - fetched_at
         self.stats.loads += 1
-        value = await load()
+        try:
+            value = await load()
+        except ProxmoxUnreachable:
+            self._unhealthy_until = time.monotonic() + 5.0
+            raise
+        self._unhealthy_until = 0.0
         fetched_at = self.clock()
         self._l1[key] = (value, fetched_at)
         await self._store_put(key, fetched_at, codec.encode(value))

@@ -7,6 +7,7 @@ and written once Redis is back, oldest first; ``publish`` says whether the event
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -44,6 +45,7 @@ class EventLog:
         #: recent decisions kept in memory too: GET /v1/decisions still answers while Redis is down
         self._recent: deque[dict] = deque(maxlen=PENDING_LIMIT)
         self.dropped = 0
+        self._flush_lock = asyncio.Lock()
 
     @property
     def pending(self) -> int:
@@ -85,6 +87,12 @@ class EventLog:
 
     async def flush(self) -> int:
         """Write what was queued while Redis was down; returns how many went out."""
+        if not self.pending:
+            return 0
+        async with self._flush_lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         sent = 0
         for queue, stream, keep in (
             (self._pending_decisions, DECISIONS_STREAM, self.keep),
@@ -95,7 +103,8 @@ class EventLog:
                     await self._xadd(stream, queue[0], keep)
                 except StoreUnavailable:
                     return sent
-                queue.popleft()
+                if queue:
+                    queue.popleft()
                 sent += 1
         return sent
 

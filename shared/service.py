@@ -60,7 +60,7 @@ class GuardService:
         self.cache = FactsCache(
             store,
             namespace=self.cluster,
-            stale_grace_s=min(1.0, settings.pve_timeout),
+            stale_grace_s=min(0.25, settings.pve_timeout),
             clock=clock,
             on_hit=self.metrics.hit,
         )

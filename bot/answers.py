@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from shared.errors import (
     GuardError,
+    InputError,
     ServiceUnavailable,
     UnknownClusterError,
     UnknownNodeError,
@@ -115,35 +116,51 @@ def error_answer(exc: GuardError) -> Answer:
     """One line: the service is down, slow or refused us."""
     if isinstance(exc, ServiceUnavailable):
         line = f"Cannot answer right now: {exc}. Try again in a minute."
+    elif isinstance(exc, InputError):
+        line = f"The service cannot answer that: {exc}"
     else:
         line = f"Cannot answer: {exc}"
     return Answer(text=plain(line), blocks=[bk.section(":warning: " + prose(line))], public=False)
 
 
 def not_found_answer(exc: GuardError, intent: Intent, service: Service) -> Answer:
+    """An unknown VM, node or cluster: say so, name the known nodes and the closest match."""
     nodes = _known_nodes(service)
-    msg = str(exc)
+    msg = str(exc).strip().rstrip(".")
+    parts: list[tuple[str, str]] = []  # (mrkdwn, plain text) of each sentence
+    cluster = getattr(intent, "target_cluster", None) or ""
     if isinstance(exc, UnknownVmError):
-        vmid = getattr(intent, "vmid", None)
-        head = f"I don't know VM {vmid}" if vmid is not None else "I don't know that VM"
-        head += " (the service says: " + msg.rstrip(".") + ")." if msg else "."
-        hint = "Is the number right? VMs are found by their Proxmox ID."
+        said = msg[:1].upper() + msg[1:] if msg else f"I don't know VM {getattr(intent, 'vmid', '')}"
+        parts += [(prose(said) + ".", said + "."), ("Is the VM ID right?", "Is the VM ID right?")]
     elif isinstance(exc, UnknownClusterError):
-        cluster = getattr(intent, "target_cluster", None) or ""
-        head = f"I don't know a cluster {cluster!s}: {msg}" if cluster else msg
-        hint = ""
+        tail = f" ({msg})" if msg else ""
+        parts.append(
+            (f"There is no cluster {code(cluster)}{prose(tail)}.", f"There is no cluster {cluster}{tail}.")
+        )
     else:
         asked = getattr(intent, "target", None) or ""
         if not asked and isinstance(intent, Recommend):
             asked = next((n for n in intent.nodes if n not in nodes), "")
-        head = f"There is no node {code(asked)}" if asked else "I don't know that node"
+        label = f"{cluster}/{asked}" if cluster and asked else asked
+        if label:
+            parts.append((f"There is no node {code(label)}.", f"There is no node {label}."))
+        else:
+            parts.append((prose(msg) + ".", msg + "."))
         close = difflib.get_close_matches(asked, nodes, n=1, cutoff=0.5) if asked and nodes else []
-        hint = f"Did you mean {code(close[0])}?" if close else ""
-        head += "."
-    known = ("Known nodes: " + ", ".join(code(n) for n in nodes) + ".") if nodes else ""
-    mrk = " ".join(p for p in (prose(head) if "`" not in head else head, hint, known) if p)
-    txt = " ".join(p for p in (head, hint, known) if p).replace("`", "")
-    return Answer(text=plain(txt), blocks=[bk.section(":mag: " + mrk)], public=False)
+        if close:
+            parts.append((f"Did you mean {code(close[0])}?", f"Did you mean {close[0]}?"))
+    if nodes:
+        parts.append(
+            (
+                "Known nodes: " + ", ".join(code(n) for n in nodes) + ".",
+                "Known nodes: " + ", ".join(nodes) + ".",
+            )
+        )
+    return Answer(
+        text=plain(" ".join(t for _, t in parts)),
+        blocks=[bk.section(":mag: " + " ".join(m for m, _ in parts))],
+        public=False,
+    )
 
 
 def _known_nodes(service: Service) -> list[str]:

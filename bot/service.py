@@ -3,7 +3,12 @@
 Returns the service's JSON bodies as dicts; maps every httpx failure, once, to
 ``shared.errors``: 404 bodies to UnknownVmError / UnknownNodeError / UnknownClusterError
 (with the service's message), connection failures, timeouts and 5xx to ServiceUnavailable,
-anything else to ServiceError. The token is sent as a Bearer header and never logged.
+anything else to ServiceError. A 503 that carries a verdict (the cluster is unreachable) is
+a verdict "unknown", not an error.
+The token is sent as a Bearer header and never logged.
+
+Why not shared/service_client.py: the bot passes ``target_cluster`` (issue 6) and reads the raw
+bodies of /v1/decisions and /targets; the shapes are the same.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import httpx
 
 from shared.errors import (
     GuardError,
+    InputError,
     ServiceError,
     ServiceUnavailable,
     UnknownClusterError,
@@ -88,8 +94,12 @@ class ServiceClient:
             except ValueError as exc:
                 raise ServiceError(f"{where} answered {path} with something that is not JSON") from exc
         code, message = _error_of(resp)
+        if resp.status_code == 503 and _is_verdict(resp):  # cluster unreachable: verdict "unknown"
+            return resp.json()
         if resp.status_code == 404 and code in _NOT_FOUND:
             raise _NOT_FOUND[code](message or "not found")
+        if resp.status_code in (400, 422):
+            raise InputError(message or f"{where} refused the question (HTTP {resp.status_code})")
         if resp.status_code in (401, 403):
             raise ServiceError(
                 f"{where} refused the bot's token (HTTP {resp.status_code}); check MIGRATION_GUARD_TOKEN",
@@ -103,6 +113,14 @@ class ServiceClient:
         if code:
             err.code = code
         raise err
+
+
+def _is_verdict(resp: httpx.Response) -> bool:
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "verdict" in body
 
 
 def _error_of(resp: httpx.Response) -> tuple[str, str]:

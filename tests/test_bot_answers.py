@@ -129,10 +129,7 @@ def test_service_down_answer_is_one_line():
 
 def test_unknown_vm_names_the_known_nodes():
     a = answer(Check(555, "pve1"), NoVmService())
-    assert a.text == (
-        "I don't know VM 555 (the service says: no VM 555 in cluster lab). Is the number right? "
-        "VMs are found by their Proxmox ID. Known nodes: pve1, pve2."
-    )
+    assert a.text == "No VM 555 in cluster lab. Is the VM ID right? Known nodes: pve1, pve2."
 
 
 def test_help_lists_examples_with_the_configured_command():

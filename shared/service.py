@@ -224,12 +224,19 @@ class GuardService:
         return outcome
 
     async def _cold(self, vmid: int, target: str, source: str | None, precheck: bool) -> Outcome:
+        async def where() -> str:
+            return source if source is not None else (await self.find_vm(vmid)).node
+
+        where_task = asyncio.ensure_future(where())
+
         async def locate() -> tuple[VmFacts, float]:
-            if source is not None:
-                try:
-                    return await self.vm(source, vmid)
-                except UnknownVmError:
-                    pass  # not (or no longer) there: ask the cluster where it is
+            name = await where_task
+            try:
+                return await self.vm(name, vmid)
+            except UnknownVmError:
+                if source is None:
+                    raise
+            # the caller's source is wrong (the VM moved): ask the cluster where it is
             summary = await self.find_vm(vmid)
             return await self.vm(summary.node, vmid)
 
@@ -239,20 +246,17 @@ class GuardService:
         target_task = asyncio.ensure_future(self._node_status(target))
 
         async def source_facts() -> tuple[NodeFacts, float]:
-            name = source if source is not None else (await vm_task)[0].node
-            return await self._node_status(name)
+            return await self._node_status(await where_task)
 
         async def pre() -> Precondition | None:
-            if not precheck:
-                return None
-            name = source if source is not None else (await vm_task)[0].node
-            if name == target:
+            name = await where_task
+            if not precheck or name == target:
                 return None
             return await self.precondition(name, vmid, target)
 
         source_task = asyncio.ensure_future(source_facts())
         pre_task = asyncio.ensure_future(pre())
-        tasks = (vm_task, nodes_task, flags_task, target_task, source_task, pre_task)
+        tasks = (where_task, vm_task, nodes_task, flags_task, target_task, source_task, pre_task)
         await asyncio.gather(*tasks, return_exceptions=True)
         now = self.clock()
 

@@ -1,0 +1,237 @@
+"""Speed of the compatibility service (printed numbers, not a timed test).
+
+1. Warm ``GET /v1/vms/{vmid}/check`` against a bare FastAPI endpoint returning a constant JSON,
+   both in the same uvicorn process, measured side by side (alternating rounds) by an HTTP load
+   generator in another process. Goal: warm check >= 80% of the bare endpoint's requests/s.
+2. Cold check with 50 ms Proxmox latency (empty caches; proxmoxer over HTTPS to the test server).
+   Goal: <= 1.5 x one Proxmox round trip.
+3. A burst of 500 concurrent decisions for the VMs of one node. Goal: Proxmox calls <= distinct
+   VMs + nodes.
+
+Run: .venv/bin/python benchmarks/service.py [--seconds 3] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SCENARIO = ROOT / "tests" / "fixtures" / "service" / "scenario.json"
+TOKEN = "bench-token"
+
+
+def _settings(server, **extra):
+    from shared.settings import load_settings
+
+    tok = server.token
+    values = dict(pve_host=server.host_port, pve_user=tok["user"], pve_token_name=tok["name"],
+                  pve_token_value=tok["value"], pve_verify_ssl=server.ca_path, api_tokens=TOKEN,
+                  pve_cluster_name="lab", redis_url="", pve_timeout=5)
+    values.update(extra)
+    return load_settings(None, **values)
+
+
+# --- 1. warm check vs bare endpoint ---------------------------------------------------------------
+
+
+def serve(port: int) -> None:
+    """The server side of benchmark 1 (run in a subprocess)."""
+    import uvicorn
+    from fastapi.responses import Response
+
+    from shared.api import create_app
+    from shared.pve_testserver import start_server
+    from shared.service import build_service
+
+    server = start_server(str(SCENARIO))
+    settings = _settings(server, cache_vm_ttl=3600, cache_list_ttl=3600, cache_node_ttl=3600)
+    app = create_app(build_service(settings), settings.bearer_tokens())
+
+    constant = b'{"vmid":101,"verdict":"allow"}'
+
+    @app.get("/bench/constant")
+    async def bare() -> Response:
+        return Response(constant, media_type="application/json")
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+async def _load(url: str, headers: dict, seconds: float, concurrency: int) -> float:
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10) as client:
+        stop = time.perf_counter() + seconds
+        count = 0
+
+        async def worker():
+            nonlocal count
+            while time.perf_counter() < stop:
+                answer = await client.get(url)
+                if answer.status_code != 200:
+                    raise SystemExit(f"{url}: HTTP {answer.status_code} {answer.text[:200]}")
+                count += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return count / (time.perf_counter() - started)
+
+
+def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(base + "/healthz", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        check_url = base + "/v1/vms/101/check?target=pve3"
+        first = httpx.get(check_url, headers=auth, timeout=30).json()  # warms the caches
+        assert first["verdict"] in ("allow", "deny"), first
+        asyncio.run(_load(base + "/bench/constant", {}, 0.5, concurrency))
+        asyncio.run(_load(check_url, auth, 0.5, concurrency))
+        bare, warm = [], []
+        for _ in range(rounds):
+            bare.append(asyncio.run(_load(base + "/bench/constant", {}, seconds, concurrency)))
+            warm.append(asyncio.run(_load(check_url, auth, seconds, concurrency)))
+        b, w = statistics.median(bare), statistics.median(warm)
+        print(f"1. warm check: {w:,.0f} req/s; bare FastAPI constant JSON: {b:,.0f} req/s; "
+              f"ratio {w / b:.0%} (goal >= 80%)  [median of {rounds} alternating {seconds:g}s rounds, "
+              f"{concurrency} connections]")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# --- 2. cold check with 50 ms Proxmox latency ------------------------------------------------------
+
+
+def bench_cold(repeats: int) -> None:
+    from shared.inventory import ClusterReader
+    from shared.pve_testserver import start_server
+    from shared.service import build_service
+
+    server = start_server(str(SCENARIO))
+    settings = _settings(server)
+    try:
+        server.set_faults(latency_s=0.05)
+        reader = ClusterReader("lab", settings.pve_host, settings.pve_user, settings.pve_token_name,
+                               settings.pve_token_value.get_secret_value(), verify_ssl=settings.verify_ssl)
+        rtts = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            reader.nodes()
+            rtts.append(time.perf_counter() - started)
+        rtt = statistics.median(rtts)
+
+        async def once(kind: str) -> tuple[float, int]:
+            service = build_service(settings)
+            service.reader.nodes()  # TLS + connection set up, like a running service
+            server.reset_counts()
+            try:
+                started = time.perf_counter()
+                if kind == "decision":
+                    outcome = await service.decide({"vmid": 101, "target": "pve3", "source": "pve1"})
+                else:
+                    outcome = await service.check(101, "pve3")
+                took = time.perf_counter() - started
+                assert outcome.body["verdict"] in ("allow", "deny"), outcome.body
+            finally:
+                await service.close()
+            return took, server.request_count()
+
+        for kind, label in (("decision", "POST /v1/decisions (source given, the hook)"),
+                            ("check", "GET check (source looked up)")):
+            runs = [asyncio.run(once(kind)) for _ in range(repeats)]
+            took = statistics.median(r[0] for r in runs)
+            print(f"2. cold {label}: {took * 1000:.0f} ms = {took / rtt:.2f} x one Proxmox round trip "
+                  f"({rtt * 1000:.0f} ms); {runs[0][1]} Proxmox requests (goal <= 1.5 x)")
+    finally:
+        server.stop()
+
+
+# --- 3. burst --------------------------------------------------------------------------------------
+
+
+def bench_burst(n: int) -> None:
+    from shared.pve_testserver import start_server
+    from shared.service import build_service
+
+    server = start_server(str(SCENARIO))
+    settings = _settings(server)
+    scenario = json.loads(SCENARIO.read_text())
+    vmids = [v["vmid"] for v in scenario["vms"] if v["node"] == "pve1"]
+    targets = ["pve2", "pve3"]
+    try:
+        server.set_faults(latency_s=0.05)
+
+        async def burst():
+            service = build_service(settings)
+            try:
+                started = time.perf_counter()
+                outcomes = await asyncio.gather(*(
+                    service.decide({"vmid": vmids[i % len(vmids)], "target": targets[i % 2], "source": "pve1"})
+                    for i in range(n)
+                ))
+                return outcomes, time.perf_counter() - started, service.reader.stats.total
+            finally:
+                await service.close()
+
+        server.reset_counts()
+        outcomes, took, calls = asyncio.run(burst())
+        requests = server.requests()
+        per_path_max = max(requests.values())
+        verdicts = {v: sum(1 for o in outcomes if o.body["verdict"] == v) for v in ("allow", "deny", "unknown")}
+        nodes = 1 + len(targets)
+        print(f"3. burst: {n} concurrent decisions for {len(vmids)} VMs of pve1 to {len(targets)} targets in "
+              f"{took * 1000:.0f} ms; {verdicts}")
+        print(f"   Proxmox HTTP requests: {sum(requests.values())} (at most {per_path_max} per resource path); "
+              f"distinct VMs + nodes = {len(vmids)} + {nodes} = {len(vmids) + nodes}; "
+              f"per VM: config + status + one precondition per target, per node: status + machines, "
+              f"plus the node list and cpu-flags")
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=("warm", "cold", "burst"))
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return 0
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    if args.only in (None, "warm"):
+        bench_warm(args.seconds, args.concurrency, args.rounds)
+    if args.only in (None, "cold"):
+        bench_cold(5)
+    if args.only in (None, "burst"):
+        bench_burst(500)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

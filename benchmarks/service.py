@@ -122,6 +122,48 @@ def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:
         proc.wait(timeout=10)
 
 
+def bench_warm_asgi(n: int) -> None:
+    """The same comparison without sockets or a load generator: the server's own cost per request
+    (httpx's ASGI transport calls the app in this process)."""
+    import httpx
+    from fastapi.responses import Response
+
+    from shared.api import create_app
+    from shared.pve_testserver import start_server
+    from shared.service import build_service
+
+    server = start_server(str(SCENARIO))
+    settings = _settings(server, cache_vm_ttl=3600, cache_list_ttl=3600, cache_node_ttl=3600)
+    app = create_app(build_service(settings), settings.bearer_tokens())
+    constant = b'{"vmid":101,"verdict":"allow"}'
+
+    @app.get("/bench/constant")
+    async def bare() -> Response:
+        return Response(constant, media_type="application/json")
+
+    async def run() -> tuple[float, float]:
+        transport = httpx.ASGITransport(app=app)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            first = await client.get("/v1/vms/101/check?target=pve3", headers=auth)
+            assert first.json()["verdict"] in ("allow", "deny"), first.text
+            results = {"bare": [], "check": []}
+            for _ in range(3):
+                for name, url, headers in (("bare", "/bench/constant", {}),
+                                           ("check", "/v1/vms/101/check?target=pve3", auth)):
+                    started = time.perf_counter()
+                    for _ in range(n):
+                        await client.get(url, headers=headers)
+                    results[name].append(n / (time.perf_counter() - started))
+            return statistics.median(results["bare"]), statistics.median(results["check"])
+
+    try:
+        b, w = asyncio.run(run())
+        print(f"1b. in-process (ASGI, no sockets): warm check {w:,.0f} req/s, bare {b:,.0f} req/s, ratio {w / b:.0%}")
+    finally:
+        server.stop()
+
+
 # --- 2. cold check with 50 ms Proxmox latency ------------------------------------------------------
 
 
@@ -226,6 +268,7 @@ def main() -> int:
     os.environ.setdefault("PYTHONHASHSEED", "0")
     if args.only in (None, "warm"):
         bench_warm(args.seconds, args.concurrency, args.rounds)
+        bench_warm_asgi(2000)
     if args.only in (None, "cold"):
         bench_cold(5)
     if args.only in (None, "burst"):

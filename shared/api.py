@@ -101,10 +101,30 @@ class DecisionRequest(BaseModel):
         return value
 
 
+class FieldError(InputError):
+    """Malformed input in one named field (HTTP 422 with ``field``)."""
+
+    code = "bad-input"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _node_name(value: str, field: str) -> str:
     if not NODE_NAME.match(value):
-        raise InputError(f"{field}: {value[:70]!r} is not a Proxmox node name", code="bad-input")
+        raise FieldError(field, f"{field}: {value[:70]!r} is not a Proxmox node name")
     return value
+
+
+def _vmid(text: str) -> int:
+    try:
+        vmid = int(text)
+    except ValueError:
+        raise FieldError("vmid", f"vmid: {text[:30]!r} is not a VM id (a number like 101)") from None
+    if not 1 <= vmid <= 999_999_999:
+        raise FieldError("vmid", f"vmid: {vmid} is out of range (1 to 999999999)")
+    return vmid
 
 
 def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
@@ -152,7 +172,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
 
     @app.exception_handler(GuardError)
     async def guard_error(request: Request, exc: GuardError) -> Response:
-        return error_response(request, status_of(exc), exc.code, str(exc))
+        return error_response(request, status_of(exc), exc.code, str(exc), getattr(exc, "field", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -207,11 +227,15 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/vms/{vmid}/check", dependencies=auth)
-    async def check(vmid: int, target: str = Query(min_length=1, max_length=63)) -> Response:
-        if vmid < 1:
-            raise InputError("vmid: must be a positive number")
-        outcome = await service.check(vmid, _node_name(target, "target"))
+    @app.get("/v1/vms/{vmid}/check")
+    async def check(request: Request, vmid: str) -> Response:
+        # the hot path: auth and parameters by hand (FastAPI's dependency and Query machinery
+        # costs more than the warm check itself); same errors as the other routes
+        authorize(request)
+        target = request.query_params.get("target")
+        if not target:
+            raise FieldError("target", "target: the target node is required, e.g. ?target=pve2")
+        outcome = await service.check(_vmid(vmid), _node_name(target, "target"))
         return json_response(outcome.body, outcome.status)
 
     @app.get("/v1/vms/{vmid}/targets", dependencies=auth)

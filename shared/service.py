@@ -67,6 +67,7 @@ class GuardService:
         self.events = EventLog(store, keep=settings.decisions_keep)
         self.pool = ThreadPoolExecutor(max_workers=48, thread_name_prefix="proxmox")
         self._node_by_hash: dict[str, NodeFacts] = {}
+        self._hash_of: dict[int, tuple[NodeFacts, str]] = {}
         self._combined: dict[tuple, NodeFacts] = {}
         self._verdicts: dict[tuple, Verdict] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -113,14 +114,25 @@ class GuardService:
         facts, age = await self.cache.get(
             f"node:{name}", self.settings.cache_node_ttl, lambda: self._run(self.reader.node_facts, name), NODE
         )
-        # facts that did not change keep their identity: the engine's per-host caches stay warm
-        key = facts_hash(facts)
+        return self._known(facts), age
+
+    def _known(self, facts: NodeFacts) -> NodeFacts:
+        """Facts that did not change keep their identity (keyed by their hash, computed once per
+        object): the verdict cache and the engine's per-host caches stay warm across refreshes."""
+        seen = self._hash_of.get(id(facts))
+        if seen is not None and seen[0] is facts:
+            key = seen[1]
+        else:
+            key = facts_hash(facts)
+            if len(self._hash_of) > 4096:
+                self._hash_of.clear()
+            self._hash_of[id(facts)] = (facts, key)
         known = self._node_by_hash.get(key)
         if known is None:
             if len(self._node_by_hash) > 4096:
                 self._node_by_hash.clear()
             known = self._node_by_hash[key] = facts
-        return known, age
+        return known
 
     async def node(self, name: str, *, online: bool | None = None) -> tuple[NodeFacts, float]:
         """Full facts of one node; the CPU from QEMU's own report when the cluster has it."""
@@ -196,7 +208,7 @@ class GuardService:
             hit = self._fresh(f"node:{name}", s.cache_node_ttl, now)
             if hit is None:
                 return None
-            known = self._node_by_hash.get(facts_hash(hit[0])) or hit[0]
+            known = self._known(hit[0])
             facts.append((self._with_flags(known, flags[0]), now - hit[1]))
         pre = None
         if precheck and online[target] and source != target:

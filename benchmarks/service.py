@@ -35,9 +35,17 @@ def _settings(server, **extra):
     from shared.settings import load_settings
 
     tok = server.token
-    values = dict(pve_host=server.host_port, pve_user=tok["user"], pve_token_name=tok["name"],
-                  pve_token_value=tok["value"], pve_verify_ssl=server.ca_path, api_tokens=TOKEN,
-                  pve_cluster_name="lab", redis_url="", pve_timeout=5)
+    values = dict(
+        pve_host=server.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=tok["value"],
+        pve_verify_ssl=server.ca_path,
+        api_tokens=TOKEN,
+        pve_cluster_name="lab",
+        redis_url="",
+        pve_timeout=5,
+    )
     values.update(extra)
     return load_settings(None, **values)
 
@@ -114,9 +122,11 @@ def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:
             bare.append(asyncio.run(_load(base + "/bench/constant", {}, seconds, concurrency)))
             warm.append(asyncio.run(_load(check_url, auth, seconds, concurrency)))
         b, w = statistics.median(bare), statistics.median(warm)
-        print(f"1. warm check: {w:,.0f} req/s; bare FastAPI constant JSON: {b:,.0f} req/s; "
-              f"ratio {w / b:.0%} (goal >= 80%)  [median of {rounds} alternating {seconds:g}s rounds, "
-              f"{concurrency} connections]")
+        print(
+            f"1. warm check: {w:,.0f} req/s; bare FastAPI constant JSON: {b:,.0f} req/s; "
+            f"ratio {w / b:.0%} (goal >= 80%)  [median of {rounds} alternating {seconds:g}s rounds, "
+            f"{concurrency} connections]"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -149,8 +159,10 @@ def bench_warm_asgi(n: int) -> None:
             assert first.json()["verdict"] in ("allow", "deny"), first.text
             results = {"bare": [], "check": []}
             for _ in range(3):
-                for name, url, headers in (("bare", "/bench/constant", {}),
-                                           ("check", "/v1/vms/101/check?target=pve3", auth)):
+                for name, url, headers in (
+                    ("bare", "/bench/constant", {}),
+                    ("check", "/v1/vms/101/check?target=pve3", auth),
+                ):
                     started = time.perf_counter()
                     for _ in range(n):
                         await client.get(url, headers=headers)
@@ -159,7 +171,10 @@ def bench_warm_asgi(n: int) -> None:
 
     try:
         b, w = asyncio.run(run())
-        print(f"1b. in-process (ASGI, no sockets): warm check {w:,.0f} req/s, bare {b:,.0f} req/s, ratio {w / b:.0%}")
+        print(
+            f"1b. in-process (ASGI, no sockets): warm check {w:,.0f} req/s, bare {b:,.0f} req/s, "
+            f"ratio {w / b:.0%}"
+        )
     finally:
         server.stop()
 
@@ -176,8 +191,14 @@ def bench_cold(repeats: int) -> None:
     settings = _settings(server)
     try:
         server.set_faults(latency_s=0.05)
-        reader = ClusterReader("lab", settings.pve_host, settings.pve_user, settings.pve_token_name,
-                               settings.pve_token_value.get_secret_value(), verify_ssl=settings.verify_ssl)
+        reader = ClusterReader(
+            "lab",
+            settings.pve_host,
+            settings.pve_user,
+            settings.pve_token_name,
+            settings.pve_token_value.get_secret_value(),
+            verify_ssl=settings.verify_ssl,
+        )
         rtts = []
         for _ in range(repeats):
             started = time.perf_counter()
@@ -201,12 +222,16 @@ def bench_cold(repeats: int) -> None:
                 await service.close()
             return took, server.request_count()
 
-        for kind, label in (("decision", "POST /v1/decisions (source given, the hook)"),
-                            ("check", "GET check (source looked up)")):
+        for kind, label in (
+            ("decision", "POST /v1/decisions (source given, the hook)"),
+            ("check", "GET check (source looked up)"),
+        ):
             runs = [asyncio.run(once(kind)) for _ in range(repeats)]
             took = statistics.median(r[0] for r in runs)
-            print(f"2. cold {label}: {took * 1000:.0f} ms = {took / rtt:.2f} x one Proxmox round trip "
-                  f"({rtt * 1000:.0f} ms); {runs[0][1]} Proxmox requests (goal <= 1.5 x)")
+            print(
+                f"2. cold {label}: {took * 1000:.0f} ms = {took / rtt:.2f} x one Proxmox round trip "
+                f"({rtt * 1000:.0f} ms); {runs[0][1]} Proxmox requests (goal <= 1.5 x)"
+            )
     finally:
         server.stop()
 
@@ -230,10 +255,14 @@ def bench_burst(n: int) -> None:
             service = build_service(settings)
             try:
                 started = time.perf_counter()
-                outcomes = await asyncio.gather(*(
-                    service.decide({"vmid": vmids[i % len(vmids)], "target": targets[i % 2], "source": "pve1"})
-                    for i in range(n)
-                ))
+                outcomes = await asyncio.gather(
+                    *(
+                        service.decide(
+                            {"vmid": vmids[i % len(vmids)], "target": targets[i % 2], "source": "pve1"}
+                        )
+                        for i in range(n)
+                    )
+                )
                 return outcomes, time.perf_counter() - started, service.reader.stats.total
             finally:
                 await service.close()
@@ -242,14 +271,20 @@ def bench_burst(n: int) -> None:
         outcomes, took, calls = asyncio.run(burst())
         requests = server.requests()
         per_path_max = max(requests.values())
-        verdicts = {v: sum(1 for o in outcomes if o.body["verdict"] == v) for v in ("allow", "deny", "unknown")}
+        verdicts = {
+            v: sum(1 for o in outcomes if o.body["verdict"] == v) for v in ("allow", "deny", "unknown")
+        }
         nodes = 1 + len(targets)
-        print(f"3. burst: {n} concurrent decisions for {len(vmids)} VMs of pve1 to {len(targets)} targets in "
-              f"{took * 1000:.0f} ms; {verdicts}")
-        print(f"   Proxmox HTTP requests: {sum(requests.values())} (at most {per_path_max} per resource path); "
-              f"distinct VMs + nodes = {len(vmids)} + {nodes} = {len(vmids) + nodes}; "
-              f"per VM: config + status + one precondition per target, per node: status + machines, "
-              f"plus the node list and cpu-flags")
+        print(
+            f"3. burst: {n} concurrent decisions for {len(vmids)} VMs of pve1 to {len(targets)} targets in "
+            f"{took * 1000:.0f} ms; {verdicts}"
+        )
+        print(
+            f"   Proxmox HTTP requests: {sum(requests.values())} (at most {per_path_max} per resource path); "
+            f"distinct VMs + nodes = {len(vmids)} + {nodes} = {len(vmids) + nodes}; "
+            f"per VM: config + status + one precondition per target, per node: status + machines, "
+            f"plus the node list and cpu-flags"
+        )
     finally:
         server.stop()
 

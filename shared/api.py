@@ -73,7 +73,9 @@ def _key_values(pairs: dict) -> str:
     return "".join(f"{k}={' '.join(str('' if v is None else v).split())}\n" for k, v in pairs.items())
 
 
-def error_response(request: Request, status: int, code: str, message: str, field: str | None = None) -> Response:
+def error_response(
+    request: Request, status: int, code: str, message: str, field: str | None = None
+) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if _wants_text(request):
         text = _key_values({"verdict": "unknown", "code": code, "exit": 5, "decision": "", "line": message})
@@ -158,7 +160,9 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise AuthError("this API needs Authorization: Bearer <token> (one of MIGRATION_GUARD_API_TOKENS)")
+            raise AuthError(
+                "this API needs Authorization: Bearer <token> (one of MIGRATION_GUARD_API_TOKENS)"
+            )
         given_b = given.strip().encode()
         ok = False
         for token in token_bytes:  # compare with every token: the time does not tell which one
@@ -193,7 +197,9 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.error("internal error answering %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(request, 500, "internal", "internal error in migration-guard; the service log has the details")
+        return error_response(
+            request, 500, "internal", "internal error in migration-guard; the service log has the details"
+        )
 
     # --- routes ------------------------------------------------------------------------------
 
@@ -207,10 +213,12 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
         try:
             await asyncio.wait_for(service._run(service.reader.nodes), service.settings.pve_timeout + 1)
             proxmox, detail = "ok", ""
-        except (GuardError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, GuardError) as exc:
             proxmox, detail = "unreachable", str(exc) or "no answer in time"
         body = {
-            "status": "ready" if proxmox == "ok" and redis_ok else ("degraded" if proxmox == "ok" else "unready"),
+            "status": "ready"
+            if proxmox == "ok" and redis_ok
+            else ("degraded" if proxmox == "ok" else "unready"),
             "degraded": not redis_ok,
             "store": service.store.kind,
             "redis": "ok" if redis_ok else "down",
@@ -260,7 +268,9 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
         return json_response(body, outcome.status)
 
     @app.get("/v1/decisions", dependencies=auth)
-    async def decisions(limit: int = Query(50, ge=1, le=1000), vmid: int | None = Query(None, ge=1)) -> Response:
+    async def decisions(
+        limit: int = Query(50, ge=1, le=1000), vmid: int | None = Query(None, ge=1)
+    ) -> Response:
         return json_response({"decisions": await service.events.recent(limit, vmid)})
 
     @app.get("/v1/cluster", dependencies=auth)

@@ -223,15 +223,17 @@ class FactsCache:
         grace = 0.0 if time.monotonic() < self._unhealthy_until else self.stale_grace_s
         try:
             if grace <= 0 and not future.done():
-                raise asyncio.TimeoutError
+                raise TimeoutError
             return await asyncio.wait_for(asyncio.shield(future), grace)
-        except (asyncio.TimeoutError, ProxmoxUnreachable):
+        except (TimeoutError, ProxmoxUnreachable):
             self._unhealthy_until = time.monotonic() + 5.0
             self.stats.stale_answers += 1
             self._on_hit(kind, "stale")
             return stale[0], self.clock() - stale[1]
 
-    async def _refresh(self, key: str, ttl: float, load: Callable[[], Awaitable[T]], codec: Codec[T]) -> tuple[T, float]:
+    async def _refresh(
+        self, key: str, ttl: float, load: Callable[[], Awaitable[T]], codec: Codec[T]
+    ) -> tuple[T, float]:
         # the shared store first: another instance (or this one before a restart) may have it
         stored = await self._store_get(key)
         if stored is not None:

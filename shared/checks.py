@@ -39,7 +39,14 @@ DENY_CODES = frozenset(
 #: codes that leave the verdict unknown unless something denies
 #: (an unknown model is not denied: the guard must never block a good migration by accident)
 UNKNOWN_CODES = frozenset(
-    {"flags-unknown", "source-unknown", "vendor-unknown", "bad-cpu-spec", "unknown-model", "cluster-unreachable"}
+    {
+        "flags-unknown",
+        "source-unknown",
+        "vendor-unknown",
+        "bad-cpu-spec",
+        "unknown-model",
+        "cluster-unreachable",
+    }
 )
 
 
@@ -144,7 +151,9 @@ def evaluate(
         )
 
     if SKIP_TAG in vm.tags:
-        reasons.append(Reason("bypassed", f"VM {vm.vmid} is tagged {SKIP_TAG}: the guard lets it through unchecked"))
+        reasons.append(
+            Reason("bypassed", f"VM {vm.vmid} is tagged {SKIP_TAG}: the guard lets it through unchecked")
+        )
         return verdict("allow")
     if not target.online:
         reasons.append(Reason("target-offline", f"{target.name} is offline: start it or pick another node"))
@@ -159,13 +168,17 @@ def evaluate(
 
     if target.cpu is None:
         reasons.append(
-            Reason("flags-unknown", f"Proxmox gave no CPU flags for {target.name}, so its CPU cannot be judged")
+            Reason(
+                "flags-unknown", f"Proxmox gave no CPU flags for {target.name}, so its CPU cannot be judged"
+            )
         )
         return verdict("unknown")
     source_cpu = source.cpu if source is not None else None
     if source is not None and source_cpu is None and spec.is_passthrough and running:
         reasons.append(
-            Reason("flags-unknown", f"Proxmox gave no CPU flags for {source.name}, so its CPU cannot be judged")
+            Reason(
+                "flags-unknown", f"Proxmox gave no CPU flags for {source.name}, so its CPU cannot be judged"
+            )
         )
         return verdict("unknown")
 

@@ -65,7 +65,7 @@ def banner(demo: Demo, url: str) -> str:
             f"  curl -s {auth} '{url}/v1/vms/{vm['vmid']}/check?target={target}'",
             f"  curl -s {auth} '{url}/v1/vms/{vm['vmid']}/targets'",
             f"  curl -s {auth} -H 'Accept: text/plain' -H 'Content-Type: application/json' "
-            f"-d '{{\"vmid\": {vm['vmid']}, \"target\": \"{target}\"}}' {url}/v1/decisions",
+            f'-d \'{{"vmid": {vm["vmid"]}, "target": "{target}"}}\' {url}/v1/decisions',
             "",
             f"  or: MIGRATION_GUARD_URL={url} MIGRATION_GUARD_TOKEN={demo.token} migration-guard matrix",
             "Stop with Ctrl-C.",

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .errors import StoreUnavailable
 from .store import Store
@@ -33,7 +33,7 @@ def new_id(now: float | None = None) -> str:
 
 
 def iso_utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class EventLog:
@@ -109,8 +109,14 @@ class EventLog:
         return sent
 
     async def _xadd(self, stream: str, text: str, keep: int) -> None:
-        await self.store.run(lambda r: r.xadd(stream, {"event" if stream == EVENTS_STREAM else "decision": text},
-                                               maxlen=keep, approximate=True))
+        await self.store.run(
+            lambda r: r.xadd(
+                stream,
+                {"event" if stream == EVENTS_STREAM else "decision": text},
+                maxlen=keep,
+                approximate=True,
+            )
+        )
 
     async def recent(self, limit: int = 50, vmid: int | None = None) -> list[dict]:
         """Newest first. From the store when it answers, else from memory."""
@@ -119,11 +125,13 @@ class EventLog:
             last = "+"
             while len(out) < limit:
                 batch = await self.store.run(
-                    lambda r, last=last: r.xrevrange(DECISIONS_STREAM, max=last, min="-", count=max(limit * 2, 100))
+                    lambda r, last=last: r.xrevrange(
+                        DECISIONS_STREAM, max=last, min="-", count=max(limit * 2, 100)
+                    )
                 )
                 if not batch:
                     break
-                for entry_id, fields in batch:
+                for _entry_id, fields in batch:
                     try:
                         decision = json.loads(fields.get("decision", "{}"))
                     except ValueError:

@@ -37,10 +37,14 @@ class _ProxmoxCollector:
         store = getattr(self.service, "store", None)
         events = getattr(self.service, "events", None)
         if store is not None:
-            yield GaugeMetricFamily("migration_guard_store_up", "1 when Redis answers", value=1 if store.up else 0)
+            yield GaugeMetricFamily(
+                "migration_guard_store_up", "1 when Redis answers", value=1 if store.up else 0
+            )
         if events is not None:
             yield GaugeMetricFamily(
-                "migration_guard_events_pending", "events and decisions waiting for Redis", value=events.pending
+                "migration_guard_events_pending",
+                "events and decisions waiting for Redis",
+                value=events.pending,
             )
 
 
@@ -57,8 +61,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.cache = Counter(
-            "migration_guard_cache_hits", "Facts answered from cache, by kind and level (l1, store, stale)",
-            ["kind", "level"], registry=self.registry,
+            "migration_guard_cache_hits",
+            "Facts answered from cache, by kind and level (l1, store, stale)",
+            ["kind", "level"],
+            registry=self.registry,
         )
         self.decisions = Counter(
             "migration_guard_decisions", "Decisions recorded, by verdict", ["verdict"], registry=self.registry

@@ -50,7 +50,9 @@ class Outcome:
 
 
 class GuardService:
-    def __init__(self, settings: Settings, reader: Any, store: Store, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, settings: Settings, reader: Any, store: Store, *, clock: Callable[[], float] = time.time
+    ):
         self.settings = settings
         self.reader = reader
         self.store = store
@@ -84,15 +86,22 @@ class GuardService:
     # --- facts -------------------------------------------------------------------------------
 
     async def vm_list(self) -> tuple[list[VmSummary], float]:
-        return await self.cache.get("vms", self.settings.cache_list_ttl, lambda: self._run(self.reader.vms), VMS)
+        return await self.cache.get(
+            "vms", self.settings.cache_list_ttl, lambda: self._run(self.reader.vms), VMS
+        )
 
     async def node_list(self) -> tuple[list[NodeFacts], float]:
-        return await self.cache.get("nodes", self.settings.cache_list_ttl, lambda: self._run(self.reader.nodes), NODES)
+        return await self.cache.get(
+            "nodes", self.settings.cache_list_ttl, lambda: self._run(self.reader.nodes), NODES
+        )
 
     async def qemu_flags(self) -> dict[str, frozenset[str]] | None:
         try:
             flags, _ = await self.cache.get(
-                "cpuflags", self.settings.cache_node_ttl, lambda: self._run(self.reader.cluster_cpu_flags), FLAGS
+                "cpuflags",
+                self.settings.cache_node_ttl,
+                lambda: self._run(self.reader.cluster_cpu_flags),
+                FLAGS,
             )
         except ProxmoxError:  # the CPU is then judged on cpuinfo.flags
             return None
@@ -107,12 +116,18 @@ class GuardService:
 
     async def vm(self, node: str, vmid: int) -> tuple[VmFacts, float]:
         return await self.cache.get(
-            f"vm:{vmid}:{node}", self.settings.cache_vm_ttl, lambda: self._run(self.reader.vm_facts, node, vmid), VM
+            f"vm:{vmid}:{node}",
+            self.settings.cache_vm_ttl,
+            lambda: self._run(self.reader.vm_facts, node, vmid),
+            VM,
         )
 
     async def _node_status(self, name: str) -> tuple[NodeFacts, float]:
         facts, age = await self.cache.get(
-            f"node:{name}", self.settings.cache_node_ttl, lambda: self._run(self.reader.node_facts, name), NODE
+            f"node:{name}",
+            self.settings.cache_node_ttl,
+            lambda: self._run(self.reader.node_facts, name),
+            NODE,
         )
         return self._known(facts), age
 
@@ -170,7 +185,9 @@ class GuardService:
                 PRECONDITION,
             )
         except ProxmoxError as exc:
-            return Precondition(checked=False, skipped_reason=f"Proxmox's own precondition check failed: {exc}")
+            return Precondition(
+                checked=False, skipped_reason=f"Proxmox's own precondition check failed: {exc}"
+            )
         return pre
 
     # --- one verdict -------------------------------------------------------------------------
@@ -182,7 +199,7 @@ class GuardService:
         return None
 
     def _warm(self, vmid: int, target: str, source: str | None, precheck: bool) -> Outcome | None:
-        """The whole check from fresh L1 facts, without awaiting anything; None when something is not fresh."""
+        """The whole check from fresh L1 facts, awaiting nothing; None when some fact is not fresh."""
         s = self.settings
         now = self.clock()
         if source is None:
@@ -224,7 +241,9 @@ class GuardService:
         ages = [now - vm[1], now - nodes[1]] + [f[1] for f in facts if f]
         return self._outcome(vm[0], src, tgt, pre, max(ages), now)
 
-    async def check(self, vmid: int, target: str, source: str | None = None, *, precheck: bool = True) -> Outcome:
+    async def check(
+        self, vmid: int, target: str, source: str | None = None, *, precheck: bool = True
+    ) -> Outcome:
         started = time.perf_counter()
         try:
             outcome = self._warm(vmid, target, source, precheck)
@@ -316,41 +335,77 @@ class GuardService:
         return self._outcome(vm, node_facts[0], node_facts[1], pre, max(ages), now)
 
     def _outcome(
-        self, vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition | None, age: float, now: float
+        self,
+        vm: VmFacts,
+        source: NodeFacts,
+        target: NodeFacts,
+        pre: Precondition | None,
+        age: float,
+        now: float,
     ) -> Outcome:
         if vm.node == target.name:
             raise InputError(f"VM {vm.vmid} already runs on {target.name}: pick another target node")
         pre_key = (
             None
             if pre is None
-            else (pre.checked, pre.skipped_reason, pre.local_disks, pre.local_resources,
-                  pre.unavailable_storages, pre.unavailable_resources)
+            else (
+                pre.checked,
+                pre.skipped_reason,
+                pre.local_disks,
+                pre.local_resources,
+                pre.unavailable_storages,
+                pre.unavailable_resources,
+            )
         )
         key = (
-            vm.cluster, vm.vmid, vm.node, vm.status, vm.name, vm.tags, vm.cpu, vm.running_machine,
-            id(source), source.online, id(target), target.online, pre_key,
+            vm.cluster,
+            vm.vmid,
+            vm.node,
+            vm.status,
+            vm.name,
+            vm.tags,
+            vm.cpu,
+            vm.running_machine,
+            id(source),
+            source.online,
+            id(target),
+            target.online,
+            pre_key,
         )
         hit = self._verdicts.get(key)
         if hit is not None and hit[1] is source and hit[2] is target:
             verdict = hit[0]
         else:
-            verdict = evaluate(vm, source if source.online else None, target, pre) if source.online else evaluate(
-                vm, None, target, pre, source_known=False
+            verdict = (
+                evaluate(vm, source if source.online else None, target, pre)
+                if source.online
+                else evaluate(vm, None, target, pre, source_known=False)
             )
             if len(self._verdicts) > 20_000:
                 self._verdicts.clear()
             self._verdicts[key] = (verdict, source, target)
         body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=age)
-        stale = age > max(self.settings.cache_node_ttl, self.settings.cache_vm_ttl, self.settings.cache_list_ttl)
+        stale = age > max(
+            self.settings.cache_node_ttl, self.settings.cache_vm_ttl, self.settings.cache_list_ttl
+        )
         body["stale"] = stale
         if stale:
             body["reasons"].append(
-                {"code": "stale-facts", "message": f"answered from facts {age:.0f} s old: Proxmox did not answer in time"}
+                {
+                    "code": "stale-facts",
+                    "message": f"answered from facts {age:.0f} s old: Proxmox did not answer in time",
+                }
             )
         return Outcome(body=body, verdict=verdict)
 
     def _unreachable(
-        self, vmid: int, target: str, source: str | None, exc: GuardError, now: float, vm: VmFacts | None = None
+        self,
+        vmid: int,
+        target: str,
+        source: str | None,
+        exc: GuardError,
+        now: float,
+        vm: VmFacts | None = None,
     ) -> Outcome:
         reason = Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}")
         verdict = Verdict(
@@ -448,7 +503,8 @@ class GuardService:
             body["reasons"].append(
                 {
                     "code": "event-queued",
-                    "message": "Redis is down: the veto event is kept in memory and sent to Slack once Redis is back",
+                    "message": "Redis is down: the veto event is kept in memory and sent to Slack "
+                    "once Redis is back",
                 }
             )
         body["exit"] = exit_code
@@ -458,9 +514,11 @@ class GuardService:
 
     async def cluster_view(self) -> dict:
         nodes, age = await self.node_list()
-        facts = await asyncio.gather(*(self.node(n.name, online=n.online) for n in nodes), return_exceptions=True)
+        facts = await asyncio.gather(
+            *(self.node(n.name, online=n.online) for n in nodes), return_exceptions=True
+        )
         out = []
-        for summary, got in zip(nodes, facts):
+        for summary, got in zip(nodes, facts, strict=True):
             if isinstance(got, BaseException):
                 if not isinstance(got, GuardError):
                     raise got
@@ -492,7 +550,8 @@ class GuardService:
             unknown = [n for n in names if n not in online]
             if unknown:
                 raise UnknownNodeError(
-                    f"cluster {self.cluster} has no node {', '.join(unknown)}; its nodes are {', '.join(sorted(online))}"
+                    f"cluster {self.cluster} has no node {', '.join(unknown)}; "
+                    f"its nodes are {', '.join(sorted(online))}"
                 )
             offline = [n for n in names if not online[n]]
             if offline:
@@ -534,7 +593,13 @@ class GuardService:
             cannot = [{"node": r.host, "missing": list(r.missing)} for r in runs if not r.runnable]
             if cannot:
                 at_risk.append(
-                    {"vmid": vm.vmid, "name": vm.name, "node": vm.node, "cpu": vm.cpu or "kvm64", "cannot_run_on": cannot}
+                    {
+                        "vmid": vm.vmid,
+                        "name": vm.name,
+                        "node": vm.node,
+                        "cpu": vm.cpu or "kvm64",
+                        "cannot_run_on": cannot,
+                    }
                 )
         return {
             "cluster": self.cluster,
@@ -550,10 +615,14 @@ class GuardService:
     async def matrix(self) -> dict:
         nodes, _ = await self.node_list()
         node_facts = {}
-        got = await asyncio.gather(*(self.node(n.name, online=n.online) for n in nodes), return_exceptions=True)
-        for summary, g in zip(nodes, got):
+        got = await asyncio.gather(
+            *(self.node(n.name, online=n.online) for n in nodes), return_exceptions=True
+        )
+        for summary, g in zip(nodes, got, strict=True):
             if isinstance(g, ProxmoxUnreachable):
-                node_facts[summary.name] = NodeFacts(cluster=self.cluster, name=summary.name, online=summary.online)
+                node_facts[summary.name] = NodeFacts(
+                    cluster=self.cluster, name=summary.name, online=summary.online
+                )
             elif isinstance(g, BaseException):
                 raise g
             else:
@@ -566,11 +635,25 @@ class GuardService:
             for name, target in node_facts.items():
                 if name == vm.node:
                     continue
-                outcome = self._outcome(vm, source or NodeFacts(self.cluster, vm.node, False), target, None, 0.0, 0.0)
+                outcome = self._outcome(
+                    vm, source or NodeFacts(self.cluster, vm.node, False), target, None, 0.0, 0.0
+                )
                 v = outcome.verdict
-                cells[name] = {"verdict": v.verdict, "code": v.deny_code if v.verdict != "allow" else "", "exit": v.exit_code}
-            rows.append({"vmid": vm.vmid, "name": vm.name, "node": vm.node, "status": vm.status,
-                         "cpu": vm.cpu or "kvm64", "targets": cells})
+                cells[name] = {
+                    "verdict": v.verdict,
+                    "code": v.deny_code if v.verdict != "allow" else "",
+                    "exit": v.exit_code,
+                }
+            rows.append(
+                {
+                    "vmid": vm.vmid,
+                    "name": vm.name,
+                    "node": vm.node,
+                    "status": vm.status,
+                    "cpu": vm.cpu or "kvm64",
+                    "targets": cells,
+                }
+            )
         return {
             "cluster": self.cluster,
             "nodes": [n.name for n in nodes],

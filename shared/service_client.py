@@ -43,20 +43,30 @@ def error_from(status: int, body: Any, url: str) -> GuardError:
             code="unauthorized",
         )
     if status in (502, 503, 504):
-        return ServiceUnavailable(message or f"the service at {url} is unavailable (HTTP {status})", code=code or None)
+        return ServiceUnavailable(
+            message or f"the service at {url} is unavailable (HTTP {status})", code=code or None
+        )
     return ServiceError(message or f"the service at {url} failed (HTTP {status})", code=code or None)
 
 
 class ServiceClient:
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 10.0,
-                 verify: bool | str = True, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        verify: bool | str = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("MIGRATION_GUARD_URL") or DEFAULT_URL).rstrip("/")
         token = token if token is not None else os.environ.get("MIGRATION_GUARD_TOKEN", "")
         headers = {"Accept": "application/json", "User-Agent": "migration-guard-client/1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=verify,
-                                  transport=transport)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, verify=verify, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -67,8 +77,15 @@ class ServiceClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, *, params: dict | None = None, json: dict | None = None,
-                 verdict_ok: bool = False) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        json: dict | None = None,
+        verdict_ok: bool = False,
+    ) -> Any:
         try:
             answer = self._http.request(method, path, params=params, json=json)
         except httpx.TimeoutException:
@@ -79,8 +96,9 @@ class ServiceClient:
             body = answer.json()
         except ValueError:
             body = None
-        if answer.status_code == 200 or (verdict_ok and answer.status_code == 503 and isinstance(body, dict)
-                                         and "verdict" in body):
+        if answer.status_code == 200 or (
+            verdict_ok and answer.status_code == 503 and isinstance(body, dict) and "verdict" in body
+        ):
             if body is None:
                 raise ServiceError(f"the service at {self.url} sent an answer that is not JSON")
             return body
@@ -94,7 +112,9 @@ class ServiceClient:
     def targets(self, vmid: int) -> dict:
         return self._request("GET", f"/v1/vms/{int(vmid)}/targets")
 
-    def decide(self, vmid: int, target: str, source: str | None = None, mode: str = "enforce", **extra: Any) -> dict:
+    def decide(
+        self, vmid: int, target: str, source: str | None = None, mode: str = "enforce", **extra: Any
+    ) -> dict:
         body = {"vmid": int(vmid), "target": target, "source": source, "mode": mode}
         body.update({k: v for k, v in extra.items() if v is not None})
         return self._request("POST", "/v1/decisions", json=body, verdict_ok=True)

@@ -9,6 +9,7 @@ again, so the service recovers without a restart.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -40,7 +41,9 @@ def connect(url: str) -> tuple[Any, str]:
             health_check_interval=0,
         )
     except ValueError as exc:
-        raise ConfigError(f"MIGRATION_GUARD_REDIS_URL is wrong: {exc} (expected e.g. redis://127.0.0.1:6379/0)") from None
+        raise ConfigError(
+            f"MIGRATION_GUARD_REDIS_URL is wrong: {exc} (expected e.g. redis://127.0.0.1:6379/0)"
+        ) from None
     return client, "redis"
 
 
@@ -93,7 +96,5 @@ class Store:
         return True
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a dead connection must not fail shutdown
             await self.client.aclose()
-        except Exception:  # closing a dead connection must not fail shutdown
-            pass

@@ -70,14 +70,38 @@ class FakeReader:
         if not node.get("online", True):
             raise ProxmoxUnreachable(f"Proxmox could not reach the node {name}")
         cpu = node["cpu"]
-        host = None if name in self.drop_flags else host_from_proxmox(name, {"model": cpu["model"], "flags": " ".join(cpu["flags"])})
-        return NodeFacts(self.name, name, True, cpu["model"], host, "cpuinfo" if host else "none",
-                         "9.2.1", "6.14", node.get("qemu_version", "9.2.0"), (), time.time())
+        host = (
+            None
+            if name in self.drop_flags
+            else host_from_proxmox(name, {"model": cpu["model"], "flags": " ".join(cpu["flags"])})
+        )
+        return NodeFacts(
+            self.name,
+            name,
+            True,
+            cpu["model"],
+            host,
+            "cpuinfo" if host else "none",
+            "9.2.1",
+            "6.14",
+            node.get("qemu_version", "9.2.0"),
+            (),
+            time.time(),
+        )
 
     def vms(self):
         self._enter("vms")
-        return [VmSummary(self.name, v["vmid"], v["node"], v["status"], v["name"], tuple(v.get("tags", "").split(";")) if v.get("tags") else ())
-                for v in self.scenario["vms"]]
+        return [
+            VmSummary(
+                self.name,
+                v["vmid"],
+                v["node"],
+                v["status"],
+                v["name"],
+                tuple(v.get("tags", "").split(";")) if v.get("tags") else (),
+            )
+            for v in self.scenario["vms"]
+        ]
 
     def vm_facts(self, node, vmid, summary=None):
         self._enter("vm")
@@ -85,20 +109,39 @@ class FakeReader:
         if vm is None:
             raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}")
         running = vm["status"] == "running"
-        return VmFacts(self.name, vmid, node, vm["status"], vm["name"],
-                       tuple(vm.get("tags", "").split(";")) if vm.get("tags") else (),
-                       vm.get("config", {}).get("cpu", ""), "", "", "",
-                       vm.get("running_machine", "") if running else "", "", "", "", time.time())
+        return VmFacts(
+            self.name,
+            vmid,
+            node,
+            vm["status"],
+            vm["name"],
+            tuple(vm.get("tags", "").split(";")) if vm.get("tags") else (),
+            vm.get("config", {}).get("cpu", ""),
+            "",
+            "",
+            "",
+            vm.get("running_machine", "") if running else "",
+            "",
+            "",
+            "",
+            time.time(),
+        )
 
     def migrate_precondition(self, node, vmid, target):
         self._enter("precondition")
         if self.no_migrate:
-            return Precondition(checked=False, skipped_reason="the API token guard@pve!check lacks VM.Migrate, so "
-                                "Proxmox's own storage and local-resource check was skipped")
+            return Precondition(
+                checked=False,
+                skipped_reason="the API token guard@pve!check lacks VM.Migrate, so "
+                "Proxmox's own storage and local-resource check was skipped",
+            )
         vm = next(v for v in self.scenario["vms"] if v["vmid"] == vmid)
         blockers = vm.get("not_allowed", {}).get(target, {})
-        return Precondition(True, local_resources=tuple(vm.get("local_resources", ())),
-                            unavailable_resources=tuple(blockers.get("unavailable-resources", ())))
+        return Precondition(
+            True,
+            local_resources=tuple(vm.get("local_resources", ())),
+            unavailable_resources=tuple(blockers.get("unavailable-resources", ())),
+        )
 
 
 def make_service(reader=None, redis=None, **settings):
@@ -132,9 +175,20 @@ def check(client, vmid, target, headers=AUTH):
 # --- auth ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/v1/vms/101/check?target=pve2", "/v1/vms/101/targets", "/v1/decisions",
-                                  "/v1/cluster", "/v1/cluster/recommendation", "/v1/matrix"])
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/vms/101/check?target=pve2",
+        "/v1/vms/101/targets",
+        "/v1/decisions",
+        "/v1/cluster",
+        "/v1/cluster/recommendation",
+        "/v1/matrix",
+    ],
+)
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}]
+)
 def test_every_v1_path_needs_the_bearer_token(client, path, headers):
     answer = client.get(path, headers=headers)
     assert answer.status_code == 401
@@ -154,8 +208,21 @@ def test_health_ready_metrics_need_no_auth(client):
 
 def test_deny_missing_flags_body(client):
     body = check(client, 101, "pve3").json()
-    assert set(body) >= {"vmid", "name", "source", "target", "verdict", "reasons", "cpu", "suggestion",
-                         "checked_at", "facts_age_s", "flag_source", "source_cluster", "target_cluster"}
+    assert set(body) >= {
+        "vmid",
+        "name",
+        "source",
+        "target",
+        "verdict",
+        "reasons",
+        "cpu",
+        "suggestion",
+        "checked_at",
+        "facts_age_s",
+        "flag_source",
+        "source_cluster",
+        "target_cluster",
+    }
     assert (body["vmid"], body["name"], body["source"], body["target"]) == (101, "web01", "pve1", "pve3")
     assert body["verdict"] == "deny"
     codes = [r["code"] for r in body["reasons"]]
@@ -240,8 +307,12 @@ def test_unknown_node_404(client):
 
 @pytest.mark.parametrize(
     ("path", "field"),
-    [("/v1/vms/abc/check?target=pve2", "vmid"), ("/v1/vms/101/check", "target"),
-     ("/v1/vms/101/check?target=bad%20name", "target"), ("/v1/decisions?limit=0", "limit")],
+    [
+        ("/v1/vms/abc/check?target=pve2", "vmid"),
+        ("/v1/vms/101/check", "target"),
+        ("/v1/vms/101/check?target=bad%20name", "target"),
+        ("/v1/decisions?limit=0", "limit"),
+    ],
 )
 def test_malformed_input_422_names_the_field(client, path, field):
     answer = client.get(path, headers=AUTH)
@@ -256,7 +327,9 @@ def test_post_decision_malformed_422(client):
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "vmid"
     answer = client.post("/v1/decisions", json={"vmid": 101, "target": "pve2", "mode": "maybe"}, headers=AUTH)
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "mode"
-    answer = client.post("/v1/decisions", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    answer = client.post(
+        "/v1/decisions", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert answer.status_code == 422
 
 
@@ -313,8 +386,11 @@ def test_internal_error_is_json_500_without_traceback(reader, client):
 
 
 def test_decision_text_plain_for_the_hook(client, redis):
-    answer = client.post("/v1/decisions", json={"vmid": 101, "target": "pve3", "source": "pve1", "mode": "enforce"},
-                         headers={**AUTH, "Accept": "text/plain"})
+    answer = client.post(
+        "/v1/decisions",
+        json={"vmid": 101, "target": "pve3", "source": "pve1", "mode": "enforce"},
+        headers={**AUTH, "Accept": "text/plain"},
+    )
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     lines = dict(line.split("=", 1) for line in answer.text.splitlines())
@@ -325,45 +401,83 @@ def test_decision_text_plain_for_the_hook(client, redis):
     assert len(lines["decision"]) == 26
 
 
-@pytest.mark.parametrize(("vmid", "target", "verdict", "exit_code"),
-                         [(102, "pve2", "allow", "0"), (103, "pve4", "deny", "1"), (106, "pve3", "deny", "3"),
-                          (101, "pve5", "deny", "4")])
+@pytest.mark.parametrize(
+    ("vmid", "target", "verdict", "exit_code"),
+    [
+        (102, "pve2", "allow", "0"),
+        (103, "pve4", "deny", "1"),
+        (106, "pve3", "deny", "3"),
+        (101, "pve5", "deny", "4"),
+    ],
+)
 def test_decision_exit_codes(client, vmid, target, verdict, exit_code):
-    answer = client.post("/v1/decisions", json={"vmid": vmid, "target": target},
-                         headers={**AUTH, "Accept": "text/plain"})
+    answer = client.post(
+        "/v1/decisions", json={"vmid": vmid, "target": target}, headers={**AUTH, "Accept": "text/plain"}
+    )
     lines = dict(line.split("=", 1) for line in answer.text.splitlines())
     assert (lines["verdict"], lines["exit"]) == (verdict, exit_code)
 
 
 def test_decision_unknown_gives_exit_5_and_503(reader, client):
     reader.error = ProxmoxUnreachable("cannot reach Proxmox at pve1:8006: connection refused")
-    answer = client.post("/v1/decisions", json={"vmid": 101, "target": "pve3"}, headers={**AUTH, "Accept": "text/plain"})
+    answer = client.post(
+        "/v1/decisions", json={"vmid": 101, "target": "pve3"}, headers={**AUTH, "Accept": "text/plain"}
+    )
     assert answer.status_code == 503
     lines = dict(line.split("=", 1) for line in answer.text.splitlines())
     assert (lines["verdict"], lines["exit"], lines["code"]) == ("unknown", "5", "cluster-unreachable")
 
 
 def test_decision_errors_in_text_plain(client):
-    answer = client.post("/v1/decisions", json={"vmid": 999, "target": "pve3"}, headers={**AUTH, "Accept": "text/plain"})
+    answer = client.post(
+        "/v1/decisions", json={"vmid": 999, "target": "pve3"}, headers={**AUTH, "Accept": "text/plain"}
+    )
     assert answer.status_code == 404
     lines = dict(line.split("=", 1) for line in answer.text.splitlines())
     assert lines["verdict"] == "unknown" and lines["code"] == "unknown-vm" and "999" in lines["line"]
 
 
 def test_deny_is_published_and_recorded(client, redis):
-    body = client.post("/v1/decisions", json={"vmid": 101, "target": "pve3", "mode": "warn", "smbios_uuid": "abc",
-                                              "cpu": "x86-64-v4", "remote": False}, headers=AUTH).json()
+    body = client.post(
+        "/v1/decisions",
+        json={
+            "vmid": 101,
+            "target": "pve3",
+            "mode": "warn",
+            "smbios_uuid": "abc",
+            "cpu": "x86-64-v4",
+            "remote": False,
+        },
+        headers=AUTH,
+    ).json()
     assert body["verdict"] == "deny" and body["decision_id"] and body["event_queued"] is False
     entries = client.portal.call(redis.xrange, EVENTS_STREAM)
     event = json.loads(entries[-1][1]["event"])
-    assert set(event) == {"id", "time", "vmid", "name", "source", "target", "source_cluster", "target_cluster", "cpu",
-                          "verdict", "reasons", "suggestion", "enforced"}
+    assert set(event) == {
+        "id",
+        "time",
+        "vmid",
+        "name",
+        "source",
+        "target",
+        "source_cluster",
+        "target_cluster",
+        "cpu",
+        "verdict",
+        "reasons",
+        "suggestion",
+        "enforced",
+    }
     assert event["id"] == body["decision_id"] and event["enforced"] is False and event["name"] == "web01"
     client.post("/v1/decisions", json={"vmid": 102, "target": "pve2"}, headers=AUTH)
     assert len(client.portal.call(redis.xrange, EVENTS_STREAM)) == 1  # an allow is not an event
     decisions = client.get("/v1/decisions", params={"limit": 5}, headers=AUTH).json()["decisions"]
     assert [d["vmid"] for d in decisions] == [102, 101]
-    assert decisions[1]["mode"] == "warn" and decisions[1]["smbios_uuid"] == "abc" and decisions[1]["remote"] is False
+    assert (
+        decisions[1]["mode"] == "warn"
+        and decisions[1]["smbios_uuid"] == "abc"
+        and decisions[1]["remote"] is False
+    )
     only = client.get("/v1/decisions", params={"limit": 5, "vmid": 101}, headers=AUTH).json()["decisions"]
     assert [d["vmid"] for d in only] == [101]
 

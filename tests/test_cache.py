@@ -107,7 +107,9 @@ def test_single_flight_shares_the_error_when_nothing_is_known():
     async def go():
         cache, _ = make()
         load = Loader(error=ProxmoxUnreachable("cannot reach Proxmox at pve1:8006: refused"), delay=0.02)
-        results = await asyncio.gather(*(cache.get("k", 5, load, PLAIN) for _ in range(20)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(cache.get("k", 5, load, PLAIN) for _ in range(20)), return_exceptions=True
+        )
         assert load.calls == 1
         assert all(isinstance(r, ProxmoxUnreachable) for r in results)
 
@@ -198,26 +200,67 @@ def test_store_fails_fast_while_down():
 
 
 def test_node_and_vm_codecs_round_trip():
-    cpu = HostCpu(name="pve1", vendor="intel", model="Xeon", flags=frozenset({"avx2", "sse4_2"}),
-                  bugs=frozenset({"spectre_v1"}), family=6, model_number=85)
-    node = NodeFacts(cluster="lab", name="pve1", online=True, cpu_model="Xeon", cpu=cpu, flag_source="cpuinfo",
-                     pve_version="9.2.1", qemu_version="9.2", machines=("pc-q35-9.2",), fetched_at=5.0)
+    cpu = HostCpu(
+        name="pve1",
+        vendor="intel",
+        model="Xeon",
+        flags=frozenset({"avx2", "sse4_2"}),
+        bugs=frozenset({"spectre_v1"}),
+        family=6,
+        model_number=85,
+    )
+    node = NodeFacts(
+        cluster="lab",
+        name="pve1",
+        online=True,
+        cpu_model="Xeon",
+        cpu=cpu,
+        flag_source="cpuinfo",
+        pve_version="9.2.1",
+        qemu_version="9.2",
+        machines=("pc-q35-9.2",),
+        fetched_at=5.0,
+    )
     assert NODE.decode(NODE.encode(node)) == node
     assert node_from(node_to(node)).cpu == cpu
-    vm = VmFacts(cluster="lab", vmid=101, node="pve1", status="running", name="web01", tags=("a", "b"),
-                 cpu="x86-64-v3", running_machine="pc-q35-9.2+pve0")
+    vm = VmFacts(
+        cluster="lab",
+        vmid=101,
+        node="pve1",
+        status="running",
+        name="web01",
+        tags=("a", "b"),
+        cpu="x86-64-v3",
+        running_machine="pc-q35-9.2+pve0",
+    )
     assert VM.decode(VM.encode(vm)) == vm
 
 
 def test_facts_hash_changes_with_flags_and_versions_only():
     cpu = HostCpu(name="pve1", vendor="intel", model="Xeon", flags=frozenset({"avx2"}))
-    node = NodeFacts(cluster="lab", name="pve1", online=True, cpu_model="Xeon", cpu=cpu, qemu_version="9.2",
-                     fetched_at=1.0)
-    same_later = NodeFacts(cluster="lab", name="pve1", online=True, cpu_model="Xeon", cpu=cpu, qemu_version="9.2",
-                           fetched_at=99.0)
+    node = NodeFacts(
+        cluster="lab", name="pve1", online=True, cpu_model="Xeon", cpu=cpu, qemu_version="9.2", fetched_at=1.0
+    )
+    same_later = NodeFacts(
+        cluster="lab",
+        name="pve1",
+        online=True,
+        cpu_model="Xeon",
+        cpu=cpu,
+        qemu_version="9.2",
+        fetched_at=99.0,
+    )
     assert facts_hash(node) == facts_hash(same_later)
-    newer_qemu = NodeFacts(cluster="lab", name="pve1", online=True, cpu_model="Xeon", cpu=cpu, qemu_version="10.0")
+    newer_qemu = NodeFacts(
+        cluster="lab", name="pve1", online=True, cpu_model="Xeon", cpu=cpu, qemu_version="10.0"
+    )
     assert facts_hash(node) != facts_hash(newer_qemu)
-    fewer_flags = NodeFacts(cluster="lab", name="pve1", online=True, cpu_model="Xeon",
-                            cpu=HostCpu(name="pve1", vendor="intel", model="Xeon", flags=frozenset()), qemu_version="9.2")
+    fewer_flags = NodeFacts(
+        cluster="lab",
+        name="pve1",
+        online=True,
+        cpu_model="Xeon",
+        cpu=HostCpu(name="pve1", vendor="intel", model="Xeon", flags=frozenset()),
+        qemu_version="9.2",
+    )
     assert facts_hash(node) != facts_hash(fewer_flags)

@@ -18,15 +18,34 @@ SCENARIO = json.loads((Path(__file__).parent / "fixtures" / "service" / "scenari
 def node(name: str, *, online: bool = True, flags: bool = True, qemu: str = "9.2.0") -> NodeFacts:
     spec = next(n for n in SCENARIO["nodes"] if n["name"] == name)
     cpu = host_from_proxmox(name, {"model": spec["cpu"]["model"], "flags": " ".join(spec["cpu"]["flags"])})
-    return NodeFacts(cluster="lab", name=name, online=online, cpu_model=spec["cpu"]["model"],
-                     cpu=cpu if (flags and online) else None, flag_source="cpuinfo" if flags else "none",
-                     qemu_version=qemu)
+    return NodeFacts(
+        cluster="lab",
+        name=name,
+        online=online,
+        cpu_model=spec["cpu"]["model"],
+        cpu=cpu if (flags and online) else None,
+        flag_source="cpuinfo" if flags else "none",
+        qemu_version=qemu,
+    )
 
 
-def vm(cpu: str = "x86-64-v4", *, status: str = "running", tags: tuple[str, ...] = (),
-       machine: str = "pc-q35-8.1+pve0") -> VmFacts:
-    return VmFacts(cluster="lab", vmid=101, node="pve1", status=status, name="web01", tags=tags, cpu=cpu,
-                   running_machine=machine if status == "running" else "")
+def vm(
+    cpu: str = "x86-64-v4",
+    *,
+    status: str = "running",
+    tags: tuple[str, ...] = (),
+    machine: str = "pc-q35-8.1+pve0",
+) -> VmFacts:
+    return VmFacts(
+        cluster="lab",
+        vmid=101,
+        node="pve1",
+        status=status,
+        name="web01",
+        tags=tags,
+        cpu=cpu,
+        running_machine=machine if status == "running" else "",
+    )
 
 
 def codes(v) -> list[str]:
@@ -106,7 +125,20 @@ def test_bad_cpu_value_is_unknown_not_deny():
 def test_verdict_body_fields():
     v = evaluate(vm(), node("pve1"), node("pve3"))
     body = verdict_body(v, checked_at="2026-11-29T01:00:00.000Z", facts_age_s=1.234)
-    assert {"vmid", "name", "source", "target", "verdict", "reasons", "cpu", "suggestion", "checked_at",
-            "facts_age_s", "flag_source", "source_cluster", "target_cluster"} <= set(body)
+    assert {
+        "vmid",
+        "name",
+        "source",
+        "target",
+        "verdict",
+        "reasons",
+        "cpu",
+        "suggestion",
+        "checked_at",
+        "facts_age_s",
+        "flag_source",
+        "source_cluster",
+        "target_cluster",
+    } <= set(body)
     assert body["facts_age_s"] == 1.2 and body["flag_source"] == "cpuinfo"
     assert all(set(r) == {"code", "message"} for r in body["reasons"])

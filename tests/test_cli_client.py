@@ -45,13 +45,21 @@ def served():
     sock.close()
 
 
-def cli(*args: str, url: str | None = None, token: str = TOKEN, timeout: float = 30) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, url: str | None = None, token: str = TOKEN, timeout: float = 30
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATION_GUARD_")}
     if url is not None:
         env["MIGRATION_GUARD_URL"] = url
     env["MIGRATION_GUARD_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 def test_check_allow_exit_0(served):
@@ -88,9 +96,14 @@ def test_check_unknown_exit_3(served):
     assert done.stdout.startswith("UNKNOWN") and "[cluster-unreachable]" in done.stdout
 
 
-@pytest.mark.parametrize(("args", "needle"), [(("check", "abc", "pve2"), "VMID must be a number"),
-                                              (("check", "999", "pve2"), "no VM 999"),
-                                              (("check", "101", "pve9"), "no node pve9")])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("check", "abc", "pve2"), "VMID must be a number"),
+        (("check", "999", "pve2"), "no VM 999"),
+        (("check", "101", "pve9"), "no node pve9"),
+    ],
+)
 def test_check_bad_input_exit_2(served, args, needle):
     url, _ = served
     done = cli(*args, url=url)
@@ -129,20 +142,42 @@ def test_matrix_table_and_json(served):
 
 def test_serve_missing_setting_one_line_exit_2():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATION_GUARD_")}
-    done = subprocess.run([sys.executable, "-m", "shared.cli.main", "serve"], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "migration-guard: MIGRATION_GUARD_PVE_HOST is not set: the Proxmox host to read, e.g. pve1.example.com:8006"
+        "migration-guard: MIGRATION_GUARD_PVE_HOST is not set: "
+        "the Proxmox host to read, e.g. pve1.example.com:8006"
     )
 
 
 def test_serve_demo_prints_url_token_and_examples_and_answers():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATION_GUARD_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli.main", "serve", "--demo", "--listen", "127.0.0.1:0",
-         "--scenario", str(ROOT / "tests" / "fixtures" / "service" / "scenario.json"), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "shared.cli.main",
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--scenario",
+            str(ROOT / "tests" / "fixtures" / "service" / "scenario.json"),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     try:
         lines = []
@@ -155,7 +190,9 @@ def test_serve_demo_prints_url_token_and_examples_and_answers():
             if line.startswith("Stop with"):
                 break
         text = "".join(lines)
-        assert text.startswith("migration-guard demo: serving at http://127.0.0.1:"), text + proc.stderr.read()
+        assert text.startswith("migration-guard demo: serving at http://127.0.0.1:"), (
+            text + proc.stderr.read()
+        )
         url = text.split("serving at ", 1)[1].split()[0]
         token = next(line.split(": ", 1)[1].strip() for line in lines if "API token:" in line)
         assert text.count("curl -s") == 3

@@ -17,9 +17,19 @@ def run(coro):
 
 
 def event(i: int) -> dict:
-    return {"id": new_id(), "time": "2026-01-01T00:00:00Z", "vmid": 100 + i, "name": f"vm{i}", "source": "pve1",
-            "target": "pve3", "cpu": "x86-64-v4", "verdict": "deny", "reasons": [], "suggestion": None,
-            "enforced": True}
+    return {
+        "id": new_id(),
+        "time": "2026-01-01T00:00:00Z",
+        "vmid": 100 + i,
+        "name": f"vm{i}",
+        "source": "pve1",
+        "target": "pve3",
+        "cpu": "x86-64-v4",
+        "verdict": "deny",
+        "reasons": [],
+        "suggestion": None,
+        "enforced": True,
+    }
 
 
 def test_publish_writes_one_event_field_of_json():

@@ -64,8 +64,15 @@ def pve():
 def settings_for(server, redis_url=REDIS_URL, **extra):
     tok = server.token
     values = dict(
-        pve_host=server.host_port, pve_user=tok["user"], pve_token_name=tok["name"], pve_token_value=tok["value"],
-        pve_verify_ssl=server.ca_path, api_tokens=TOKEN, pve_cluster_name="lab", redis_url=redis_url, pve_timeout=2,
+        pve_host=server.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=tok["value"],
+        pve_verify_ssl=server.ca_path,
+        api_tokens=TOKEN,
+        pve_cluster_name="lab",
+        redis_url=redis_url,
+        pve_timeout=2,
     )
     values.update(extra)
     return load_settings(None, **values)
@@ -89,14 +96,23 @@ def test_check_over_https_with_real_redis(pve, redis_db):
         assert check(c, 101, "pve2").json()["verdict"] == "allow"
         keys = {k.decode() for k in redis_db.keys("migration-guard:facts:lab:*")}
         assert "migration-guard:facts:lab:node:pve3" in keys and "migration-guard:facts:lab:vms" in keys
-        answer = c.post("/v1/decisions", json={"vmid": 101, "target": "pve3", "source": "pve1"},
-                        headers={**AUTH, "Accept": "text/plain"})
+        answer = c.post(
+            "/v1/decisions",
+            json={"vmid": 101, "target": "pve3", "source": "pve1"},
+            headers={**AUTH, "Accept": "text/plain"},
+        )
         lines = dict(line.split("=", 1) for line in answer.text.splitlines())
         assert (lines["verdict"], lines["code"], lines["exit"]) == ("deny", "missing-flags", "2")
         entries = redis_db.xrange(EVENTS_STREAM)
         assert json.loads(entries[-1][1][b"event"])["id"] == lines["decision"]
-        assert c.get("/readyz").json() == {"status": "ready", "degraded": False, "store": "redis", "redis": "ok",
-                                           "proxmox": "ok", "events_pending": 0}
+        assert c.get("/readyz").json() == {
+            "status": "ready",
+            "degraded": False,
+            "store": "redis",
+            "redis": "ok",
+            "proxmox": "ok",
+            "events_pending": 0,
+        }
 
 
 def test_burst_of_500_decisions_one_proxmox_call_per_resource(pve, redis_db):
@@ -107,8 +123,10 @@ def test_burst_of_500_decisions_one_proxmox_call_per_resource(pve, redis_db):
         service = build_service(settings)
         try:
             outcomes = await asyncio.gather(
-                *(service.decide({"vmid": vmids[i % len(vmids)], "target": "pve2", "source": "pve1"})
-                  for i in range(500))
+                *(
+                    service.decide({"vmid": vmids[i % len(vmids)], "target": "pve2", "source": "pve1"})
+                    for i in range(500)
+                )
             )
         finally:
             await service.close()
@@ -122,8 +140,10 @@ def test_burst_of_500_decisions_one_proxmox_call_per_resource(pve, redis_db):
     assert logical_calls == len(counts)
     # per VM: config, status, precondition; per node: status, machines; plus node list and cpu-flags
     assert sum(counts.values()) <= 3 * len(vmids) + 2 * 2 + 2
-    print(f"burst: 500 decisions, {len(vmids)} VMs, {sum(counts.values())} HTTP requests "
-          f"(<= {distinct_resources} resources x their endpoints)")
+    print(
+        f"burst: 500 decisions, {len(vmids)} VMs, {sum(counts.values())} HTTP requests "
+        f"(<= {distinct_resources} resources x their endpoints)"
+    )
 
 
 def test_token_without_vm_migrate_says_precheck_skipped(redis_db):
@@ -192,9 +212,19 @@ def _free_port() -> int:
 
 def _start_redis(port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     client = redis_sync.Redis(port=port, socket_timeout=0.5)
     for _ in range(100):

@@ -7,8 +7,20 @@ import pytest
 from shared.errors import ConfigError
 from shared.settings import Settings, load_settings
 
-KEYS = ("PVE_HOST", "PVE_USER", "PVE_TOKEN_NAME", "PVE_TOKEN_VALUE", "PVE_VERIFY_SSL", "PVE_TIMEOUT",
-        "REDIS_URL", "API_TOKENS", "LISTEN", "PVE_CLUSTER_NAME", "CACHE_NODE_TTL", "CACHE_VM_TTL")
+KEYS = (
+    "PVE_HOST",
+    "PVE_USER",
+    "PVE_TOKEN_NAME",
+    "PVE_TOKEN_VALUE",
+    "PVE_VERIFY_SSL",
+    "PVE_TIMEOUT",
+    "REDIS_URL",
+    "API_TOKENS",
+    "LISTEN",
+    "PVE_CLUSTER_NAME",
+    "CACHE_NODE_TTL",
+    "CACHE_VM_TTL",
+)
 
 
 @pytest.fixture(autouse=True)

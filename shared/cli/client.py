@@ -76,7 +76,10 @@ def run_check(args: argparse.Namespace) -> int:
 def format_verdict(body: dict) -> str:
     name = f" ({body['name']})" if body.get("name") else ""
     head = {"allow": "ALLOW", "deny": "DENY", "unknown": "UNKNOWN"}.get(body.get("verdict"), "?")
-    lines = [f"{head}  VM {body['vmid']}{name}  {body.get('source') or '?'} -> {body.get('target')}  cpu {body.get('cpu') or '?'}"]
+    lines = [
+        f"{head}  VM {body['vmid']}{name}  {body.get('source') or '?'} -> {body.get('target')}  "
+        f"cpu {body.get('cpu') or '?'}"
+    ]
     for reason in body.get("reasons", []):
         lines.append(f"  - [{reason['code']}] {reason['message']}")
     if body.get("suggestion"):
@@ -121,10 +124,12 @@ def format_matrix(body: dict) -> str:
             if cell is None:
                 cells.append("-")
             else:
-                cells.append(mark.get(cell["verdict"], "?") + (f" {cell['code']}" if cell.get("code") else ""))
+                cells.append(
+                    mark.get(cell["verdict"], "?") + (f" {cell['code']}" if cell.get("code") else "")
+                )
         table.append([str(row["vmid"]), row.get("name", ""), row.get("node", ""), row.get("cpu", "")] + cells)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
     out.append("")
     out.append("ok = may migrate, NO = denied (code), ? = unknown, - = the node the VM is on")
     if body.get("note"):

@@ -18,9 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the compatibility service. Settings: MIGRATION_GUARD_* environment variables, "
         "or the same keys in the env file given with --config. Exit 2 on a missing or wrong setting.",
     )
-    parser.add_argument("--config", metavar="FILE", help="env file with MIGRATION_GUARD_* keys (the environment wins)")
-    parser.add_argument("--demo", action="store_true",
-                        help="serve against a built-in demo cluster (Proxmox-shaped test server); prints a token")
+    parser.add_argument(
+        "--config", metavar="FILE", help="env file with MIGRATION_GUARD_* keys (the environment wins)"
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve against a built-in demo cluster (Proxmox-shaped test server); prints a token",
+    )
     parser.add_argument("--scenario", default="demo", help=argparse.SUPPRESS)
     parser.add_argument("--listen", help="host:port (default MIGRATION_GUARD_LISTEN, else 127.0.0.1:8080)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -33,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from ..api import create_app
     from ..service import build_service
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     overrides = {"listen": args.listen} if args.listen else {}
     demo = None
     if args.demo:
-        from ..demo import banner, start_demo
+        from ..demo import start_demo
 
         demo = start_demo(args.config, scenario=args.scenario, **overrides)
         settings = demo.settings
@@ -50,8 +57,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         service = build_service(settings)
         app = create_app(service, settings.bearer_tokens())
-        config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level, access_log=False,
-                                lifespan="on", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=args.log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
         server = uvicorn.Server(config)
         if demo is not None:
             _announce(server, demo)

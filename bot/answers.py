@@ -274,36 +274,45 @@ def targets_answer(vmid: int, body: Any) -> Answer:
 
 
 def recommendation_answer(body: dict[str, Any]) -> Answer:
+    """The cluster's CPU type (``recommended``) and the VMs whose type some node cannot run."""
     rec = body.get("recommendation", body)
     if not isinstance(rec, dict):
         rec = {"cpu_type": rec}
-    cpu_type = str(_first(rec, "cpu_type", "type", "model", "recommended", "best") or "?")
+    cpu_type = _first(rec, "recommended", "cpu_type", "type", "model", "best")
     nodes = [n for n in (_node_name(x) for x in _list_of(rec, "nodes") or _list_of(body, "nodes")) if n]
     why = str(_first(rec, "reason", "why", "message", "explanation") or "")
-    vms = _list_of(body, "vms", "incompatible_vms", "vms_at_risk", "blocked_vms")
-    head_m = f"*:bulb: Recommended CPU type:* {code(cpu_type)}"
-    head_t = f"Recommended CPU type: {cpu_type}"
-    if nodes:
-        head_m += " for " + ", ".join(code(n) for n in nodes)
-        head_t += " for " + ", ".join(nodes)
+    vms = _list_of(body, "vms_at_risk", "vms", "incompatible_vms", "blocked_vms")
+    where_m = (" for " + ", ".join(code(n) for n in nodes)) if nodes else ""
+    where_t = (" for " + ", ".join(nodes)) if nodes else ""
+    if cpu_type:
+        head_m = f"*:bulb: Recommended CPU type{where_m}:* {code(cpu_type)}"
+        head_t = f"Recommended CPU type{where_t}: {cpu_type}."
+    else:
+        head_m = f"*:warning: No CPU type runs on every node{where_m}.*"
+        head_t = f"No CPU type runs on every node{where_t}."
+    no_flags = [n for n in (_node_name(x) for x in _list_of(body, "nodes_without_flags")) if n]
+    if no_flags:
+        why = (why + " " if why else "") + "Not counted (CPU flags unknown): " + ", ".join(no_flags) + "."
     blocks = [bk.section(head_m + (("\n" + prose(why)) if why else ""))]
-    text = head_t + "." + (f" {why}" if why else "")
+    text = head_t + (f" {why}" if why else "")
     if vms:
         lines_m, lines_t = [], []
         for vm in vms:
             label = _vm_label(vm)
             cpu_s = _cpu_label(vm.get("cpu"))
-            bad = vm.get("nodes") or vm.get("cannot_run_on") or vm.get("bad_nodes") or []
-            bad_names = [n for n in (_node_name(x) for x in bad) if n] if isinstance(bad, list) else []
+            bad = vm.get("cannot_run_on") or vm.get("nodes") or vm.get("bad_nodes") or []
+            bad = bad if isinstance(bad, list) else []
+            bad_m = [code(_node_name(x)) + _lacks(x, True) for x in bad if _node_name(x)]
+            bad_t = [_node_name(x) + _lacks(x, False) for x in bad if _node_name(x)]
             lines_m.append(
-                f"{label['m']}"
+                label["m"]
                 + (f" ({code(cpu_s)})" if cpu_s else "")
-                + (" cannot run on " + ", ".join(code(n) for n in bad_names) if bad_names else "")
+                + (" cannot run on " + ", ".join(bad_m) if bad_m else "")
             )
             lines_t.append(
-                f"{label['t']}"
+                label["t"]
                 + (f" ({cpu_s})" if cpu_s else "")
-                + (" cannot run on " + ", ".join(bad_names) if bad_names else "")
+                + (" cannot run on " + ", ".join(bad_t) if bad_t else "")
             )
         blocks.append(
             bk.section(f"*VMs whose CPU type some node cannot run ({len(vms)})*\n" + bk.bullets(lines_m))
@@ -313,6 +322,16 @@ def recommendation_answer(body: dict[str, Any]) -> Answer:
         blocks.append(bk.context("Every VM's CPU type runs on every node."))
         text += " Every VM's CPU type runs on every node."
     return Answer(text=plain(text), blocks=blocks)
+
+
+def _lacks(x: Any, mrkdwn: bool, limit: int = 4) -> str:
+    missing = x.get("missing") if isinstance(x, dict) else None
+    if not missing or not isinstance(missing, list):
+        return ""
+    shown = [str(m) for m in missing[:limit]] + (
+        [f"+{len(missing) - limit} more"] if len(missing) > limit else []
+    )
+    return " (lacks " + (prose(", ".join(shown)) if mrkdwn else ", ".join(shown)) + ")"
 
 
 def decisions_answer(vmid: int | None, body: Any) -> Answer:
@@ -335,7 +354,7 @@ def decisions_answer(vmid: int | None, body: Any) -> Answer:
             f"{_ICON.get(v, ':grey_question:')} {when} {vm['m']} {move}" + (f" – {prose(why)}" if why else "")
         )
         lines_t.append(
-            f"{when} {v} {vm['t']} {d.get('source') or '?'} -> {d.get('target') or '?'}"
+            f"{when} {v} {vm['t']} {d.get('source') or '?'} → {d.get('target') or '?'}"
             + (f" ({why})" if why else "")
         )
     head = f"Latest decisions for {who}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shared.errors import GuardError
@@ -14,19 +15,37 @@ LAST_VETOES = 5
 
 
 def home_view(service: Service, command: str = "/canmove") -> dict[str, Any]:
+    """Each section is read on its own: one failing call leaves a one-line note, not an empty tab."""
     blocks: list[dict[str, Any]] = [bk.header("migration-guard: live migrations and CPU types")]
-    try:
-        cluster = service.cluster()
-        rec = service.recommendation(())
-        decisions = service.decisions(20, None)
-    except GuardError as exc:
-        blocks.append(
-            bk.section(":warning: The migration-guard service is not answering right now: " + prose(exc))
+    blocks.append(bk.section("*Nodes*\n" + _section(lambda: _nodes(service.cluster()))))
+    blocks.append(
+        bk.section("*Recommended CPU type*\n" + _section(lambda: _recommended(service.recommendation(()))))
+    )
+    blocks.append(bk.section("*Last vetoes*\n" + _section(lambda: _vetoes(service.decisions(20, None)))))
+    blocks.append(
+        bk.context(
+            f"Ask: {code(command + ' 101 node3')} · {code(command + ' 101')} · "
+            f"{code(command + ' recommend')} · or mention me"
         )
-        return {"type": "home", "blocks": blocks}
-    nodes = _list_of(cluster, "nodes")
+    )
+    return {"type": "home", "blocks": blocks}
+
+
+def _section(build: Callable[[], str]) -> str:
+    try:
+        return build()
+    except GuardError as exc:
+        return ":warning: " + prose(f"not available right now: {exc}")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ":warning: the service answered something the bot cannot read"
+
+
+def _nodes(cluster: Any) -> str:
     lines = []
-    for n in nodes:
+    for n in _list_of(cluster, "nodes"):
+        if n.get("error"):
+            lines.append(f"{code(_node_name(n))} – {prose(n['error'])}")
+            continue
         cpu = _first(n, "cpu_model", "model") or "CPU unknown"
         vendor = _first(n, "vendor", "cpu_vendor")
         best = _cpu_label(_first(n, "best_cpu_type", "best_type", "best", "cpu_type"))
@@ -36,32 +55,33 @@ def home_view(service: Service, command: str = "/canmove") -> dict[str, Any]:
             + (f", {prose(vendor)}" if vendor else "")
             + (f" – best type {code(best)}" if best else "")
         )
-    blocks.append(bk.section("*Nodes*\n" + (bk.bullets(lines, 40) if lines else "No nodes known yet.")))
+    return bk.bullets(lines, 40) if lines else "No nodes known yet."
+
+
+def _recommended(rec: Any) -> str:
     r = rec.get("recommendation", rec) if isinstance(rec, dict) else {}
-    cpu_type = _first(r, "cpu_type", "type", "model", "recommended", "best") if isinstance(r, dict) else r
+    cpu_type = _first(r, "recommended", "cpu_type", "type", "model", "best") if isinstance(r, dict) else r
     why = _first(r, "reason", "why", "message") if isinstance(r, dict) else None
-    blocks.append(
-        bk.section(
-            "*Recommended CPU type*\n"
-            + (code(cpu_type) if cpu_type else "–")
-            + (f" – {prose(why)}" if why else "")
+    at_risk = _list_of(rec, "vms_at_risk", "vms") if isinstance(rec, dict) else []
+    text = code(cpu_type) if cpu_type else "no CPU type runs on every node"
+    if why:
+        text += f" – {prose(why)}"
+    if at_risk:
+        text += f"\n{len(at_risk)} VM(s) use a type some node cannot run: " + ", ".join(
+            _vm_label(v)["m"] for v in at_risk[:10]
         )
-    )
+    return text
+
+
+def _vetoes(decisions: Any) -> str:
     vetoes = [d for d in _list_of(decisions, "decisions", "items", "results") if d.get("verdict") == "deny"]
-    vlines = []
+    lines = []
     for d in vetoes[:LAST_VETOES]:
         reasons = _reasons(d)
-        why_d = str(reasons[0].get("message") or "") if reasons else ""
-        vlines.append(
+        why = str(reasons[0].get("message") or "") if reasons else ""
+        lines.append(
             f"{_when(d.get('time') or d.get('checked_at'))} {_vm_label(d)['m']} "
             f"{code(d.get('source') or '?')} → {code(d.get('target') or '?')}"
-            + (f" – {prose(why_d)}" if why_d else "")
+            + (f" – {prose(why)}" if why else "")
         )
-    blocks.append(bk.section("*Last vetoes*\n" + (bk.bullets(vlines) if vlines else "None recently.")))
-    blocks.append(
-        bk.context(
-            f"Ask: {code(command + ' 101 node3')} · {code(command + ' 101')} · "
-            f"{code(command + ' recommend')} · or mention me"
-        )
-    )
-    return {"type": "home", "blocks": blocks}
+    return bk.bullets(lines) if lines else "None recently."

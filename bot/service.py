@@ -2,7 +2,7 @@
 
 Returns the service's JSON bodies as dicts; maps every httpx failure, once, to
 ``shared.errors``: 404 bodies to UnknownVmError / UnknownNodeError / UnknownClusterError
-(with the service's message), connection failures, timeouts and 5xx to ServiceUnavailable,
+(with the service's message), connection failures, timeouts, 502-504 to ServiceUnavailable,
 anything else to ServiceError. A 503 that carries a verdict (the cluster is unreachable) is
 a verdict "unknown", not an error.
 The token is sent as a Bearer header and never logged.
@@ -105,7 +105,7 @@ class ServiceClient:
                 f"{where} refused the bot's token (HTTP {resp.status_code}); check MIGRATION_GUARD_TOKEN",
                 code="service-auth",
             )
-        if resp.status_code >= 500:
+        if resp.status_code in (502, 503, 504):
             raise ServiceUnavailable(
                 f"{where} failed (HTTP {resp.status_code}){': ' + message if message else ''}"
             )

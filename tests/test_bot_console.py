@@ -50,7 +50,7 @@ def test_console_answers_like_slack():
     assert "• node3 lacks avx512f, avx512bw needed by Skylake-Server (missing-flags)" in text
     assert "use x86-64-v3 for VM 101" in text
     assert "VM 101 web01 on node1: can move to 1 of 2 other nodes" in text
-    assert "💡 Recommended CPU type: x86-64-v3 for node1, node2, node3" in text
+    assert "💡 Recommended CPU type for node1, node2, node3: x86-64-v3" in text
     assert "Latest decisions for the cluster" in text
     assert "✅ Yes: VM 102 <!channel> can move to node2" in text  # the terminal shows the real name
     assert "There is no node nod3. Did you mean node3? Known nodes: node1, node2, node3." in text

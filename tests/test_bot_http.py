@@ -152,6 +152,19 @@ def test_slash_command_acks_fast_then_answers_via_response_url(slack, service, b
     assert headers["Authorization"] == f"Bearer {TOKEN}"
 
 
+def test_burst_of_slash_commands_all_acked_fast_while_the_service_is_slow(slack, service, bot):
+    """More questions than Bolt has workers (10): each still acked in time, each answered."""
+    service.delay = 3.2
+    for i in range(11):
+        body = slash(slack, "101 node3", rid=f"burst{i}")
+        started = time.monotonic()
+        assert post(bot, body, FORM).status_code == 200
+        assert time.monotonic() - started < 3.0, f"request {i} was not acked in time"
+    got = slack.wait_for("response_url", 11, timeout=20)
+    assert sorted(c["params"]["_path_id"] for c in got) == sorted(f"burst{i}" for i in range(11))
+    assert all(c["params"]["text"].startswith("NO: VM 101 (web01)") for c in got)
+
+
 def test_slash_command_without_target_lists_every_node(slack, bot):
     post(bot, slash(slack, "VM #101"), FORM)
     p = answers(slack)[0]["params"]

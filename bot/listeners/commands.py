@@ -15,10 +15,14 @@ def register(app: App, deps: Deps) -> None:
     @app.command(deps.command)
     def canmove(ack: Ack, command: dict, respond: Respond) -> None:
         ack()  # within Slack's 3 seconds, before asking the (maybe slow) service
-        reply = deps.answer_text(command.get("text") or "")
-        respond(
-            text=reply.text,
-            blocks=reply.blocks,
-            response_type="in_channel" if reply.public else "ephemeral",
-            replace_original=False,
-        )
+
+        def reply_later() -> None:
+            reply = deps.answer_text(command.get("text") or "")
+            respond(
+                text=reply.text,
+                blocks=reply.blocks,
+                response_type="in_channel" if reply.public else "ephemeral",
+                replace_original=False,
+            )
+
+        deps.later(reply_later, f"{deps.command} of {command.get('user_id', '?')}")

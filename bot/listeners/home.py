@@ -12,6 +12,10 @@ from . import Deps
 def register(app: App, deps: Deps) -> None:
     @app.event("app_home_opened")
     def home_opened(event: dict, client: WebClient) -> None:
-        if event.get("tab", "home") != "home":
+        if event.get("tab", "home") != "home" or not event.get("user"):
             return
-        client.views_publish(user_id=event["user"], view=home_view(deps.service, deps.command))
+
+        def publish_later() -> None:
+            client.views_publish(user_id=event["user"], view=home_view(deps.service, deps.command))
+
+        deps.later(publish_later, f"the App Home of {event['user']}")

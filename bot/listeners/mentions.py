@@ -10,11 +10,14 @@ from . import Deps
 def register(app: App, deps: Deps) -> None:
     @app.event("app_mention")
     def mentioned(event: dict, say: Say) -> None:
-        reply = deps.answer_text(event.get("text") or "")
-        say(
-            text=reply.text,
-            blocks=reply.blocks,
-            thread_ts=event.get("thread_ts") or event.get("ts"),
-            unfurl_links=False,
-            unfurl_media=False,
-        )
+        def reply_later() -> None:
+            reply = deps.answer_text(event.get("text") or "")
+            say(
+                text=reply.text,
+                blocks=reply.blocks,
+                thread_ts=event.get("thread_ts") or event.get("ts"),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+
+        deps.later(reply_later, f"a mention by {event.get('user', '?')}")

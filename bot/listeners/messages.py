@@ -12,5 +12,9 @@ def register(app: App, deps: Deps) -> None:
     def direct_message(event: dict, say: Say) -> None:
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
             return
-        reply = deps.answer_text(event.get("text") or "")
-        say(text=reply.text, blocks=reply.blocks, unfurl_links=False, unfurl_media=False)
+
+        def reply_later() -> None:
+            reply = deps.answer_text(event.get("text") or "")
+            say(text=reply.text, blocks=reply.blocks, unfurl_links=False, unfurl_media=False)
+
+        deps.later(reply_later, f"a direct message from {event.get('user', '?')}")

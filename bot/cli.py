@@ -146,7 +146,7 @@ def _notifier(settings: BotSettings, *, ping: bool = True):  # -> Notifier
 
 def _start_notifier(settings: BotSettings, *, required: bool):
     if not required and not (settings.channel and settings.redis_url):
-        log.info("not posting vetoes: set MIGRATION_GUARD_SLACK_CHANNEL and MIGRATION_GUARD_REDIS_URL to")
+        log.warning("not posting vetoes: set MIGRATION_GUARD_SLACK_CHANNEL and MIGRATION_GUARD_REDIS_URL")
         return None
     notifier = _notifier(settings, ping=False)  # a Redis outage is waited out, questions still answered
     threading.Thread(target=notifier.run, name="notifier", daemon=True).start()

@@ -468,7 +468,7 @@ class GuardService:
             "exit": exit_code,
             "mode": mode,
             "cpu": body.get("cpu", ""),
-            "reasons": body["reasons"],
+            "reasons": list(body["reasons"]),
             "suggestion": body.get("suggestion"),
             "line": line,
             "facts_age_s": body.get("facts_age_s"),

@@ -268,6 +268,15 @@ def test_3_canmove_without_target_lists_where_the_vms_can_go(stack):
         assert f". {AMD}: " not in text and f"; {AMD}: " not in text, text  # not its own node
 
 
+def test_3_canmove_signed_with_another_secret_is_refused(stack):
+    rid = "forged"
+    body = slash_command_body(f"{HOST_VM} {INTEL1}", f"{stack.slack.base}/response/{rid}")
+    answer = post_signed(stack.bot_events, "not-the-signing-secret", body)
+    assert answer.status_code == 401, (answer.status_code, answer.text)
+    time.sleep(0.5)
+    assert [c for c in stack.slack.calls("response_url") if c["params"].get("_path_id") == rid] == []
+
+
 # --- 4. an allowed migration posts nothing --------------------------------------------------------
 
 

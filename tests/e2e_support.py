@@ -22,27 +22,14 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 HOOK = REPO / "hookscript" / "migration-guard-hook"
-CATALOG = REPO / "shared" / "data" / "cpu_models.json"
 CLI = Path(sys.executable).parent / "migration-guard"
-
-# Until the packaged CPU model catalog lands, the service runs with the engine tests' inline
-# catalog (the same stand-in tests/test_bot_service.py uses); with the catalog it is the real CLI.
-_CLI_WITH_INLINE_CATALOG = """
-import json, sys
-from shared import cpu_models
-from tests.test_engine import MODELS
-inline = cpu_models.load_catalog(json.dumps({"schema": 1, "provenance": {}, "models": MODELS}))
-cpu_models.catalog = lambda: inline
-from shared.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def cli_argv(*args: str) -> list[str]:
-    """``migration-guard ARGS`` as a command line (the installed console script)."""
-    if CATALOG.is_file():
+    """``migration-guard ARGS`` as a command line: the installed console script, as deployed."""
+    if CLI.is_file():
         return [str(CLI), *args]
-    return [sys.executable, "-c", _CLI_WITH_INLINE_CATALOG, *args]
+    return [sys.executable, "-m", "shared.cli.main", *args]
 
 
 def free_port() -> int:

@@ -228,7 +228,7 @@ def test_deny_missing_flags_body(client):
     codes = [r["code"] for r in body["reasons"]]
     assert "missing-flags" in codes
     assert "avx512f" in " ".join(r["message"] for r in body["reasons"])
-    assert body["suggestion"] and "x86-64-v3" in body["suggestion"]
+    assert body["suggestion"] and body["suggestion"].endswith("runs on both pve1 and pve3")
     assert body["flag_source"] == "cpuinfo"
     assert body["source_cluster"] == body["target_cluster"] == "lab"
 
@@ -397,7 +397,7 @@ def test_decision_text_plain_for_the_hook(client, redis):
     assert list(lines) == ["verdict", "code", "exit", "decision", "line"]
     assert lines["verdict"] == "deny" and lines["code"] == "missing-flags" and lines["exit"] == "2"
     assert lines["line"].startswith("blocked migration of VM 101 (web01) from pve1 to pve3: pve3 lacks")
-    assert "x86-64-v3" in lines["line"]
+    assert lines["line"].endswith("runs on both pve1 and pve3")
     assert len(lines["decision"]) == 26
 
 

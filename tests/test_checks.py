@@ -58,7 +58,9 @@ def test_missing_flags_deny_with_suggestion_and_log_line():
     assert "avx512f" in v.missing
     line = v.log_line()
     assert line.startswith("blocked migration of VM 101 (web01) from pve1 to pve3: pve3 lacks")
-    assert "x86-64-v4" in line and "x86-64-v3" in line
+    assert "needed by cpu x86-64-v4" in line
+    assert v.suggestion and line.endswith(f"; {v.suggestion}")
+    assert v.suggestion.endswith("runs on both pve1 and pve3")
     assert "\n" not in line
 
 

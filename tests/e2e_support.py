@@ -39,8 +39,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, proc: Proc | None = None) -> Any:
-    """Poll ``check`` until it returns something truthy; AssertionError naming ``what`` otherwise."""
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    proc: Proc | None = None,
+    show: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy; AssertionError naming ``what`` otherwise,
+    with the output of ``proc`` (which must stay alive meanwhile), or of ``show()`` when given."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -48,11 +55,12 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, proc: Proc |
         if last:
             return last
         if proc is not None and proc.popen.poll() is not None:
+            output = show() if show is not None else proc.output()
             raise AssertionError(
-                f"{proc.name} exited ({proc.popen.returncode}) while waiting for {what}\n" + proc.output()
+                f"{proc.name} exited ({proc.popen.returncode}) while waiting for {what}\n" + output
             )
         time.sleep(0.05)
-    detail = "\n" + proc.output() if proc is not None else ""
+    detail = "\n" + (show() if show is not None else proc.output() if proc is not None else "")
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r}){detail}")
 
 

@@ -14,7 +14,7 @@ from shared.errors import ConfigError
 
 DEFAULT_COMMAND = "/canmove"
 DEFAULT_LISTEN = "127.0.0.1:3000"
-DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
+DEFAULT_SERVICE_URL = "http://127.0.0.1:8080"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 

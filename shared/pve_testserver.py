@@ -56,10 +56,10 @@ def load_scenario(source: dict | str | Path) -> dict:
 
 def _builtin_scenario(name: str) -> dict | None:
     data = resources.files("shared").joinpath("data")
-    candidates = {"demo": data.joinpath("demo_scenario.json")}
-    candidates[name] = data.joinpath("scenarios", f"{name}.json")
-    entry = candidates.get(name)
-    if entry is None or "/" in name or not entry.is_file():
+    if "/" in name or name.endswith(".json"):
+        return None
+    entry = data.joinpath("demo_scenario.json") if name == "demo" else data.joinpath("scenarios", f"{name}.json")
+    if not entry.is_file():
         return None
     return json.loads(entry.read_text(encoding="utf-8"))
 

@@ -28,6 +28,7 @@ _HELP = {
     "redis_url": "e.g. redis://127.0.0.1:6379/0 (unset: an embedded in-process store)",
     "api_tokens": "comma-separated bearer tokens the API accepts",
     "listen": "host:port to serve on, e.g. 127.0.0.1:8080",
+    "clusters_file": "a JSON/TOML file listing the other clusters to read (docs/cross-cluster.md)",
 }
 
 
@@ -53,6 +54,8 @@ class Settings(BaseSettings):
     decisions_keep: int = Field(default=10_000, ge=100)
     #: run Proxmox's own migrate precondition check (needs VM.Migrate on the token)
     precheck: bool = True
+    #: the other clusters the service reads (cross-cluster checks, issue 6); "" = only this one
+    clusters_file: str = ""
 
     @field_validator("pve_verify_ssl")
     @classmethod

@@ -42,7 +42,7 @@ def split_host(host: str) -> tuple[str, int]:
     host = host.strip()
     if host.startswith("["):
         end = host.find("]")
-        name, rest = host[1:end], host[end + 1:]
+        name, rest = host[1:end], host[end + 1 :]
         return name, int(rest[1:]) if rest.startswith(":") else DEFAULT_PORT
     if host.count(":") == 1:
         name, port = host.split(":")
@@ -164,7 +164,9 @@ class ClusterReader:
             raise ProxmoxUnreachable(f"cannot reach Proxmox at {self.where}: {_short(exc)}") from None
         except ValueError as exc:  # a body that is not JSON
             self.stats.record(kind, "malformed")
-            raise ProxmoxError(f"Proxmox at {self.where} sent an unreadable answer to {what}: {exc}") from None
+            raise ProxmoxError(
+                f"Proxmox at {self.where} sent an unreadable answer to {what}: {exc}"
+            ) from None
         self.stats.record(kind)
         return result
 
@@ -194,7 +196,9 @@ class ClusterReader:
         rows = self._call("nodes", "the node list (/nodes)", lambda: self._api.nodes.get())
         now = time.time()
         return [
-            NodeFacts(cluster=self.name, name=str(r["node"]), online=r.get("status") == "online", fetched_at=now)
+            NodeFacts(
+                cluster=self.name, name=str(r["node"]), online=r.get("status") == "online", fetched_at=now
+            )
             for r in rows or []
         ]
 
@@ -265,7 +269,9 @@ class ClusterReader:
 
     def vms(self) -> list[VmSummary]:
         rows = self._call(
-            "resources", "the VM list (/cluster/resources)", lambda: self._api.cluster.resources.get(type="vm")
+            "resources",
+            "the VM list (/cluster/resources)",
+            lambda: self._api.cluster.resources.get(type="vm"),
         )
         return [
             VmSummary(

@@ -58,7 +58,9 @@ def _builtin_scenario(name: str) -> dict | None:
     data = resources.files("shared").joinpath("data")
     if "/" in name or name.endswith(".json"):
         return None
-    entry = data.joinpath("demo_scenario.json") if name == "demo" else data.joinpath("scenarios", f"{name}.json")
+    entry = (
+        data.joinpath("demo_scenario.json") if name == "demo" else data.joinpath("scenarios", f"{name}.json")
+    )
     if not entry.is_file():
         return None
     return json.loads(entry.read_text(encoding="utf-8"))
@@ -319,7 +321,9 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
         try:
             vmid = int(rest[1])
         except ValueError as exc:
-            raise ApiError(400, "Parameter verification failed.", {"vmid": "type check ('integer') failed"}) from exc
+            raise ApiError(
+                400, "Parameter verification failed.", {"vmid": "type check ('integer') failed"}
+            ) from exc
         vm = state.vm(vmid)
         if vm is None or vm["node"] != name:
             raise ApiError(500, f"Configuration file 'nodes/{name}/qemu-server/{vmid}.conf' does not exist")
@@ -339,7 +343,12 @@ def _vm_route(state: ClusterState, node: dict, vm: dict, rest: list[str], query:
     if rest == ["status", "current"]:
         _require(state, "VM.Audit", f"/vms/{vmid}")
         status = vm.get("status", "stopped")
-        answer: dict[str, Any] = {"vmid": vmid, "status": status, "name": vm.get("name", ""), "qmpstatus": status}
+        answer: dict[str, Any] = {
+            "vmid": vmid,
+            "status": status,
+            "name": vm.get("name", ""),
+            "qmpstatus": status,
+        }
         if status == "running":
             answer["running-machine"] = vm.get("running_machine", "pc-q35-9.2+pve0")
             answer["running-qemu"] = vm.get("running_qemu", node.get("qemu_version", "9.2.0"))
@@ -362,7 +371,9 @@ def _vm_route(state: ClusterState, node: dict, vm: dict, rest: list[str], query:
             "mapped-resources": vm.get("mapped_resources", []),
         }
         if target is not None and state.node(target) is None:
-            raise ApiError(400, "Parameter verification failed.", {"target": f"no such cluster node '{target}'"})
+            raise ApiError(
+                400, "Parameter verification failed.", {"target": f"no such cluster node '{target}'"}
+            )
         return answer
     raise ApiError(501, f"Method 'GET /nodes/{node['name']}/qemu/{vmid}/{'/'.join(rest)}' not implemented")
 
@@ -411,7 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not path.startswith(API_PREFIX):
             self._send(404, {"data": None, "message": "not found"})
             return
-        api_path = path[len(API_PREFIX):] or "/"
+        api_path = path[len(API_PREFIX) :] or "/"
         state = self.state
         with state.lock:
             state.counts[api_path] += 1
@@ -603,7 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shared.pve_testserver", description="Serve a Proxmox-shaped cluster from a scenario."
     )
-    parser.add_argument("--scenario", default="demo", help="a built-in scenario name (demo, e2e, ...) or a JSON file")
+    parser.add_argument(
+        "--scenario", default="demo", help="a built-in scenario name (demo, e2e, ...) or a JSON file"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--state-dir", default=None, help="where to write the CA certificate")

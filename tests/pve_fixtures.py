@@ -30,7 +30,9 @@ def pve_server(scenario: dict | str | Path = "demo") -> Iterator[RunningServer]:
         server.stop()
 
 
-def reader_for(server: RunningServer, *, timeout: float = 5.0, verify_ssl: bool | str | None = None, **token) -> ClusterReader:
+def reader_for(
+    server: RunningServer, *, timeout: float = 5.0, verify_ssl: bool | str | None = None, **token
+) -> ClusterReader:
     t = dict(server.token) | token
     return ClusterReader(
         str(server.scenario.get("cluster") or "pve"),
@@ -56,7 +58,15 @@ def pve_process(scenario: str | Path = "demo", *, ready_within: float = 20.0) ->
     """The test server as a separate process; stopped with SIGTERM on exit."""
     with tempfile.TemporaryDirectory(prefix="pve-proc-") as state_dir:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.pve_testserver", "--scenario", str(scenario), "--state-dir", state_dir],
+            [
+                sys.executable,
+                "-m",
+                "shared.pve_testserver",
+                "--scenario",
+                str(scenario),
+                "--state-dir",
+                state_dir,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -71,7 +81,9 @@ def pve_process(scenario: str | Path = "demo", *, ready_within: float = 20.0) ->
                 _, err = proc.communicate(timeout=5)
                 raise RuntimeError(f"pve_testserver did not start: {line!r} {err}")
             _, url, ca = line.split()
-            yield PveProcess(url=url, host_port=url.removeprefix("https://"), ca_path=ca.removeprefix("ca="), process=proc)
+            yield PveProcess(
+                url=url, host_port=url.removeprefix("https://"), ca_path=ca.removeprefix("ca="), process=proc
+            )
         finally:
             if proc.poll() is None:
                 proc.terminate()

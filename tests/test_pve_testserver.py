@@ -103,7 +103,9 @@ def test_request_counts_and_reset(demo):
 
 
 def test_fault_status_for_some_paths(demo):
-    _get(demo, "/_test/faults", method="POST", body={"status": 503, "paths": ["/cluster/resources"]}, token={})
+    _get(
+        demo, "/_test/faults", method="POST", body={"status": 503, "paths": ["/cluster/resources"]}, token={}
+    )
     assert _get(demo, "/api2/json/cluster/resources?type=vm")[0] == 503
     assert _get(demo, "/api2/json/nodes")[0] == 200
 

@@ -76,24 +76,41 @@ def serve(port: int) -> None:
 
 
 async def _load(url: str, headers: dict, seconds: float, concurrency: int) -> float:
-    import httpx
+    """Requests per second over ``concurrency`` keep-alive connections. A minimal raw HTTP/1.1
+    client (httpx on this side would be the bottleneck, not the server)."""
+    from urllib.parse import urlsplit
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10) as client:
-        stop = time.perf_counter() + seconds
-        count = 0
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    head = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()
+    )
+    request = (head + "\r\n").encode()
+    stop = time.perf_counter() + seconds
+    count = 0
 
-        async def worker():
-            nonlocal count
+    async def worker() -> None:
+        nonlocal count
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
             while time.perf_counter() < stop:
-                answer = await client.get(url)
-                if answer.status_code != 200:
-                    raise SystemExit(f"{url}: HTTP {answer.status_code} {answer.text[:200]}")
+                writer.write(request)
+                status_and_headers = await reader.readuntil(b"\r\n\r\n")
+                status = status_and_headers[9:12]
+                length = 0
+                for line in status_and_headers.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                if status != b"200":
+                    raise SystemExit(f"{url}: HTTP {status.decode()}")
                 count += 1
+        finally:
+            writer.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return count / (time.perf_counter() - started)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
 
 
 def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:

@@ -203,6 +203,18 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
 
     # --- routes ------------------------------------------------------------------------------
 
+    # first: the router tries routes in order, and this is the one asked most
+    @app.get("/v1/vms/{vmid}/check")
+    async def check(request: Request) -> Response:
+        # the hot path: auth and parameters by hand (FastAPI's dependency and Query machinery
+        # costs more than the warm check itself); same errors as the other routes
+        authorize(request)
+        target = request.query_params.get("target")
+        if not target:
+            raise FieldError("target", "target: the target node is required, e.g. ?target=pve2")
+        outcome = await service.check(_vmid(request.path_params["vmid"]), _node_name(target, "target"))
+        return Response(outcome.json_bytes(), status_code=outcome.status, media_type=JSON)
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return json_response({"status": "ok"})
@@ -234,17 +246,6 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
-
-    @app.get("/v1/vms/{vmid}/check")
-    async def check(request: Request, vmid: str) -> Response:
-        # the hot path: auth and parameters by hand (FastAPI's dependency and Query machinery
-        # costs more than the warm check itself); same errors as the other routes
-        authorize(request)
-        target = request.query_params.get("target")
-        if not target:
-            raise FieldError("target", "target: the target node is required, e.g. ?target=pve2")
-        outcome = await service.check(_vmid(vmid), _node_name(target, "target"))
-        return json_response(outcome.body, outcome.status)
 
     @app.get("/v1/vms/{vmid}/targets", dependencies=auth)
     async def targets(vmid: int) -> Response:

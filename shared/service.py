@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from . import engine
@@ -40,13 +40,56 @@ from .store import Store
 log = logging.getLogger("migration_guard.service")
 
 
-@dataclass(slots=True)
-class Outcome:
-    """A verdict body and the HTTP status it is answered with (503 when the cluster is unreachable)."""
+def dumps(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
-    body: dict
-    status: int = 200
-    verdict: Verdict | None = None
+
+class Outcome:
+    """A verdict and the HTTP status it is answered with (503 when the cluster is unreachable).
+    The JSON body is built on first use; an unchanged verdict reuses its serialised part."""
+
+    __slots__ = ("verdict", "status", "checked_at", "age", "_body", "_prefix")
+
+    def __init__(
+        self,
+        verdict: Verdict | None,
+        *,
+        status: int = 200,
+        body: dict | None = None,
+        checked_at: str = "",
+        age: float = 0.0,
+        prefix: bytes | None = None,
+    ) -> None:
+        self.verdict = verdict
+        self.status = status
+        self.checked_at = checked_at
+        self.age = age
+        self._body = body
+        self._prefix = prefix
+
+    @property
+    def body(self) -> dict:
+        if self._body is None:
+            assert self.verdict is not None
+            self._body = verdict_body(self.verdict, checked_at=self.checked_at, facts_age_s=self.age)
+            self._body["stale"] = False
+        return self._body
+
+    def json_bytes(self) -> bytes:
+        if self._body is None and self._prefix is not None:
+            tail = f',"checked_at":"{self.checked_at}","facts_age_s":{round(self.age, 1)!r},"stale":false}}'
+            return self._prefix + tail.encode()
+        return dumps(self.body)
+
+
+def _prefix_of(verdict: Verdict) -> bytes:
+    """The verdict body serialised without its last three fields (checked_at, facts_age_s, stale)."""
+    body = verdict_body(verdict, checked_at="", facts_age_s=0.0)
+    del body["checked_at"], body["facts_age_s"]
+    return dumps(body)[:-1]
+
+
+_PRECHECK_OFF = Precondition(checked=False, skipped_reason="the precondition check is turned off")
 
 
 class GuardService:
@@ -70,6 +113,8 @@ class GuardService:
         self.pool = ThreadPoolExecutor(max_workers=48, thread_name_prefix="proxmox")
         self._node_by_hash: dict[str, NodeFacts] = {}
         self._hash_of: dict[int, tuple[NodeFacts, str]] = {}
+        self._offline_nodes: dict[str, NodeFacts] = {}
+        self._warm_memo: dict[tuple, tuple[float, Verdict, float, bytes]] = {}
         self._combined: dict[tuple, NodeFacts] = {}
         self._verdicts: dict[tuple, Verdict] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -176,7 +221,7 @@ class GuardService:
 
     async def precondition(self, node: str, vmid: int, target: str) -> Precondition:
         if not self.settings.precheck:
-            return Precondition(checked=False, skipped_reason="the precondition check is turned off")
+            return _PRECHECK_OFF
         try:
             pre, _ = await self.cache.get(
                 f"pre:{vmid}:{node}:{target}",
@@ -202,10 +247,16 @@ class GuardService:
         """The whole check from fresh L1 facts, awaiting nothing; None when some fact is not fresh."""
         s = self.settings
         now = self.clock()
+        memo_key = (vmid, target, source, precheck)
+        memo = self._warm_memo.get(memo_key)
+        if memo is not None and now < memo[0]:
+            return Outcome(memo[1], checked_at=iso_utc(now), age=now - memo[2], prefix=memo[3])
+        fetched: list[tuple[float, float]] = []  # (fetched_at, ttl) of every fact used
         if source is None:
             vms = self._fresh("vms", s.cache_list_ttl, now)
             if vms is None:
                 return None
+            fetched.append((vms[1], s.cache_list_ttl))
             source = next((v.node for v in vms[0] if v.vmid == vmid), None)
             if source is None:
                 return None
@@ -214,32 +265,44 @@ class GuardService:
         flags = self._fresh("cpuflags", s.cache_node_ttl, now)
         if vm is None or nodes is None or flags is None:
             return None
+        fetched += [(vm[1], s.cache_vm_ttl), (nodes[1], s.cache_list_ttl), (flags[1], s.cache_node_ttl)]
         online = {n.name: n.online for n in nodes[0]}
         if target not in online or source not in online:
             return None
         facts = []
         for name in (source, target):
             if not online[name]:
-                facts.append(None)
+                facts.append(self._offline(name))
                 continue
             hit = self._fresh(f"node:{name}", s.cache_node_ttl, now)
             if hit is None:
                 return None
-            known = self._known(hit[0])
-            facts.append((self._with_flags(known, flags[0]), now - hit[1]))
+            fetched.append((hit[1], s.cache_node_ttl))
+            facts.append(self._with_flags(self._known(hit[0]), flags[0]))
         pre = None
         if precheck and online[target] and source != target:
             if not s.precheck:
-                pre = Precondition(checked=False, skipped_reason="the precondition check is turned off")
+                pre = _PRECHECK_OFF
             else:
                 hit = self._fresh(f"pre:{vmid}:{source}:{target}", s.cache_vm_ttl, now)
                 if hit is None:
                     return None
+                fetched.append((hit[1], s.cache_vm_ttl))
                 pre = hit[0]
-        src = facts[0][0] if facts[0] else NodeFacts(cluster=self.cluster, name=source, online=False)
-        tgt = facts[1][0] if facts[1] else NodeFacts(cluster=self.cluster, name=target, online=False)
-        ages = [now - vm[1], now - nodes[1]] + [f[1] for f in facts if f]
-        return self._outcome(vm[0], src, tgt, pre, max(ages), now)
+        oldest = min(f[0] for f in fetched)
+        outcome = self._outcome(vm[0], facts[0], facts[1], pre, now - oldest, now)
+        if outcome.verdict is not None and outcome._prefix is not None:
+            if len(self._warm_memo) > 20_000:
+                self._warm_memo.clear()
+            expires = min(at + ttl for at, ttl in fetched)
+            self._warm_memo[memo_key] = (expires, outcome.verdict, oldest, outcome._prefix)
+        return outcome
+
+    def _offline(self, name: str) -> NodeFacts:
+        facts = self._offline_nodes.get(name)
+        if facts is None:
+            facts = self._offline_nodes[name] = NodeFacts(cluster=self.cluster, name=name, online=False)
+        return facts
 
     async def check(
         self, vmid: int, target: str, source: str | None = None, *, precheck: bool = True
@@ -312,7 +375,7 @@ class GuardService:
         node_facts: list[NodeFacts] = []
         for name, task in ((vm.node, source_task), (target, target_task)):
             if not online.get(name, False):
-                node_facts.append(NodeFacts(cluster=self.cluster, name=name, online=False, fetched_at=now))
+                node_facts.append(self._offline(name))
                 continue
             exc = task.exception()
             if isinstance(exc, ProxmoxUnreachable):
@@ -374,7 +437,7 @@ class GuardService:
         )
         hit = self._verdicts.get(key)
         if hit is not None and hit[1] is source and hit[2] is target:
-            verdict = hit[0]
+            verdict, prefix = hit[0], hit[3]
         else:
             verdict = (
                 evaluate(vm, source if source.online else None, target, pre)
@@ -383,20 +446,22 @@ class GuardService:
             )
             if len(self._verdicts) > 20_000:
                 self._verdicts.clear()
-            self._verdicts[key] = (verdict, source, target)
-        body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=age)
+            prefix = _prefix_of(verdict)
+            self._verdicts[key] = (verdict, source, target, prefix)
         stale = age > max(
             self.settings.cache_node_ttl, self.settings.cache_vm_ttl, self.settings.cache_list_ttl
         )
-        body["stale"] = stale
-        if stale:
-            body["reasons"].append(
-                {
-                    "code": "stale-facts",
-                    "message": f"answered from facts {age:.0f} s old: Proxmox did not answer in time",
-                }
-            )
-        return Outcome(body=body, verdict=verdict)
+        if not stale:
+            return Outcome(verdict, checked_at=iso_utc(now), age=age, prefix=prefix)
+        body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=age)
+        body["stale"] = True
+        body["reasons"].append(
+            {
+                "code": "stale-facts",
+                "message": f"answered from facts {age:.0f} s old: Proxmox did not answer in time",
+            }
+        )
+        return Outcome(verdict, body=body)
 
     def _unreachable(
         self,
@@ -425,7 +490,7 @@ class GuardService:
         body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=0.0)
         body["facts_age_s"] = None
         body["stale"] = False
-        return Outcome(body=body, status=503, verdict=verdict)
+        return Outcome(verdict, status=503, body=body)
 
     # --- many verdicts -----------------------------------------------------------------------
 

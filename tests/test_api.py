@@ -550,3 +550,16 @@ def test_readyz_503_when_proxmox_unreachable(reader, client):
     reader.error = ProxmoxUnreachable("cannot reach Proxmox at pve1:8006")
     answer = client.get("/readyz")
     assert answer.status_code == 503 and answer.json()["proxmox"] == "unreachable"
+
+
+def test_warm_verdict_follows_a_changed_vm_after_its_ttl(reader, redis):
+    service = make_service(reader, redis, cache_vm_ttl=0.2)
+    with TestClient(create_app(service, (TOKEN,)), raise_server_exceptions=False) as c:
+        assert check(c, 102, "pve3").json()["verdict"] == "allow"
+        assert check(c, 102, "pve3").json()["verdict"] == "allow"  # warm
+        vm = next(v for v in reader.scenario["vms"] if v["vmid"] == 102)
+        vm["config"]["cpu"] = "x86-64-v4"
+        time.sleep(0.3)
+        body = check(c, 102, "pve3").json()
+        assert body["verdict"] == "deny" and body["cpu"] == "x86-64-v4"
+        assert body["stale"] is False and body["facts_age_s"] < 1

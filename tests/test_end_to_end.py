@@ -2,7 +2,8 @@
 node to an Intel node is vetoed by the real hookscript, the veto reaches Slack through the service,
 Redis and the bot, and the same verdict is answered to `/canmove`.
 
-Processes: the Proxmox-shaped HTTPS server (tests/fixtures/e2e_cluster.json), the service
+Processes: the Proxmox-shaped HTTPS server (tests/fixtures/e2e_cluster.json: an EPYC 9654 node and
+Xeon Gold 6230 / E5-2680 v3 nodes, real CPU data by cpu_ref from shared/data/cpus), the service
 (`migration-guard serve`, proxmoxer over HTTPS, Redis DB 4), the Slack-Web-API-shaped server
 (tests/slack_api_server.py) and the bot (`migration-guard bot --http`). Redis is the real one at
 127.0.0.1:6379 (DB 4, flushed at the start). Steps are separate tests sharing the one stack; the

@@ -89,6 +89,13 @@ class Verdict:
         """The one sentence for the Proxmox task log."""
         vm = f"VM {self.vmid}" + (f" ({self.name})" if self.name else "")
         route = f"from {self.source or 'an unknown node'} to {self.target}"
+        if self.source_cluster != self.target_cluster:  # cross-cluster: name both clusters
+            src = (
+                f"{self.source_cluster}/{self.source}"
+                if self.source
+                else "a cluster the service does not read"
+            )
+            route = f"from {src} to {self.target_cluster}/{self.target}"
         if self.verdict == "allow":
             return f"allowed migration of {vm} {route} (cpu {self.cpu})"
         main = [r.message for r in self.reasons if r.code in DENY_CODES or r.code in UNKNOWN_CODES]

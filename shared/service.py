@@ -93,6 +93,9 @@ _PRECHECK_OFF = Precondition(checked=False, skipped_reason="the precondition che
 
 
 class GuardService:
+    #: every cluster this service reads (issue 6), built on first use by across()
+    _across: Any = None
+
     def __init__(
         self, settings: Settings, reader: Any, store: Store, *, clock: Callable[[], float] = time.time
     ):
@@ -125,8 +128,19 @@ class GuardService:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     async def close(self) -> None:
+        if self._across is not None:
+            await self._across.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         await self.store.close()
+
+    def across(self) -> Any:
+        """The clusters this service reads: its own (the default) and MIGRATION_GUARD_CLUSTERS_FILE's
+        (a ``shared.clusters.ClusterSet``; cross-cluster checks and remote decisions, issue 6)."""
+        if self._across is None:
+            from .clusters import ClusterSet
+
+            self._across = ClusterSet(self)
+        return self._across
 
     # --- facts -------------------------------------------------------------------------------
 
@@ -508,7 +522,10 @@ class GuardService:
 
     async def decide(self, request: dict) -> Outcome:
         vmid, target = int(request["vmid"]), str(request["target"])
-        outcome = await self.check(vmid, target, request.get("source") or None)
+        if request.get("remote") or request.get("target_cluster") or request.get("source_cluster"):
+            outcome = await self.across().decide_check(request)
+        else:
+            outcome = await self.check(vmid, target, request.get("source") or None)
         body = outcome.body
         verdict = outcome.verdict
         now = self.clock()
@@ -745,4 +762,6 @@ def build_service(settings: Settings) -> GuardService:
         timeout=settings.pve_timeout,
     )
     client, kind = connect(settings.redis_url)
-    return GuardService(settings, reader, Store(client, kind))
+    service = GuardService(settings, reader, Store(client, kind))
+    service.across()  # reads MIGRATION_GUARD_CLUSTERS_FILE now: a bad file stops start-up
+    return service

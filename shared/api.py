@@ -94,8 +94,12 @@ class DecisionRequest(BaseModel):
     smbios_uuid: str | None = Field(default=None, max_length=64)
     cpu: str | None = Field(default=None, max_length=1024)
     remote: bool | None = None
+    #: cross-cluster (issue 6): the clusters of each side (default: the service's default cluster)
+    source_cluster: str | None = Field(default=None, max_length=63)
+    target_cluster: str | None = Field(default=None, max_length=63)
+    vmgenid: str | None = Field(default=None, max_length=64)
 
-    @field_validator("target", "source")
+    @field_validator("target", "source", "source_cluster", "target_cluster")
     @classmethod
     def _node(cls, value: str | None) -> str | None:
         if value is not None and not NODE_NAME.match(value):
@@ -212,7 +216,14 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
         target = request.query_params.get("target")
         if not target:
             raise FieldError("target", "target: the target node is required, e.g. ?target=pve2")
-        outcome = await service.check(_vmid(request.path_params["vmid"]), _node_name(target, "target"))
+        vmid, target = _vmid(request.path_params["vmid"]), _node_name(target, "target")
+        clusters = request.query_params.get("target_cluster"), request.query_params.get("source_cluster")
+        if any(clusters):  # cross-cluster (issue 6)
+            target_cluster = _node_name(clusters[0], "target_cluster") if clusters[0] else None
+            source_cluster = _node_name(clusters[1], "source_cluster") if clusters[1] else None
+            outcome = await service.across().check(vmid, target, target_cluster, source_cluster)
+        else:
+            outcome = await service.check(vmid, target)
         return Response(outcome.json_bytes(), status_code=outcome.status, media_type=JSON)
 
     @app.get("/healthz")
@@ -248,7 +259,10 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/vms/{vmid}/targets", dependencies=auth)
-    async def targets(vmid: int) -> Response:
+    async def targets(vmid: int, all_clusters: bool = False, source_cluster: str | None = None) -> Response:
+        if all_clusters or source_cluster:  # every cluster the service reads (issue 6)
+            name = _node_name(source_cluster, "source_cluster") if source_cluster else None
+            return json_response(await service.across().targets(vmid, name))
         return json_response(await service.targets(vmid))
 
     @app.post("/v1/decisions", dependencies=auth)

@@ -1,4 +1,6 @@
-"""The Proxmox clusters the service reads: the default one (the single-cluster settings
+"""The Proxmox clusters the service reads, and the questions that span them (issue 6).
+
+Which clusters: the default one (the single-cluster settings
 ``MIGRATION_GUARD_PVE_*``, unchanged) and the others listed in the file named by
 ``MIGRATION_GUARD_CLUSTERS_FILE`` (JSON, or TOML when the name ends in ``.toml``).
 
@@ -17,13 +19,28 @@ secret). ``verify_ssl`` is true, false or the path of that cluster's CA file (it
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from .checks import Verdict, evaluate, verdict_body
+from .engine import Reason
+from .errors import (
+    ConfigError,
+    GuardError,
+    InputError,
+    ProxmoxNotFound,
+    ProxmoxUnreachable,
+    UnknownClusterError,
+    UnknownNodeError,
+    UnknownVmError,
+)
+from .events import iso_utc
+from .facts import NodeFacts, Precondition, VmFacts
 from .settings import Settings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -51,7 +68,9 @@ class ClusterEndpoint:
 
 def how_to_add(name: str = "") -> str:
     """The operator sentence for a cluster the service does not read."""
-    return (f"to let the service read cluster {name}, " if name else "to let the service read it, ") + _ADD_HINT
+    return (
+        f"to let the service read cluster {name}, " if name else "to let the service read it, "
+    ) + _ADD_HINT
 
 
 def default_endpoint(settings: Settings) -> ClusterEndpoint:
@@ -137,7 +156,9 @@ def _entry(entry: object, where: str, base: Path, default_timeout: float) -> Clu
         try:
             token = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{where}: token_value_file {file} cannot be read ({exc.strerror or exc})") from None
+            raise ConfigError(
+                f"{where}: token_value_file {file} cannot be read ({exc.strerror or exc})"
+            ) from None
     if not token:
         raise ConfigError(f"{where}: token_value_file (or token_value) is missing or empty")
     verify = _verify(entry.get("verify_ssl", True), where, base)
@@ -184,4 +205,346 @@ def reader_for(endpoint: ClusterEndpoint):
         token_value=endpoint.token_value,
         verify_ssl=endpoint.verify_ssl,
         timeout=endpoint.timeout,
+    )
+
+
+# --- questions that span clusters (the service side of issue 6) -------------------------------
+
+#: why a cross-cluster verdict carries no Proxmox precondition check
+CROSS_PRECHECK = (
+    "Proxmox's own storage and local-resource check covers one cluster only; qm remote-migrate "
+    "maps storage and bridges itself (--target-storage, --target-bridge)"
+)
+
+
+class ClusterSet:
+    """Every cluster one service reads: its own (``home``, the default cluster) and those of
+    MIGRATION_GUARD_CLUSTERS_FILE, each a GuardService with its own reader and cache namespace,
+    all sharing the home's store. Answers the questions that span clusters: a check whose source
+    and target are in different clusters, targets in every cluster, and the remote (cross-cluster)
+    decision the target's hookscript asks for, where the VM is found by its smbios1 uuid."""
+
+    def __init__(self, home, others: dict | None = None) -> None:
+        self.home = home
+        self.services = {home.cluster: home}
+        if others is None:
+            others = self._from_settings(home)
+        for name, service in others.items():
+            if name in self.services:
+                raise ConfigError(
+                    f"cluster {name!r} appears twice (MIGRATION_GUARD_PVE_CLUSTER_NAME names the default one)"
+                )
+            self.services[name] = service
+        #: smbios uuid -> (cluster, node, vmid) of the last VM seen with it (tried before a scan)
+        self._uuid_seen: dict[str, tuple[str, str, int]] = {}
+
+    @staticmethod
+    def _from_settings(home) -> dict:
+        from .service import GuardService
+
+        path = getattr(home.settings, "clusters_file", "") or ""
+        if not path:
+            return {}
+        out = {}
+        for endpoint in load_clusters_file(path, default_timeout=home.settings.pve_timeout):
+            out[endpoint.name] = GuardService(
+                home.settings, reader_for(endpoint), home.store, clock=home.clock
+            )
+        return out
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.services)
+
+    def service(self, name: str | None):
+        if not name:
+            return self.home
+        found = self.services.get(name)
+        if found is None:
+            raise UnknownClusterError(
+                f"the service reads no cluster {name!r} (it reads {', '.join(self.services)}); "
+                + how_to_add(name)
+            )
+        return found
+
+    async def close(self) -> None:
+        for service in self.services.values():
+            if service is not self.home:
+                service.pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- one verdict across clusters ---------------------------------------------------------
+
+    async def check(
+        self,
+        vmid: int,
+        target: str,
+        target_cluster: str | None = None,
+        source_cluster: str | None = None,
+        source: str | None = None,
+    ):
+        src, dst = self.service(source_cluster), self.service(target_cluster)
+        if src is dst:
+            return await src.check(vmid, target, source)
+        try:
+            vm = await self._locate(src, vmid, source)
+        except ProxmoxUnreachable as exc:
+            return self._unreachable(vmid, target, src.cluster, dst.cluster, exc, source=source or "")
+        return await self.judge(vm, src, dst, target)
+
+    async def _locate(self, service, vmid: int, source: str | None) -> VmFacts:
+        if source:
+            try:
+                return (await service.vm(source, vmid))[0]
+            except (UnknownVmError, ProxmoxNotFound):
+                pass  # the VM moved: ask its cluster where it is
+        summary = await service.find_vm(vmid)
+        return (await service.vm(summary.node, vmid))[0]
+
+    async def judge(self, vm: VmFacts, src, dst, target: str, *, vm_age: float = 0.0):
+        """The verdict for moving ``vm`` (read in cluster ``src``; None = a source the service does
+        not read) to node ``target`` of cluster ``dst``."""
+        from .service import Outcome
+
+        now = dst.clock()
+        source_cluster = src.cluster if src is not None else "unknown"
+        try:
+            nodes, nodes_age = await dst.node_list()
+        except ProxmoxUnreachable as exc:
+            return self._unreachable(vm.vmid, target, source_cluster, dst.cluster, exc, vm=vm)
+        online = {n.name: n.online for n in nodes}
+        if target not in online:
+            raise UnknownNodeError(
+                f"cluster {dst.cluster} has no node {target}; its nodes are {', '.join(sorted(online))}"
+            )
+        if src is dst and vm.node == target:
+            raise InputError(f"VM {vm.vmid} already runs on {target}: pick another target node")
+        jobs = [dst.node(target, online=online[target])]
+        if src is not None:
+            jobs.append(self._source_node(src, vm.node))
+        got = await asyncio.gather(*jobs, return_exceptions=True)
+        for item in got:
+            if isinstance(item, ProxmoxUnreachable):
+                return self._unreachable(vm.vmid, target, source_cluster, dst.cluster, item, vm=vm)
+            if isinstance(item, BaseException):
+                raise item
+        target_facts, target_age = got[0]
+        ages = [vm_age, nodes_age, target_age]
+        source_facts = None
+        if src is not None:
+            source_facts, source_age = got[1]
+            ages.append(source_age)
+        pre = Precondition(checked=False, skipped_reason=CROSS_PRECHECK)
+        if source_facts is not None and source_facts.online:
+            verdict = evaluate(vm, source_facts, target_facts, pre)
+        else:
+            verdict = evaluate(vm, source_facts, target_facts, pre, source_known=False)
+            if src is None:
+                verdict = dataclasses.replace(
+                    verdict, source="", source_cluster="unknown", reasons=_with_hint(verdict.reasons)
+                )
+        body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=max(ages))
+        body["stale"] = False
+        return Outcome(verdict=verdict, body=body)
+
+    async def _source_node(self, service, name: str):
+        nodes, _ = await service.node_list()
+        online = {n.name: n.online for n in nodes}
+        if not online.get(name, False):
+            return NodeFacts(cluster=service.cluster, name=name, online=False), 0.0
+        return await service.node(name)
+
+    def _unreachable(
+        self,
+        vmid: int,
+        target: str,
+        source_cluster: str,
+        target_cluster: str,
+        exc: Exception,
+        *,
+        vm: VmFacts | None = None,
+        source: str = "",
+    ):
+        from .service import Outcome
+
+        verdict = Verdict(
+            vmid=vmid,
+            name=vm.name if vm else "",
+            source=vm.node if vm else source,
+            target=target,
+            verdict="unknown",
+            reasons=(Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}"),),
+            cpu=(vm.cpu or "kvm64") if vm else "",
+            model="",
+            suggestion=None,
+            flag_source="none",
+            source_cluster=source_cluster,
+            target_cluster=target_cluster,
+        )
+        body = verdict_body(verdict, checked_at=iso_utc(self.home.clock()), facts_age_s=0.0)
+        body["facts_age_s"] = None
+        body["stale"] = False
+        return Outcome(verdict=verdict, body=body, status=503)
+
+    # --- many verdicts -------------------------------------------------------------------------
+
+    async def targets(self, vmid: int, source_cluster: str | None = None) -> dict:
+        """Every node of every cluster the service reads, as targets of VM ``vmid``."""
+        src = self.service(source_cluster)
+        body = await src.targets(vmid)
+        for entry in body["targets"]:
+            entry.setdefault("target_cluster", src.cluster)
+        vm = await self._locate(src, vmid, body.get("source"))
+        errors = []
+        for name, dst in self.services.items():
+            if dst is src:
+                continue
+            try:
+                nodes, _ = await dst.node_list()
+            except GuardError as exc:
+                errors.append({"cluster": name, "code": exc.code, "message": str(exc)})
+                continue
+            outcomes = await asyncio.gather(
+                *(self.judge(vm, src, dst, n.name) for n in nodes), return_exceptions=True
+            )
+            for node, got in zip(nodes, outcomes, strict=True):
+                if isinstance(got, GuardError):
+                    errors.append({"cluster": name, "node": node.name, "code": got.code, "message": str(got)})
+                elif isinstance(got, BaseException):
+                    raise got
+                else:
+                    body["targets"].append(got.body)
+        body["source_cluster"] = src.cluster
+        body["clusters"] = self.names
+        if errors:
+            body["errors"] = errors
+        return body
+
+    # --- the hookscript's remote decision ---------------------------------------------------------
+
+    async def decide_check(self, request: dict):
+        """The verdict for a POST /v1/decisions that names clusters or comes from a remote
+        incoming migration (``remote: true``)."""
+        vmid, target = int(request["vmid"]), str(request["target"])
+        if request.get("remote"):
+            return await self.remote(request)
+        src = self.service(request.get("source_cluster"))
+        uuid = str(request.get("smbios_uuid") or "").strip().lower()
+        if uuid and not request.get("source_cluster"):
+            # a guarded remote-migrate names the VM by its uuid too: find it where it lives
+            try:
+                await src.find_vm(vmid)
+            except UnknownVmError:
+                found = await self.find_by_uuid(uuid)
+                if found is not None:
+                    src = self.services[found.cluster]
+                    request = {**request, "source": found.node}
+                    vmid = found.vmid
+        return await self.check(
+            vmid, target, request.get("target_cluster"), src.cluster, request.get("source") or None
+        )
+
+    async def remote(self, request: dict):
+        vmid, target = int(request["vmid"]), str(request["target"])
+        uuid = str(request.get("smbios_uuid") or "").strip().lower()
+        dst, copy = await self._target_copy(vmid, target, uuid, request.get("target_cluster"))
+        found = (
+            await self.find_by_uuid(uuid, exclude=(dst.cluster, vmid), vmgenid=request.get("vmgenid"))
+            if uuid
+            else None
+        )
+        if found is not None:
+            outcome = await self.judge(found, self.services[found.cluster], dst, target)
+        else:
+            cpu = str(request.get("cpu") or (copy.cpu if copy is not None else ""))
+            vm = VmFacts(
+                cluster="unknown",
+                vmid=vmid,
+                node="",
+                status="running",
+                name=copy.name if copy is not None else "",
+                tags=copy.tags if copy is not None else (),
+                cpu=cpu,
+                smbios_uuid=uuid,
+            )
+            outcome = await self.judge(vm, None, dst, target)
+        outcome.body["target_vmid"] = vmid
+        return outcome
+
+    async def _target_copy(self, vmid: int, target: str, uuid: str, cluster: str | None):
+        """The cluster the hook runs in (the one whose node ``target`` holds VM ``vmid`` with this
+        uuid) and that incoming copy's facts (None when it cannot be read)."""
+        candidates = [self.service(cluster)] if cluster else list(self.services.values())
+        fallback = None
+        for service in candidates:
+            try:
+                nodes, _ = await service.node_list()
+            except GuardError:
+                continue
+            if target not in {n.name for n in nodes}:
+                continue
+            fallback = fallback or service
+            try:
+                copy, _ = await service.vm(target, vmid)
+            except GuardError:
+                continue
+            if not uuid or copy.smbios_uuid == uuid:
+                return service, copy
+        if fallback is None:
+            raise UnknownNodeError(
+                f"no cluster the service reads ({', '.join(self.services)}) has a node {target}; "
+                + how_to_add()
+            )
+        return fallback, None
+
+    async def find_by_uuid(
+        self, uuid: str, *, exclude: tuple[str, int] | None = None, vmgenid: str | None = None
+    ) -> VmFacts | None:
+        """The VM whose config carries ``smbios1: uuid=<uuid>`` in any cluster the service reads
+        (``exclude``: (cluster, vmid) of the incoming copy). Several: the one with ``vmgenid``,
+        then a running one."""
+        uuid = uuid.strip().lower()
+        seen = self._uuid_seen.get(uuid)
+        if seen is not None and seen[0] in self.services and (seen[0], seen[2]) != exclude:
+            try:
+                facts, _ = await self.services[seen[0]].vm(seen[1], seen[2])
+                if facts.smbios_uuid == uuid:
+                    return facts
+            except GuardError:
+                pass
+        scans = await asyncio.gather(
+            *(self._scan(s, uuid, exclude) for s in self.services.values()), return_exceptions=True
+        )
+        found = [vm for scan in scans if not isinstance(scan, BaseException) for vm in scan]
+        if not found:
+            return None
+        found.sort(
+            key=lambda v: (bool(vmgenid) and v.vmgenid == vmgenid, v.status == "running"), reverse=True
+        )
+        best = found[0]
+        self._uuid_seen[uuid] = (best.cluster, best.node, best.vmid)
+        return best
+
+    async def _scan(self, service, uuid: str, exclude: tuple[str, int] | None) -> list[VmFacts]:
+        vms, _ = await service.vm_list()
+        wanted = [v for v in vms if not v.template and (service.cluster, v.vmid) != exclude]
+        got = await asyncio.gather(*(service.vm(v.node, v.vmid) for v in wanted), return_exceptions=True)
+        out = []
+        for item in got:
+            if isinstance(item, BaseException):
+                continue
+            facts = item[0]
+            if facts.smbios_uuid:
+                self._uuid_seen.setdefault(facts.smbios_uuid, (service.cluster, facts.node, facts.vmid))
+            if facts.smbios_uuid == uuid:
+                out.append(facts)
+        return out
+
+
+def _with_hint(reasons: tuple[Reason, ...]) -> tuple[Reason, ...]:
+    """A source-unknown reason also says how to let the service read the source cluster."""
+    return tuple(
+        Reason(r.code, f"{r.message}: the source is in a cluster the service does not read; {how_to_add()}")
+        if r.code == "source-unknown"
+        else r
+        for r in reasons
     )

@@ -19,13 +19,18 @@ from .errors import (
     NotFoundError,
     ServiceError,
     ServiceUnavailable,
+    UnknownClusterError,
     UnknownNodeError,
     UnknownVmError,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
-_NOT_FOUND = {"unknown-vm": UnknownVmError, "unknown-node": UnknownNodeError}
+_NOT_FOUND = {
+    "unknown-vm": UnknownVmError,
+    "unknown-node": UnknownNodeError,
+    "unknown-cluster": UnknownClusterError,
+}
 
 
 def error_from(status: int, body: Any, url: str) -> GuardError:
@@ -106,11 +111,15 @@ class ServiceClient:
 
     # --- the API ------------------------------------------------------------------------------
 
-    def check(self, vmid: int, target: str) -> dict:
-        return self._request("GET", f"/v1/vms/{int(vmid)}/check", params={"target": target}, verdict_ok=True)
+    def check(self, vmid: int, target: str, target_cluster: str | None = None) -> dict:
+        params = {"target": target}
+        if target_cluster:  # another cluster the service reads (issue 6)
+            params["target_cluster"] = target_cluster
+        return self._request("GET", f"/v1/vms/{int(vmid)}/check", params=params, verdict_ok=True)
 
-    def targets(self, vmid: int) -> dict:
-        return self._request("GET", f"/v1/vms/{int(vmid)}/targets")
+    def targets(self, vmid: int, all_clusters: bool = False) -> dict:
+        params = {"all_clusters": "1"} if all_clusters else None
+        return self._request("GET", f"/v1/vms/{int(vmid)}/targets", params=params)
 
     def decide(
         self, vmid: int, target: str, source: str | None = None, mode: str = "enforce", **extra: Any

@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit 0 allow, 1 deny, 3 unknown or unreachable, 2 bad input.",
     )
     check.add_argument("vmid", help="the VM id, e.g. 101")
-    check.add_argument("target", help="the target node, e.g. pve3")
+    check.add_argument(
+        "target",
+        help="the target node, e.g. pve3, or CLUSTER/NODE for a node of another cluster the service reads",
+    )
     check.set_defaults(func=run_check)
 
     matrix = sub.add_parser(
@@ -62,7 +65,8 @@ def run_check(args: argparse.Namespace) -> int:
     vmid = _vmid(args.vmid)
     try:
         with _client(args) as client:
-            body = client.check(vmid, args.target)
+            cluster, _, node = args.target.rpartition("/")
+            body = client.check(vmid, node, cluster or None)
     except NotFoundError as exc:
         print(f"migration-guard: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +81,7 @@ def format_verdict(body: dict) -> str:
     name = f" ({body['name']})" if body.get("name") else ""
     head = {"allow": "ALLOW", "deny": "DENY", "unknown": "UNKNOWN"}.get(body.get("verdict"), "?")
     lines = [
-        f"{head}  VM {body['vmid']}{name}  {body.get('source') or '?'} -> {body.get('target')}  "
+        f"{head}  VM {body['vmid']}{name}  {_where(body, 'source')} -> {_where(body, 'target')}  "
         f"cpu {body.get('cpu') or '?'}"
     ]
     for reason in body.get("reasons", []):
@@ -94,6 +98,14 @@ def format_verdict(body: dict) -> str:
     if tail:
         lines.append("  " + ", ".join(tail))
     return "\n".join(lines)
+
+
+def _where(body: dict, side: str) -> str:
+    """A node, as CLUSTER/NODE when the verdict crosses clusters."""
+    node = body.get(side) or "?"
+    if body.get("source_cluster") != body.get("target_cluster") and body.get(f"{side}_cluster"):
+        return f"{body[f'{side}_cluster']}/{node}"
+    return node
 
 
 def run_matrix(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ Calls are synchronous (proxmoxer uses requests); the service runs them in thread
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -130,6 +131,10 @@ class ClusterReader:
             backend="https",
             service="PVE",
         )
+        # a node evacuation asks about hundreds of VMs at once: keep enough connections open
+        session = self._api._store["session"]
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+        session.mount("https://", adapter)
 
     @property
     def where(self) -> str:
@@ -227,16 +232,19 @@ class ClusterReader:
         ``cluster_cpu_flags``) the CPU is judged on QEMU's own report, else on cpuinfo.flags."""
         what = f"the status of node {name}"
         try:
-            status = self._call("node-status", what, lambda: self._api.nodes(name).status.get())
+                # one round trip, not two: status and machine types are asked at the same time
+            status, machines = _both(
+                lambda: self._call("node-status", what, lambda: self._api.nodes(name).status.get()),
+                lambda: self._call(
+                    "node-machines",
+                    f"the machine types of node {name}",
+                    lambda: self._api.nodes(name).capabilities.qemu.machines.get(),
+                ),
+            )
         except ProxmoxError as exc:
             if "hostname lookup" in str(exc) or isinstance(exc, ProxmoxNotFound):
                 raise UnknownNodeError(f"cluster {self.name} has no node {name}") from None
             raise
-        machines = self._call(
-            "node-machines",
-            f"the machine types of node {name}",
-            lambda: self._api.nodes(name).capabilities.qemu.machines.get(),
-        )
         cpuinfo = status.get("cpuinfo") or {}
         model = str(cpuinfo.get("model") or "")
         cpu = None
@@ -309,10 +317,14 @@ class ClusterReader:
         """Config and (when running) status/current of one VM."""
         api_vm = self._api.nodes(node).qemu(vmid)
         try:
-            config = self._call("vm-config", f"the config of VM {vmid}", lambda: api_vm.config.get())
+            config, status = _both(
+                lambda: self._call("vm-config", f"the config of VM {vmid}", lambda: api_vm.config.get()),
+                lambda: self._call(
+                    "vm-status", f"the status of VM {vmid}", lambda: api_vm.status.current.get()
+                ),
+            )
         except ProxmoxNotFound:
             raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}") from None
-        status = self._call("vm-status", f"the status of VM {vmid}", lambda: api_vm.status.current.get())
         running = status.get("status") == "running"
         return VmFacts(
             cluster=self.name,
@@ -357,6 +369,25 @@ class ClusterReader:
             unavailable_storages=tuple(str(s) for s in blockers.get("unavailable_storages") or ()),
             unavailable_resources=tuple(str(s) for s in blockers.get("unavailable-resources") or ()),
         )
+
+
+#: threads for the second of two calls made at once (the caller's thread makes the first)
+_PAIR_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pve-pair")
+
+
+def _both(first: Callable[[], T], second: Callable[[], Any]) -> tuple[T, Any]:
+    """Run two Proxmox calls at the same time; the first one's error wins if both fail."""
+    other = _PAIR_POOL.submit(second)
+    try:
+        a = first()
+    except BaseException:
+        other.cancel()
+        try:
+            other.result()
+        except BaseException:  # noqa: BLE001 (its error is the lesser one)
+            pass
+        raise
+    return a, other.result()
 
 
 def _describe(disk: Any) -> str:

@@ -384,6 +384,7 @@ def _vm_route(state: ClusterState, node: dict, vm: dict, rest: list[str], query:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "pve-api-daemon/3.0"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
     state: ClusterState  # set on the subclass per server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read counts, not logs

@@ -8,11 +8,12 @@ Calls are synchronous (proxmoxer uses requests); the service runs them in thread
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import requests
@@ -382,10 +383,8 @@ def _both(first: Callable[[], T], second: Callable[[], Any]) -> tuple[T, Any]:
         a = first()
     except BaseException:
         other.cancel()
-        try:
+        with contextlib.suppress(BaseException):  # its error is the lesser one
             other.result()
-        except BaseException:  # noqa: BLE001 (its error is the lesser one)
-            pass
         raise
     return a, other.result()
 

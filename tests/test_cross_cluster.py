@@ -19,8 +19,9 @@ import pytest
 import redis
 import uvicorn
 
-from shared import api, pve_testserver, settings as settings_mod
+from shared import api, pve_testserver
 from shared import service as service_mod
+from shared import settings as settings_mod
 from shared.events import EVENTS_STREAM
 
 pytestmark = pytest.mark.integration

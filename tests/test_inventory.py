@@ -32,7 +32,7 @@ def _clean(demo):
 def test_nodes_and_node_facts_over_verified_https(demo):
     reader = reader_for(demo)
     names = [n.name for n in reader.nodes()]
-    assert names == ["pve-epyc1", "pve-xeon-bdw", "pve-xeon-sky", "pve-atom1"]
+    assert names == ["pve-epyc1", "pve-xeon-bdw", "pve-xeon-csl", "pve-atom1"]
     facts = reader.node_facts("pve-epyc1")
     assert facts.online and facts.cpu is not None
     assert "EPYC" in facts.cpu.model
@@ -47,7 +47,7 @@ def test_verify_ssl_false_also_works(demo):
 
 def test_cpu_flags_endpoint_names_every_node(demo):
     flags = reader_for(demo).cluster_cpu_flags()
-    assert set(flags) == {"pve-epyc1", "pve-xeon-bdw", "pve-xeon-sky", "pve-atom1"}
+    assert set(flags) == {"pve-epyc1", "pve-xeon-bdw", "pve-xeon-csl", "pve-atom1"}
     assert "avx2" in flags["pve-epyc1"] and "avx2" not in flags["pve-atom1"]
 
 
@@ -63,7 +63,7 @@ def test_old_proxmox_answers_501_and_reader_falls_back_quietly():
 def test_vms_and_vm_facts(demo):
     reader = reader_for(demo)
     vms = {v.vmid: v for v in reader.vms()}
-    assert vms[102].name == "web01" and vms[102].node == "pve-xeon-sky"
+    assert vms[102].name == "web01" and vms[102].node == "pve-xeon-csl"
     facts = reader.vm_facts("pve-epyc1", 101)
     assert facts.cpu == "host" and facts.running_machine == "pc-q35-9.2+pve0"
     assert reader.vm_facts("pve-xeon-bdw", 107).cpu == ""
@@ -139,17 +139,17 @@ def test_offline_node_and_missing_flags(demo):
 
 
 def test_migrate_precondition_checked_and_skipped_for_auditor(demo):
-    pre = reader_for(demo).migrate_precondition("pve-epyc1", 101, "pve-xeon-sky")
+    pre = reader_for(demo).migrate_precondition("pve-epyc1", 101, "pve-xeon-csl")
     assert pre.checked
     scenario = dict(demo.scenario)
     scenario["token"] = dict(scenario["token"], privileges=["VM.Audit", "Sys.Audit"])
     with pve_server(scenario) as auditor:
-        pre = reader_for(auditor).migrate_precondition("pve-epyc1", 101, "pve-xeon-sky")
+        pre = reader_for(auditor).migrate_precondition("pve-epyc1", 101, "pve-xeon-csl")
     assert not pre.checked and "VM.Migrate" in pre.skipped_reason
 
 
 def test_precondition_reports_local_disks(demo):
     vm = dict(demo.scenario["vms"][0], local_disks=[{"volid": "local-lvm:vm-101-disk-1", "is_unused": 0}])
     demo.put_vm(vm)
-    pre = reader_for(demo).migrate_precondition("pve-epyc1", 101, "pve-xeon-sky")
+    pre = reader_for(demo).migrate_precondition("pve-epyc1", 101, "pve-xeon-csl")
     assert pre.checked and any("local-lvm:vm-101-disk-1" in d for d in pre.local_disks)

@@ -49,7 +49,7 @@ def test_answers_are_wrapped_in_data(demo):
     status, body = _get(demo, "/api2/json/version")
     assert status == 200 and body["data"]["version"].startswith("9.")
     status, body = _get(demo, "/api2/json/nodes")
-    assert {n["node"] for n in body["data"]} == {"pve-epyc1", "pve-xeon-bdw", "pve-xeon-sky", "pve-atom1"}
+    assert {n["node"] for n in body["data"]} == {"pve-epyc1", "pve-xeon-bdw", "pve-xeon-csl", "pve-atom1"}
 
 
 def test_node_status_has_cpuinfo_and_versions(demo):

@@ -1,0 +1,174 @@
+"""A node evacuation: 500 concurrent hook decisions for the VMs of one node (printed numbers).
+
+The real service runs as its production entry (``migration-guard serve``, uvicorn, its own process)
+against the Proxmox-shaped HTTPS test server (50 ms latency per Proxmox call, like a busy cluster).
+Node ``pve1`` holds N VMs (default 500) with a mix of CPU types; all N hook requests are sent at
+once, each exactly as the hookscript sends it (``POST /v1/decisions`` with
+``Accept: text/plain``), over N concurrent connections from this process. Caches are cold: the
+evacuation is the first thing the service sees.
+
+Prints: wall time, p50/p99 latency per decision, verdict counts, and the Proxmox HTTP request count
+(goal: <= distinct VMs + nodes resources; each VM needs config+status and a precondition call, each
+node status+machines).
+
+Run: .venv/bin/python benchmarks/evacuation.py [--vms 500] [--latency-ms 50] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BASE = ROOT / "tests" / "fixtures" / "service" / "scenario.json"
+TOKEN = "bench-evacuation-token"
+CPU_MIX = ["x86-64-v2-AES", "x86-64-v3", "x86-64-v4", "host", "Skylake-Server-v4", "EPYC-Milan"]
+
+
+def scenario(vms: int) -> dict:
+    """The service-test cluster (5 nodes: 3 Intel generations, AMD, one offline) with ``vms`` VMs
+    on pve1."""
+    sc = json.loads(BASE.read_text())
+    template = copy.deepcopy(sc["vms"][0])
+    sc["vms"] = []
+    for i in range(vms):
+        vm = copy.deepcopy(template)
+        vm.update(vmid=1000 + i, node="pve1", name=f"evac{i:04d}", config={"cpu": CPU_MIX[i % len(CPU_MIX)]})
+        sc["vms"].append(vm)
+    return sc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def decide(port: int, vmid: int, target: str) -> tuple[float, dict]:
+    body = json.dumps({"vmid": vmid, "target": target, "source": "pve1", "mode": "enforce"}).encode()
+    request = (
+        f"POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Accept: text/plain\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        raw = await reader.read()
+    finally:
+        writer.close()
+    took = time.perf_counter() - started
+    head, _, text = raw.partition(b"\r\n\r\n")
+    fields = dict(line.split("=", 1) for line in text.decode().splitlines() if "=" in line)
+    fields["status"] = head[9:12].decode()
+    return took, fields
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vms", type=int, default=500)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--redis-url", default="", help="default: the embedded store")
+    args = parser.parse_args()
+
+    from shared.pve_testserver import start_server
+
+    server = start_server(scenario(args.vms))
+    port = free_port()
+    tok = server.token
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATION_GUARD_")}
+    env.update(
+        MIGRATION_GUARD_PVE_HOST=server.host_port,
+        MIGRATION_GUARD_PVE_USER=tok["user"],
+        MIGRATION_GUARD_PVE_TOKEN_NAME=tok["name"],
+        MIGRATION_GUARD_PVE_TOKEN_VALUE=tok["value"],
+        MIGRATION_GUARD_PVE_VERIFY_SSL=server.ca_path,
+        MIGRATION_GUARD_API_TOKENS=TOKEN,
+        MIGRATION_GUARD_PVE_CLUSTER_NAME="lab",
+        MIGRATION_GUARD_REDIS_URL=args.redis_url,
+        MIGRATION_GUARD_PVE_TIMEOUT="10",
+        MIGRATION_GUARD_LISTEN=f"127.0.0.1:{port}",
+    )
+    cli = Path(sys.executable).parent / "migration-guard"
+    argv = [str(cli)] if cli.is_file() else [sys.executable, "-m", "shared.cli.main"]
+    proc = subprocess.Popen(
+        [*argv, "serve", "--log-level", "warning"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        server.reset_counts()
+        server.set_faults(latency_s=args.latency_ms / 1000)
+        targets = ["pve2", "pve3", "pve4"]
+
+        async def evacuate():
+            started = time.perf_counter()
+            got = await asyncio.gather(
+                *(decide(port, 1000 + i, targets[i % len(targets)]) for i in range(args.vms))
+            )
+            return got, time.perf_counter() - started
+
+        results, wall = asyncio.run(evacuate())
+        times = sorted(r[0] for r in results)
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        verdicts: dict[str, int] = {}
+        for _, f in results:
+            key = f"{f.get('verdict', '?')}/{f.get('code', '')}" if f["status"] != "200" else f["verdict"]
+            verdicts[key] = verdicts.get(key, 0) + 1
+        requests = server.requests()
+        total = sum(requests.values())
+        nodes = 1 + len(targets)
+        resources = args.vms + nodes
+        print(
+            f"evacuation: {args.vms} concurrent hook decisions (POST /v1/decisions, text/plain) for the "
+            f"VMs of pve1 to {len(targets)} targets, cold caches, {args.latency_ms:g} ms Proxmox latency, "
+            f"store={'redis' if args.redis_url else 'embedded'}"
+        )
+        print(
+            f"   wall {wall:.2f} s; latency p50 {statistics.median(times) * 1000:.0f} ms, "
+            f"p99 {p99 * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms; verdicts {verdicts}"
+        )
+        per_kind: dict[str, int] = {}
+        for path, n in requests.items():
+            parts = path.strip("/").split("/")
+            kind = "/".join(p if not p.isdigit() and p not in ("pve1", "pve2", "pve3", "pve4", "pve5")
+                            else "*" for p in parts[:6])
+            per_kind[kind] = per_kind.get(kind, 0) + n
+        print(
+            f"   Proxmox HTTP requests: {total} (max {max(requests.values())} per path); distinct VMs + "
+            f"nodes = {args.vms} + {nodes} = {resources}; goal <= VMs + nodes: "
+            f"{'met' if total <= resources else 'NOT met'} "
+            f"({total / resources:.2f} requests per resource)"
+        )
+        for kind, n in sorted(per_kind.items(), key=lambda kv: -kv[1])[:8]:
+            print(f"      {n:6d}  {kind}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

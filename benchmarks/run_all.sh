@@ -1,0 +1,18 @@
+#!/bin/sh
+# Runs every benchmark of migration-guard and prints its numbers (benchmarks/README.md has the
+# latest results and the goals). Takes a few minutes on 2 cores; the matrix at 10,000 VMs x 64
+# nodes is the longest part. Set MATRIX_VMS / MEMORY_VMS to try smaller sizes.
+#
+#   sh benchmarks/run_all.sh            # from the repository root
+set -eu
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+export PYTHONWARNINGS=ignore
+echo "== machine: $(nproc) cores, $(uname -sr), $($PY --version 2>&1), $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "== engine (issue 2)";            $PY benchmarks/engine.py
+echo "== service (issue 8)";           $PY benchmarks/service.py
+echo "== hook (issue 7)";              $PY benchmarks/hook.py
+echo "== evacuation (issue 5)";        $PY benchmarks/evacuation.py
+echo "== memory (issue 5)";            $PY benchmarks/memory.py --vms "${MEMORY_VMS:-10000}"
+echo "== matrix endpoint (issue 5)";   $PY benchmarks/matrix.py --vms "${MATRIX_VMS:-10000}"

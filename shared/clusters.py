@@ -33,7 +33,6 @@ from .errors import (
     ConfigError,
     GuardError,
     InputError,
-    ProxmoxNotFound,
     ProxmoxUnreachable,
     UnknownClusterError,
     UnknownNodeError,
@@ -295,8 +294,10 @@ class ClusterSet:
         if source:
             try:
                 return (await service.vm(source, vmid))[0]
-            except (UnknownVmError, ProxmoxNotFound):
-                pass  # the VM moved: ask its cluster where it is
+            except ProxmoxUnreachable:
+                raise
+            except GuardError:
+                pass  # the VM moved, or the caller's node name is not the cluster's: ask the cluster
         summary = await service.find_vm(vmid)
         return (await service.vm(summary.node, vmid))[0]
 

@@ -300,6 +300,14 @@ class CpuDefinitions:
             deps.append((m.group(1), self.value(m.group(2)), m.group(3), self.value(m.group(4))))
         return deps
 
+    def dependency_names(self) -> list[dict[str, list[str]]]:
+        """feature_dependencies[] by name: when none of "from" is on, every "to" is turned off."""
+        out = []
+        for from_word, from_mask, to_word, to_mask in self._dependencies():
+            out.append({"from": sorted(self.features_of({from_word: from_mask})),
+                        "to": sorted(self.features_of({to_word: to_mask}))})
+        return [d for d in out if d["from"] and d["to"]]
+
     def models(self) -> dict[str, dict]:
         """{versioned or alias name: {"vendor_id", "features", "alias_of"}} as QEMU registers them.
 
@@ -354,7 +362,8 @@ class CpuDefinitions:
         return out
 
 
-def check_translator(parsed: dict[str, dict], asked: dict[str, dict], accel: str) -> list[str]:
+def check_translator(parsed: dict[str, dict], asked: dict[str, dict], accel: str,
+                     dependencies: list[dict] | None = None) -> list[str]:
     """Where the translation of cpu.c disagrees with what the running QEMU reports."""
     problems = []
     for name, entry in sorted(asked.items()):
@@ -364,7 +373,7 @@ def check_translator(parsed: dict[str, dict], asked: dict[str, dict], accel: str
         if accel == "tcg":
             mine -= {prop for prop, on in TCG_DEFAULT_PROPS.items() if not on}
         else:
-            mine = _kvm_view(mine)
+            mine = _kvm_view(mine, dependencies)
         if mine != entry["features"]:
             missing = sorted(entry["features"] - mine)
             extra = sorted(mine - entry["features"])
@@ -372,10 +381,15 @@ def check_translator(parsed: dict[str, dict], asked: dict[str, dict], accel: str
     return problems
 
 
-def _kvm_view(features: set[str]) -> set[str]:
+def _kvm_view(features: set[str], dependencies: list[dict] | None) -> set[str]:
+    """QEMU's KVM defaults, then its feature dependencies again (x86_cpu_expand_features runs after
+    kvm_cpu_instance_init: svm off takes npt, nrip-save, ... with it)."""
     out = set(features)
     for prop, on in KVM_DEFAULT_PROPS.items():
         (out.add if on else out.discard)(prop)
+    for dep in dependencies or ():
+        if not out & set(dep["from"]):
+            out -= set(dep["to"])
     return out
 
 
@@ -385,8 +399,10 @@ def write_newer_models(source_dir: Path, asked: dict[str, dict], qemu_version: s
     cpu_h = (source_dir / "target/i386/cpu.h").read_text(encoding="utf-8")
     version_file = source_dir / "VERSION"
     tag = "v" + version_file.read_text().strip() if version_file.exists() else "unknown"
-    parsed = CpuDefinitions(cpu_c, cpu_h).models()
-    problems = check_translator(parsed, asked, accel)
+    definitions = CpuDefinitions(cpu_c, cpu_h)
+    parsed = definitions.models()
+    dependencies = definitions.dependency_names()
+    problems = check_translator(parsed, asked, accel, dependencies)
     newer = {name: parsed[name] for name in sorted(parsed) if name not in asked}
     tcg_removed = {prop: sorted(n for n, e in parsed.items() if prop in e["features"])
                    for prop, on in TCG_DEFAULT_PROPS.items() if not on}
@@ -405,6 +421,8 @@ def write_newer_models(source_dir: Path, asked: dict[str, dict], qemu_version: s
                 "TCG's defaults turn off (the generator turns it back on for models asked under TCG)",
         "tcg_removed": tcg_removed,
         "translated": sorted(n for n, e in parsed.items() if not e["alias_of"]),
+        "vendors": {n: e["vendor_id"] for n, e in sorted(parsed.items())},
+        "feature_dependencies": dependencies,
         "models": {name: {"vendor_id": e["vendor_id"], "features": sorted(e["features"]),
                           "alias_of": e["alias_of"]} for name, e in newer.items()},
     }
@@ -425,6 +443,9 @@ def build(asked: dict[str, dict], qemu_version: str, package: str, accel: str, n
     if newer:
         tcg_removed = {prop: set(names) for prop, names in (newer.get("tcg_removed") or {}).items()}
     untranslated: list[str] = []
+    vendors: dict[str, str] = dict((newer or {}).get("vendors") or {})
+    dependencies: list[dict] | None = (newer or {}).get("feature_dependencies")
+    vendor_guessed: list[str] = []
 
     def add(name: str, entry: dict, source: str) -> None:
         family, version = family_version(name)
@@ -440,17 +461,27 @@ def build(asked: dict[str, dict], qemu_version: str, package: str, accel: str, n
                 for prop, names in tcg_removed.items():
                     if name in names:
                         features.add(prop)
-                features = _kvm_view(features)
+                features = _kvm_view(features, dependencies)
             elif source != qmp_source:
-                features = _kvm_view(features)
+                features = _kvm_view(features, dependencies)
             plus, minus = proxmox_type_flags(family)
             features |= set(PROXMOX_KVM_FLAGS) | set(plus)
             features -= set(minus)
             added = sorted({"+" + f for f in PROXMOX_KVM_FLAGS + plus} | {"-" + f for f in minus})
         else:
             features = set()
+        vendor_id = entry.get("vendor_id")
+        if source == qmp_source and accel == "kvm" and not passthrough:
+            # under KVM QEMU reports the node's vendor for every named model (host_cpu_instance_init);
+            # the model's own vendor is the one in its definition
+            if name in vendors:
+                vendor_id = vendors[name]
+            else:
+                vendor_guessed.append(name)
+        generic = name in GENERIC or family in GENERIC
         models[name] = {
-            "vendor": vendor_of(name, entry.get("vendor_id")),
+            "vendor": vendor_of(name, vendor_id),
+            "vendor_id": None if generic or passthrough else vendor_id,
             "features": sorted(features),
             "source": source,
             "family": family,
@@ -483,6 +514,7 @@ def build(asked: dict[str, dict], qemu_version: str, package: str, accel: str, n
     for name, extra in PROXMOX_MODELS.items():
         models[name] = {
             "vendor": None,
+            "vendor_id": None,
             "features": sorted(set(qemu64["features"]) | set(extra)),
             "source": PROXMOX_SOURCE,
             "family": name,
@@ -508,6 +540,9 @@ def build(asked: dict[str, dict], qemu_version: str, package: str, accel: str, n
         if untranslated:
             notes.append(f"TCG defaults could not be undone for {', '.join(sorted(untranslated))} "
                          "(not in the translated definitions): vme may be missing there")
+    if vendor_guessed:
+        notes.append(f"vendor of {', '.join(sorted(vendor_guessed))} is the node's (QEMU under KVM reports the host "
+                     "vendor and these models are not in the newer-models table's vendors)")
     if newer_source:
         notes.append("models the asked QEMU does not know come from QEMU's own definitions (source names them), "
                      "translated by this generator; translator check: "

@@ -512,10 +512,16 @@ class ClusterSet:
                     return facts
             except GuardError:
                 pass
-        scans = await asyncio.gather(
-            *(self._scan(s, uuid, exclude) for s in self.services.values()), return_exceptions=True
-        )
-        found = [vm for scan in scans if not isinstance(scan, BaseException) for vm in scan]
+        found: list[VmFacts] = []
+        # the source of a live migration runs: read running VMs' configs first, the rest only then
+        for running in (True, False):
+            scans = await asyncio.gather(
+                *(self._scan(s, uuid, exclude, running) for s in self.services.values()),
+                return_exceptions=True,
+            )
+            found = [vm for scan in scans if not isinstance(scan, BaseException) for vm in scan]
+            if found:
+                break
         if not found:
             return None
         found.sort(
@@ -525,9 +531,15 @@ class ClusterSet:
         self._uuid_seen[uuid] = (best.cluster, best.node, best.vmid)
         return best
 
-    async def _scan(self, service, uuid: str, exclude: tuple[str, int] | None) -> list[VmFacts]:
+    async def _scan(
+        self, service, uuid: str, exclude: tuple[str, int] | None, running: bool
+    ) -> list[VmFacts]:
         vms, _ = await service.vm_list()
-        wanted = [v for v in vms if not v.template and (service.cluster, v.vmid) != exclude]
+        wanted = [
+            v
+            for v in vms
+            if not v.template and (v.status == "running") == running and (service.cluster, v.vmid) != exclude
+        ]
         got = await asyncio.gather(*(service.vm(v.node, v.vmid) for v in wanted), return_exceptions=True)
         out = []
         for item in got:

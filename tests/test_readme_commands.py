@@ -1,0 +1,312 @@
+"""README.md is a contract: every ``migration-guard ...`` command it shows parses with the real CLI,
+every setting it names exists, its first command really starts the demo and answers, and its second
+command is the CI script that runs the test command the README names.
+
+(``bash .ci/run`` itself is never run from here: it deletes and recreates .venv.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.cli.main import build_parser
+from shared.settings import PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+CI_RUN = ROOT / ".ci" / "run"
+VENV_CLI = ROOT / ".venv" / "bin" / "migration-guard"
+
+FIRST_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/migration-guard serve --demo"
+)
+
+#: the README's placeholders, replaced by values of the demo cluster before parsing
+PLACEHOLDERS = {
+    "VMID": "101",
+    "TARGET": "pve-xeon-bdw",
+    "NODE": "pve-xeon-csl",
+    "NAME": "clusterB",
+    "FILE": "/tmp/host.cpuinfo",
+    "TYPE": "x86-64-v2-AES",
+    "TARGET-ENDPOINT": "host=pve5.example.org,apitoken=PVEAPIToken=root@pam!mig=secret",
+    "BRIDGE": "vmbr0",
+    "STORAGE": "local-lvm",
+    "CLUSTER/NODE": "clusterB/pve5",
+    "COMMAND": "serve",
+}
+
+#: a setting name; MIGRATION_GUARD_PVE_* (a family) is not one
+_SETTING = r"\b(?:MIGRATION_GUARD|SLACK)_[A-Z0-9_]*[A-Z0-9]\b(?!_)"
+_ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
+_FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
+
+
+# --- reading the README --------------------------------------------------------------------------
+
+
+def _readme() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def _blocks(text: str) -> tuple[list[tuple[str, list[str]]], str]:
+    """(fenced blocks as (language, lines), the prose outside them)."""
+    blocks: list[tuple[str, list[str]]] = []
+    prose: list[str] = []
+    current: tuple[str, list[str]] | None = None
+    for line in text.splitlines():
+        fence = _FENCE.match(line)
+        if fence and current is None:
+            current = (fence.group(2), [])
+        elif fence and current is not None:
+            blocks.append(current)
+            current = None
+        elif current is not None:
+            current[1].append(line.strip())
+        else:
+            prose.append(line)
+    assert current is None, "README.md has an unclosed code fence"
+    return blocks, "\n".join(prose)
+
+
+def _shell_snippets(text: str) -> list[str]:
+    """Command text the README shows: lines of ```sh blocks and inline code spans in the prose."""
+    blocks, prose = _blocks(text)
+    snippets = [line for lang, lines in blocks if lang in ("sh", "bash", "shell") for line in lines]
+    snippets += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+    return snippets
+
+
+def _segments(snippet: str) -> list[str]:
+    snippet = re.split(r"\s#\s", snippet, maxsplit=1)[0]  # a trailing comment
+    return [part.strip() for part in re.split(r"&&|\|\||;|\|", snippet) if part.strip()]
+
+
+def readme_cli_commands(text: str) -> list[list[str]]:
+    """Every ``migration-guard ...`` invocation in README.md, as the argument list after the program."""
+    found: list[list[str]] = []
+    for snippet in _shell_snippets(text):
+        for segment in _segments(snippet):
+            try:
+                words = shlex.split(segment)
+            except ValueError:
+                continue
+            while words and _ENV_ASSIGNMENT.match(words[0]):
+                words = words[1:]
+            if words and words[0].rsplit("/", 1)[-1] == "migration-guard" and len(words) > 1:
+                found.append(words[1:])
+    return found
+
+
+def _substituted(args: list[str]) -> list[str]:
+    return [PLACEHOLDERS.get(a, a) for a in args]
+
+
+# --- every command parses --------------------------------------------------------------------------
+
+
+def test_readme_shows_the_main_commands() -> None:
+    commands = {" ".join(c[:2]) for c in readme_cli_commands(_readme())}
+    for expected in (
+        "serve --demo",
+        "bot --console",
+        "check VMID",
+        "matrix",
+        "hook install",
+        "remote-migrate VMID",
+        "cpu check",
+    ):
+        assert any(c.startswith(expected) for c in commands), (
+            f"README.md shows no `migration-guard {expected}`"
+        )
+
+
+@pytest.mark.parametrize("args", readme_cli_commands(_readme()), ids=lambda a: " ".join(a)[:60])
+def test_readme_command_parses_with_the_real_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = _substituted(args)
+    parser = build_parser()
+    if "--help" in argv:
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(argv)
+        assert stop.value.code == 0, f"`migration-guard {' '.join(args)}` does not print help"
+        return
+    try:
+        parsed = parser.parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(
+            f"README command `migration-guard {' '.join(args)}` is refused by the CLI "
+            f"(exit {exc.code}): {capsys.readouterr().err.strip()}"
+        )
+    assert getattr(parsed, "func", None) is not None, f"`migration-guard {' '.join(args)}` runs nothing"
+
+
+def test_a_wrong_command_would_be_caught() -> None:
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["serve", "--no-such-option"])
+    assert stop.value.code == 2
+
+
+# --- every setting the README names exists --------------------------------------------------------
+
+
+def _known_settings() -> set[str]:
+    names = {PREFIX + field.upper() for field in Settings.model_fields}
+    sources = (ROOT / "bot" / "settings.py", ROOT / "hookscript" / "migration-guard-hook")
+    for source in sources:
+        names |= set(re.findall(_SETTING, source.read_text(encoding="utf-8")))
+    return names
+
+
+def test_every_setting_in_the_readme_exists() -> None:
+    named = set(re.findall(_SETTING, _readme()))
+    assert "MIGRATION_GUARD_PVE_HOST" in named and "SLACK_BOT_TOKEN" in named
+    unknown = sorted(named - _known_settings())
+    assert not unknown, f"README.md names settings nothing reads: {', '.join(unknown)}"
+
+
+# --- the two commands of the first screen ----------------------------------------------------------
+
+
+def _first_sh_block() -> list[str]:
+    blocks, _ = _blocks(_readme())
+    return next(lines for lang, lines in blocks if lang == "sh")
+
+
+def test_first_screen_commands_are_exactly_install_demo_and_ci() -> None:
+    lines = [line for line in _first_sh_block() if line]
+    assert lines[0] == FIRST_COMMAND
+    assert lines[1].split("#", 1)[0].strip() == "bash .ci/run"
+
+
+def test_ci_runs_the_test_command_the_readme_names() -> None:
+    comment = _first_sh_block()[1].split("#", 1)[1]
+    named = comment.split("runs:", 1)[1].strip()
+    ci_lines = [
+        line.strip()
+        for line in CI_RUN.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    assert ci_lines[-1] == named, f".ci/run ends with {ci_lines[-1]!r}, README.md says it runs {named!r}"
+    assert "rm -rf .venv" in ci_lines and "redis-server" in CI_RUN.read_text(encoding="utf-8")
+
+
+# --- the first command's last part works: the demo starts and answers -----------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _curl_request(line: str) -> tuple[str, str, dict[str, str], str | None]:
+    """(method, url, headers, body) of one of the banner's curl lines."""
+    words = shlex.split(line)
+    assert words[0] == "curl"
+    headers: dict[str, str] = {}
+    body = None
+    url = ""
+    i = 1
+    while i < len(words):
+        word = words[i]
+        if word == "-H":
+            key, _, value = words[i + 1].partition(":")
+            headers[key.strip()] = value.strip()
+            i += 2
+        elif word == "-d":
+            body = words[i + 1]
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        else:
+            url = word
+            i += 1
+    return ("POST" if body is not None else "GET"), url, headers, body
+
+
+@pytest.mark.integration
+def test_demo_from_the_first_command_starts_and_answers() -> None:
+    if not VENV_CLI.exists():
+        pytest.skip(f"{VENV_CLI} is missing: run the README's first command (or bash .ci/run) first")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(VENV_CLI), "serve", "--demo", "--listen", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for out in proc.stdout:
+            lines.put(out)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    banner: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not any("Stop with Ctrl-C" in b for b in banner):
+            left = deadline - time.monotonic()
+            try:
+                line = lines.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                pytest.fail("the demo printed no banner within 30 s:\n" + "".join(banner))
+            if line is None:
+                pytest.fail(f"the demo exited ({proc.wait()}) before its banner:\n" + "".join(banner))
+            banner.append(line)
+        text = "".join(banner)
+        assert f"serving at http://127.0.0.1:{port}" in text
+        assert "nodes pve-epyc1, pve-xeon-bdw, pve-xeon-csl, pve-atom1" in text
+        curls = [b.strip() for b in banner if b.strip().startswith("curl ")]
+        assert len(curls) == 3, text
+
+        method, url, headers, body = _curl_request(curls[0])
+        assert (method, url) == ("GET", f"http://127.0.0.1:{port}/v1/vms/101/check?target=pve-xeon-bdw")
+        answer = httpx.request(method, url, headers=headers, timeout=20)
+        assert answer.status_code == 200
+        verdict = answer.json()
+        assert verdict["verdict"] == "deny"
+        assert [r["code"] for r in verdict["reasons"]] == ["vendor-mismatch"]
+        assert (verdict["source"], verdict["target"]) == ("pve-epyc1", "pve-xeon-bdw")
+
+        method, url, headers, body = _curl_request(curls[2])  # what the hook sends
+        answer = httpx.request(method, url, headers=headers, content=body, timeout=20)
+        fields = dict(line.split("=", 1) for line in answer.text.splitlines() if "=" in line)
+        assert (fields["verdict"], fields["code"], fields["exit"]) == ("deny", "vendor-mismatch", "1")
+        assert fields["line"].startswith(
+            "blocked migration of VM 101 (build01) from pve-epyc1 to pve-xeon-bdw"
+        )
+
+        wrong = httpx.get(
+            url.replace("/v1/decisions", "/v1/vms/101/check?target=pve-xeon-bdw"),
+            headers={"Authorization": "Bearer not-the-token"},
+            timeout=20,
+        )
+        assert wrong.status_code == 401
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C, as the banner says
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(Exception):
+            assert proc.stdout is not None
+            proc.stdout.close()
+    assert proc.returncode is not None

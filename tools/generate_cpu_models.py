@@ -2,7 +2,7 @@
 """Generate shared/data/cpu_models.json by asking a real QEMU over QMP.
 
     python3 tools/generate_cpu_models.py [--qemu /usr/bin/qemu-system-x86_64] [--accel tcg|kvm] [-o FILE]
-    python3 tools/generate_cpu_models.py --qemu-source DIR --write-newer-models   # refresh tools/newer_models.json
+    python3 tools/generate_cpu_models.py --qemu-source DIR --write-newer-models  # refresh newer_models.json
 
 For every CPU model QEMU knows (``query-cpu-definitions``: versions and aliases included) it asks
 ``query-cpu-model-expansion`` type ``static`` and keeps the features that are on. Static expansion
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import re
 import subprocess
@@ -69,11 +70,45 @@ PROXMOX_SOURCE = "proxmox qemu-server src/PVE/QemuServer/CPUConfig.pm"
 PROXMOX_MODELS: dict[str, list[str]] = {
     "x86-64-v2": ["popcnt", "pni", "sse4.1", "sse4.2", "ssse3"],
     "x86-64-v2-AES": ["aes", "popcnt", "pni", "sse4.1", "sse4.2", "ssse3"],
-    "x86-64-v3": ["aes", "popcnt", "pni", "sse4.1", "sse4.2", "ssse3",
-                  "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"],
-    "x86-64-v4": ["aes", "popcnt", "pni", "sse4.1", "sse4.2", "ssse3",
-                  "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
-                  "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"],
+    "x86-64-v3": [
+        "aes",
+        "popcnt",
+        "pni",
+        "sse4.1",
+        "sse4.2",
+        "ssse3",
+        "avx",
+        "avx2",
+        "bmi1",
+        "bmi2",
+        "f16c",
+        "fma",
+        "abm",
+        "movbe",
+        "xsave",
+    ],
+    "x86-64-v4": [
+        "aes",
+        "popcnt",
+        "pni",
+        "sse4.1",
+        "sse4.2",
+        "ssse3",
+        "avx",
+        "avx2",
+        "bmi1",
+        "bmi2",
+        "f16c",
+        "fma",
+        "abm",
+        "movbe",
+        "xsave",
+        "avx512f",
+        "avx512bw",
+        "avx512cd",
+        "avx512dq",
+        "avx512vl",
+    ],
 }
 #: CPUConfig.pm get_pve_cpu_flags: +kvm_pv_unhalt +kvm_pv_eoi for every KVM guest (machine >= 2.3)
 PROXMOX_KVM_FLAGS = ["kvm-pv-unhalt", "kvm-pv-eoi"]
@@ -118,8 +153,20 @@ class Qmp:
     """A QEMU started with ``-machine none`` and QMP on stdio."""
 
     def __init__(self, qemu: str, accel: str) -> None:
-        cmd = [qemu, "-machine", "none", "-accel", accel, "-nodefaults", "-nographic",
-               "-display", "none", "-qmp", "stdio", "-S"]
+        cmd = [
+            qemu,
+            "-machine",
+            "none",
+            "-accel",
+            accel,
+            "-nodefaults",
+            "-nographic",
+            "-display",
+            "none",
+            "-qmp",
+            "stdio",
+            "-S",
+        ]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         greeting = json.loads(self._line())
         version = greeting["QMP"]["version"]
@@ -149,10 +196,8 @@ class Qmp:
                 raise RuntimeError(reply["error"].get("desc", str(reply["error"])))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, SystemExit, BrokenPipeError):
             self.call("quit")
-        except (RuntimeError, SystemExit, BrokenPipeError):
-            pass
         self.proc.wait(timeout=10)
 
 
@@ -167,8 +212,12 @@ def ask_qemu(qemu: str, accel: str) -> tuple[dict[str, dict], str, str]:
             name = d["name"]
             if name == "base":
                 continue
-            entry: dict = {"vendor_id": None, "features": set(), "alias_of": d.get("alias-of"),
-                           "deprecated": bool(d.get("deprecated", False))}
+            entry: dict = {
+                "vendor_id": None,
+                "features": set(),
+                "alias_of": d.get("alias-of"),
+                "deprecated": bool(d.get("deprecated", False)),
+            }
             if name not in ("host", "max"):
                 expansion = qmp.call("query-cpu-model-expansion", type="static", model={"name": name})
                 assert isinstance(expansion, dict)
@@ -194,7 +243,7 @@ def _strip_comments(text: str) -> str:
             j = i + 1
             while text[j] != '"':
                 j += 2 if text[j] == "\\" else 1
-            out.append(text[i:j + 1])
+            out.append(text[i : j + 1])
             i = j + 1
         elif text.startswith("/*", i):
             i = text.index("*/", i) + 2
@@ -234,7 +283,7 @@ def _top_level_blocks(body: str) -> list[str]:
         if start < 0:
             return blocks
         end = _matching(body, start)
-        blocks.append(body[start + 1:end])
+        blocks.append(body[start + 1 : end])
         i = end + 1
 
 
@@ -252,16 +301,17 @@ class CpuDefinitions:
 
     def _feature_words(self) -> dict[str, list[str | None]]:
         start = self.cpu_c.index("feature_word_info[FEATURE_WORDS] = {")
-        body = self.cpu_c[start:_matching(self.cpu_c, self.cpu_c.index("{", start)) + 1]
+        body = self.cpu_c[start : _matching(self.cpu_c, self.cpu_c.index("{", start)) + 1]
         words: dict[str, list[str | None]] = {}
         for m in re.finditer(r"\[(FEAT_\w+)\]\s*=\s*\{", body):
-            block = body[m.end() - 1:_matching(body, m.end() - 1)]
+            block = body[m.end() - 1 : _matching(body, m.end() - 1)]
             names = re.search(r"\.feat_names\s*=\s*\{", block)
             if not names:
                 continue
-            inner = block[names.end():_matching(block, names.end() - 1)]
-            words[m.group(1)] = [None if tok == "NULL" else tok.strip('"')
-                                 for tok in re.findall(r'"[^"]*"|NULL', inner)]
+            inner = block[names.end() : _matching(block, names.end() - 1)]
+            words[m.group(1)] = [
+                None if tok == "NULL" else tok.strip('"') for tok in re.findall(r'"[^"]*"|NULL', inner)
+            ]
         return words
 
     def value(self, expr: str) -> int:
@@ -293,10 +343,11 @@ class CpuDefinitions:
         """feature_dependencies[]: (from word, from mask, to word, to mask), applied in order."""
         start = self.cpu_c.index("feature_dependencies[] = {")
         open_at = self.cpu_c.index("{", start)
-        body = self.cpu_c[open_at + 1:_matching(self.cpu_c, open_at)]
+        body = self.cpu_c[open_at + 1 : _matching(self.cpu_c, open_at)]
         deps = []
-        for m in re.finditer(r"\.from\s*=\s*\{\s*(FEAT_\w+)\s*,([^}]*)\}\s*,\s*\.to\s*=\s*\{\s*(FEAT_\w+)\s*,([^}]*)\}",
-                             body):
+        for m in re.finditer(
+            r"\.from\s*=\s*\{\s*(FEAT_\w+)\s*,([^}]*)\}\s*,\s*\.to\s*=\s*\{\s*(FEAT_\w+)\s*,([^}]*)\}", body
+        ):
             deps.append((m.group(1), self.value(m.group(2)), m.group(3), self.value(m.group(4))))
         return deps
 
@@ -304,8 +355,12 @@ class CpuDefinitions:
         """feature_dependencies[] by name: when none of "from" is on, every "to" is turned off."""
         out = []
         for from_word, from_mask, to_word, to_mask in self._dependencies():
-            out.append({"from": sorted(self.features_of({from_word: from_mask})),
-                        "to": sorted(self.features_of({to_word: to_mask}))})
+            out.append(
+                {
+                    "from": sorted(self.features_of({from_word: from_mask})),
+                    "to": sorted(self.features_of({to_word: to_mask})),
+                }
+            )
         return [d for d in out if d["from"] and d["to"]]
 
     def models(self) -> dict[str, dict]:
@@ -314,12 +369,16 @@ class CpuDefinitions:
         Follows x86_cpu_load_model (definition words, +hypervisor, every version's props up to N)
         and x86_cpu_expand_features (feature_dependencies). Accelerator defaults are not applied.
         """
-        where = {name: (word, bit) for word, names in self.feat_names.items()
-                 for bit, name in enumerate(names) if name}
+        where = {
+            name: (word, bit)
+            for word, names in self.feat_names.items()
+            for bit, name in enumerate(names)
+            if name
+        }
         deps = self._dependencies()
         start = self.cpu_c.index("builtin_x86_defs[] = {")
         open_at = self.cpu_c.index("{", start)
-        body = self.cpu_c[open_at + 1:_matching(self.cpu_c, open_at)]
+        body = self.cpu_c[open_at + 1 : _matching(self.cpu_c, open_at)]
         out: dict[str, dict] = {}
         for block in _top_level_blocks(body):
             name = re.search(r'\.name\s*=\s*"([^"]+)"', block).group(1)  # type: ignore[union-attr]
@@ -336,34 +395,47 @@ class CpuDefinitions:
             if versions_at >= 0:
                 vopen = block.index("{", block.index("]", versions_at))
                 versions = []
-                for vblock in _top_level_blocks(block[vopen + 1:_matching(block, vopen)]):
+                for vblock in _top_level_blocks(block[vopen + 1 : _matching(block, vopen)]):
                     number = re.search(r"\.version\s*=\s*(\d+)", vblock)
                     if not number:
                         continue
                     alias = re.search(r'\.alias\s*=\s*"([^"]+)"', vblock)
                     props = re.findall(r'\{\s*"([^"]+)"\s*,\s*"([^"]*)"\s*\}', vblock)
-                    versions.append({"version": int(number.group(1)), "alias": alias.group(1) if alias else None,
-                                     "props": props})
+                    versions.append(
+                        {
+                            "version": int(number.group(1)),
+                            "alias": alias.group(1) if alias else None,
+                            "props": props,
+                        }
+                    )
             out[name] = {"vendor_id": vendor_id, "features": set(), "alias_of": f"{name}-v1"}
             for v in versions:  # x86_cpu_apply_version_props: every version up to N, in order
                 for prop, value in v.get("props") or ():
                     if prop in where and value in ("on", "off"):
                         word, bit = where[prop]
-                        words[word] = words.get(word, 0) | 1 << bit if value == "on" \
+                        words[word] = (
+                            words.get(word, 0) | 1 << bit
+                            if value == "on"
                             else words.get(word, 0) & ~(1 << bit)
+                        )
                 expanded = dict(words)
                 for from_word, from_mask, to_word, to_mask in deps:  # x86_cpu_expand_features
                     if not expanded.get(from_word, 0) & from_mask:
                         expanded[to_word] = expanded.get(to_word, 0) & ~to_mask
                 vname = f"{name}-v{v['version']}"
-                out[vname] = {"vendor_id": vendor_id, "features": self.features_of(expanded), "alias_of": None}
+                out[vname] = {
+                    "vendor_id": vendor_id,
+                    "features": self.features_of(expanded),
+                    "alias_of": None,
+                }
                 if v.get("alias"):
                     out[v["alias"]] = {"vendor_id": vendor_id, "features": set(), "alias_of": vname}
         return out
 
 
-def check_translator(parsed: dict[str, dict], asked: dict[str, dict], accel: str,
-                     dependencies: list[dict] | None = None) -> list[str]:
+def check_translator(
+    parsed: dict[str, dict], asked: dict[str, dict], accel: str, dependencies: list[dict] | None = None
+) -> list[str]:
     """Where the translation of cpu.c disagrees with what the running QEMU reports."""
     problems = []
     for name, entry in sorted(asked.items()):
@@ -393,8 +465,9 @@ def _kvm_view(features: set[str], dependencies: list[dict] | None) -> set[str]:
     return out
 
 
-def write_newer_models(source_dir: Path, asked: dict[str, dict], qemu_version: str, accel: str,
-                       out: Path) -> dict:
+def write_newer_models(
+    source_dir: Path, asked: dict[str, dict], qemu_version: str, accel: str, out: Path
+) -> dict:
     cpu_c = (source_dir / "target/i386/cpu.c").read_text(encoding="utf-8")
     cpu_h = (source_dir / "target/i386/cpu.h").read_text(encoding="utf-8")
     version_file = source_dir / "VERSION"
@@ -404,27 +477,34 @@ def write_newer_models(source_dir: Path, asked: dict[str, dict], qemu_version: s
     dependencies = definitions.dependency_names()
     problems = check_translator(parsed, asked, accel, dependencies)
     newer = {name: parsed[name] for name in sorted(parsed) if name not in asked}
-    tcg_removed = {prop: sorted(n for n, e in parsed.items() if prop in e["features"])
-                   for prop, on in TCG_DEFAULT_PROPS.items() if not on}
+    tcg_removed = {
+        prop: sorted(n for n, e in parsed.items() if prop in e["features"])
+        for prop, on in TCG_DEFAULT_PROPS.items()
+        if not on
+    }
     table = {
-        "source": f"qemu/qemu target/i386/cpu.c @ {tag} (builtin_x86_defs, feature_word_info; cpu.h bit macros)",
+        "source": f"qemu/qemu target/i386/cpu.c @ {tag} "
+        "(builtin_x86_defs, feature_word_info, feature_dependencies; cpu.h bit macros)",
         "translated_by": "tools/generate_cpu_models.py --qemu-source ... --write-newer-models",
         "check": {
             "against": f"QEMU {qemu_version} QMP query-cpu-model-expansion type=static accel={accel}",
-            "models_compared": sum(1 for n, e in asked.items()
-                                   if n in parsed and not e["alias_of"] and n not in ("host", "max")),
+            "models_compared": sum(
+                1 for n, e in asked.items() if n in parsed and not e["alias_of"] and n not in ("host", "max")
+            ),
             "disagreements": problems,
         },
-        "note": "models: only those the QEMU that was asked does not know; features as QEMU's definition gives "
-                "them (definition words, +hypervisor, version props, feature_dependencies), before any "
-                "accelerator's defaults. tcg_removed: every translated model whose definition has a feature "
-                "TCG's defaults turn off (the generator turns it back on for models asked under TCG)",
+        "note": "models: only those the QEMU that was asked does not know; features as QEMU's definition "
+        "gives them (definition words, +hypervisor, version props, feature_dependencies), before any "
+        "accelerator's defaults. tcg_removed: every translated model whose definition has a feature "
+        "TCG's defaults turn off (the generator turns it back on for models asked under TCG)",
         "tcg_removed": tcg_removed,
         "translated": sorted(n for n, e in parsed.items() if not e["alias_of"]),
         "vendors": {n: e["vendor_id"] for n, e in sorted(parsed.items())},
         "feature_dependencies": dependencies,
-        "models": {name: {"vendor_id": e["vendor_id"], "features": sorted(e["features"]),
-                          "alias_of": e["alias_of"]} for name, e in newer.items()},
+        "models": {
+            name: {"vendor_id": e["vendor_id"], "features": sorted(e["features"]), "alias_of": e["alias_of"]}
+            for name, e in newer.items()
+        },
     }
     out.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
     return table
@@ -434,8 +514,9 @@ def write_newer_models(source_dir: Path, asked: dict[str, dict], qemu_version: s
 # the catalog
 
 
-def build(asked: dict[str, dict], qemu_version: str, package: str, accel: str, newer: dict | None,
-          qemu_binary: str) -> dict:
+def build(
+    asked: dict[str, dict], qemu_version: str, package: str, accel: str, newer: dict | None, qemu_binary: str
+) -> dict:
     qmp_source = f"qemu-{qemu_version} QMP"
     models: dict[str, dict] = {}
 
@@ -503,8 +584,12 @@ def build(asked: dict[str, dict], qemu_version: str, package: str, accel: str, n
                 add(name, entry, short)
     # an unversioned name whose -v1 is known is an alias of it (QEMU registers it so)
     for name, entry in list(models.items()):
-        if entry["version"] is None and not entry["alias_of"] and f"{name}-v1" in models \
-                and not entry["passthrough"]:
+        if (
+            entry["version"] is None
+            and not entry["alias_of"]
+            and f"{name}-v1" in models
+            and not entry["passthrough"]
+        ):
             entry["alias_of"] = f"{name}-v1"
             entry["features"] = []
             entry["proxmox_added"] = []
@@ -526,28 +611,38 @@ def build(asked: dict[str, dict], qemu_version: str, package: str, accel: str, n
         }
     notes = [
         "features: QEMU feature names as query-cpu-model-expansion type=static reports them (canonical "
-        "spellings, one per CPUID bit), only those turned on, after QEMU's KVM defaults and Proxmox's additions",
-        "an unversioned model name and QEMU's legacy names (Skylake-Server-IBRS, Cascadelake-Server-noTSX, ...) "
-        "are aliases (alias_of) of one versioned model and carry no features of their own",
+        "spellings, one per CPUID bit), only those turned on, after QEMU's KVM defaults and Proxmox's "
+        "additions",
+        "an unversioned model name and QEMU's legacy names (Skylake-Server-IBRS, Cascadelake-Server-noTSX, "
+        "...) are aliases (alias_of) of one versioned model and carry no features of their own",
         "x86-64-v2, x86-64-v2-AES, x86-64-v3, x86-64-v4: Proxmox's qemu64 plus flags (proxmox_added)",
-        "Proxmox adds +kvm-pv-unhalt +kvm-pv-eoi to every KVM guest, +lahf-lm to kvm64, +sep to kvm64 and kvm32, "
-        "-rdtscp to Opteron models; it starts every type but host with enforce, and named models with their vendor",
+        "Proxmox adds +kvm-pv-unhalt +kvm-pv-eoi to every KVM guest, +lahf-lm to kvm64, +sep to kvm64 and "
+        "kvm32, -rdtscp to Opteron models; it starts every type but host with enforce, and named models "
+        "with their vendor",
         "host and max pass the node's CPU through (passthrough, no feature list)",
     ]
     if accel == "tcg":
-        notes.append("asked under TCG: QEMU's TCG defaults (vme off) undone where the model's definition has the "
-                     "feature (tcg_removed of the newer-models table), then QEMU's KVM defaults applied")
+        notes.append(
+            "asked under TCG: QEMU's TCG defaults (vme off) undone where the model's definition has the "
+            "feature (tcg_removed of the newer-models table), then QEMU's KVM defaults applied"
+        )
         if untranslated:
-            notes.append(f"TCG defaults could not be undone for {', '.join(sorted(untranslated))} "
-                         "(not in the translated definitions): vme may be missing there")
+            notes.append(
+                f"TCG defaults could not be undone for {', '.join(sorted(untranslated))} "
+                "(not in the translated definitions): vme may be missing there"
+            )
     if vendor_guessed:
-        notes.append(f"vendor of {', '.join(sorted(vendor_guessed))} is the node's (QEMU under KVM reports the host "
-                     "vendor and these models are not in the newer-models table's vendors)")
+        notes.append(
+            f"vendor of {', '.join(sorted(vendor_guessed))} is the node's (QEMU under KVM reports the host "
+            "vendor and these models are not in the newer-models table's vendors)"
+        )
     if newer_source:
-        notes.append("models the asked QEMU does not know come from QEMU's own definitions (source names them), "
-                     "translated by this generator; translator check: "
-                     f"{newer['check']['models_compared']} models compared with {newer['check']['against']}, "
-                     f"{len(newer['check']['disagreements'])} disagreements")
+        notes.append(
+            "models the asked QEMU does not know come from QEMU's own definitions (source names them), "
+            "translated by this generator; translator check: "
+            f"{newer['check']['models_compared']} models compared with {newer['check']['against']}, "
+            f"{len(newer['check']['disagreements'])} disagreements"
+        )
     return {
         "schema": 1,
         "provenance": {
@@ -571,20 +666,34 @@ def build(asked: dict[str, dict], qemu_version: str, package: str, accel: str, n
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--qemu", default="/usr/bin/qemu-system-x86_64",
-                        help="QEMU binary (on a Proxmox node: /usr/bin/kvm)")
-    parser.add_argument("--accel", default="tcg", choices=["tcg", "kvm"],
-                        help="tcg: apply QEMU's KVM defaults here; kvm (Proxmox node): QEMU reports them")
+    parser.add_argument(
+        "--qemu", default="/usr/bin/qemu-system-x86_64", help="QEMU binary (on a Proxmox node: /usr/bin/kvm)"
+    )
+    parser.add_argument(
+        "--accel",
+        default="tcg",
+        choices=["tcg", "kvm"],
+        help="tcg: apply QEMU's KVM defaults here; kvm (Proxmox node): QEMU reports them",
+    )
     parser.add_argument("-o", "--output", default=str(DEFAULT_OUTPUT))
-    parser.add_argument("--newer-models", default=str(NEWER_MODELS),
-                        help="table of models newer than the asked QEMU ('' for none)")
+    parser.add_argument(
+        "--newer-models",
+        default=str(NEWER_MODELS),
+        help="table of models newer than the asked QEMU ('' for none)",
+    )
     parser.add_argument("--qemu-source", help="QEMU source tree to translate target/i386/cpu.c from")
-    parser.add_argument("--write-newer-models", action="store_true",
-                        help="with --qemu-source: rebuild the --newer-models table, then the catalog")
+    parser.add_argument(
+        "--write-newer-models",
+        action="store_true",
+        help="with --qemu-source: rebuild the --newer-models table, then the catalog",
+    )
     args = parser.parse_args(argv)
     if not Path(args.qemu).exists():
-        print(f"generate_cpu_models: {args.qemu} does not exist (apt-get install qemu-system-x86, "
-              "or on a Proxmox node --qemu /usr/bin/kvm)", file=sys.stderr)
+        print(
+            f"generate_cpu_models: {args.qemu} does not exist (apt-get install qemu-system-x86, "
+            "or on a Proxmox node --qemu /usr/bin/kvm)",
+            file=sys.stderr,
+        )
         return 2
     if args.write_newer_models and not args.qemu_source:
         print("generate_cpu_models: --write-newer-models needs --qemu-source DIR", file=sys.stderr)
@@ -592,7 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     asked, version, package = ask_qemu(args.qemu, args.accel)
     newer = None
     if args.write_newer_models:
-        newer = write_newer_models(Path(args.qemu_source), asked, version, args.accel, Path(args.newer_models))
+        newer = write_newer_models(
+            Path(args.qemu_source), asked, version, args.accel, Path(args.newer_models)
+        )
         for problem in newer["check"]["disagreements"]:
             print(f"translator check: {problem}", file=sys.stderr)
         print(f"wrote {args.newer_models}: {len(newer['models'])} models newer than QEMU {version}")

@@ -353,3 +353,45 @@ def test_hook_allows_a_named_type_from_an_unknown_cluster(stack):
     proc = run_hook(stack, 9303, conf_of(vm))
     assert proc.returncode == 0, proc.stderr
     assert "allowed migration of VM 9303" in proc.stderr
+
+
+def test_an_unreachable_cluster_is_an_unknown_verdict_naming_it(stack):
+    from fastapi.testclient import TestClient
+
+    amd = stack["amd"]
+    path = stack["tmp"] / "dead-clusters.json"
+    dead = {
+        "name": "dead",
+        "host": "127.0.0.1:9",
+        "user": "guard@pve",
+        "token_name": "check",
+        "token_value": "x",
+        "verify_ssl": False,
+        "timeout": 1,
+    }
+    path.write_text(json.dumps({"clusters": [dead]}))
+    tok = amd.token
+    settings = settings_mod.load_settings(
+        None,
+        pve_host=amd.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=tok["value"],
+        pve_verify_ssl=amd.ca_path,
+        pve_cluster_name="amd",
+        clusters_file=str(path),
+        api_tokens=TOKEN,
+        redis_url="",
+        pve_timeout=2,
+    )
+    app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
+    with TestClient(app, raise_server_exceptions=False) as c:
+        answer = c.get("/v1/vms/101/check", params={"target": "x1", "target_cluster": "dead"}, headers=AUTH)
+        body = answer.json()
+        assert answer.status_code == 503, body
+        assert (body["verdict"], body["source_cluster"], body["target_cluster"]) == ("unknown", "amd", "dead")
+        assert codes(body) == ["cluster-unreachable"]
+        assert "cannot reach Proxmox at 127.0.0.1:9" in body["reasons"][0]["message"]
+        targets = c.get("/v1/vms/101/targets", params={"all_clusters": "1"}, headers=AUTH).json()
+        assert [t["target"] for t in targets["targets"]] == ["pva2"]
+        assert [(e["cluster"], e["code"]) for e in targets["errors"]] == [("dead", "cluster-unreachable")]

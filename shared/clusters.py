@@ -44,11 +44,6 @@ from .settings import Settings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _KEYS = {"name", "host", "user", "token_name", "token_value", "token_value_file", "verify_ssl", "timeout"}
-_ADD_HINT = (
-    "add it to the file named by MIGRATION_GUARD_CLUSTERS_FILE "
-    '({"clusters": [{"name", "host", "user", "token_name", "token_value_file", "verify_ssl"}]}) '
-    "and restart the service"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +63,9 @@ class ClusterEndpoint:
 def how_to_add(name: str = "") -> str:
     """The operator sentence for a cluster the service does not read."""
     return (
-        f"to let the service read cluster {name}, " if name else "to let the service read it, "
-    ) + _ADD_HINT
+        f"add {name or 'that cluster'} (name, host, user, token_name, token_value_file) to the file "
+        "named by MIGRATION_GUARD_CLUSTERS_FILE and restart the service"
+    )
 
 
 def default_endpoint(settings: Settings) -> ClusterEndpoint:
@@ -261,7 +257,7 @@ class ClusterSet:
         found = self.services.get(name)
         if found is None:
             raise UnknownClusterError(
-                f"the service reads no cluster {name!r} (it reads {', '.join(self.services)}); "
+                f"the service reads no cluster {name!r} (it reads {', '.join(self.services)}): "
                 + how_to_add(name)
             )
         return found
@@ -492,7 +488,7 @@ class ClusterSet:
                 return service, copy
         if fallback is None:
             raise UnknownNodeError(
-                f"no cluster the service reads ({', '.join(self.services)}) has a node {target}; "
+                f"no cluster the service reads ({', '.join(self.services)}) has a node {target}: "
                 + how_to_add()
             )
         return fallback, None
@@ -556,7 +552,7 @@ class ClusterSet:
 def _with_hint(reasons: tuple[Reason, ...]) -> tuple[Reason, ...]:
     """A source-unknown reason also says how to let the service read the source cluster."""
     return tuple(
-        Reason(r.code, f"{r.message}: the source is in a cluster the service does not read; {how_to_add()}")
+        Reason(r.code, f"{r.message}; its cluster is not one the service reads: {how_to_add()}")
         if r.code == "source-unknown"
         else r
         for r in reasons

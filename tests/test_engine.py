@@ -481,11 +481,14 @@ def _has(h: HostCpu, *flags: str) -> bool:
 
 
 def test_seed_host_from_amd_to_intel_is_denied(real: list[HostCpu]) -> None:
-    amd = next(h for h in real if h.vendor == "amd")
-    intel = next(h for h in real if h.vendor == "intel")
-    v = check_migration(parse_cpu("host"), amd, intel)
-    assert v.verdict == "deny" and v.reasons[0].code == "vendor-mismatch"
-    assert v.suggestion is not None
+    amds = [h for h in real if h.vendor == "amd"]
+    intels = [h for h in real if h.vendor == "intel"]
+    assert amds and intels
+    for amd in amds:  # every pair, so no fixture's place in the sort order decides the test
+        for intel in intels:
+            v = check_migration(parse_cpu("host"), amd, intel)
+            assert v.verdict == "deny" and v.reasons[0].code == "vendor-mismatch", (amd.name, intel.name)
+            assert v.suggestion is not None, (amd.name, intel.name)
 
 
 def test_seed_v2_aes_runs_on_every_v2_class_node(real: list[HostCpu]) -> None:

@@ -450,7 +450,10 @@ class ClusterSet:
             else None
         )
         if found is not None:
-            outcome = await self.judge(found, self.services[found.cluster], dst, target)
+            # named as the target's VM (the hook runs in its start task), the source's id kept
+            as_target = dataclasses.replace(found, vmid=vmid)
+            outcome = await self.judge(as_target, self.services[found.cluster], dst, target)
+            outcome.body["source_vmid"] = found.vmid
         else:
             cpu = str(request.get("cpu") or (copy.cpu if copy is not None else ""))
             vm = VmFacts(
@@ -464,7 +467,6 @@ class ClusterSet:
                 smbios_uuid=uuid,
             )
             outcome = await self.judge(vm, None, dst, target)
-        outcome.body["target_vmid"] = vmid
         return outcome
 
     async def _target_copy(self, vmid: int, target: str, uuid: str, cluster: str | None):

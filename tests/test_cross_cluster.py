@@ -268,11 +268,17 @@ def test_remote_decision_finds_the_source_by_smbios_uuid(stack):
     body = decide(stack, vmid=9101, target="pvb1", remote=True, smbios_uuid=UUID_HOST.upper(), cpu="host")
     assert (body["verdict"], body["code"], body["exit"]) == ("deny", "vendor-mismatch", 1), body
     assert (body["source"], body["source_cluster"], body["target_cluster"]) == ("pva1", "amd", "intel")
-    assert (body["vmid"], body["target_vmid"]) == (101, 9101)
-    assert body["line"].startswith("blocked migration of VM 101 (build01) from amd/pva1 to intel/pvb1: ")
+    assert (body["vmid"], body["source_vmid"]) == (9101, 101)  # the VM as the target knows it
+    assert body["line"].startswith("blocked migration of VM 9101 (build01) from amd/pva1 to intel/pvb1: ")
     ((_, fields),) = stack["redis"].xrange(EVENTS_STREAM, "-", "+")[before:]
     event = json.loads(fields["event"])
-    assert (event["source_cluster"], event["target_cluster"], event["verdict"]) == ("amd", "intel", "deny")
+    assert (event["vmid"], event["source"], event["source_cluster"], event["target_cluster"]) == (
+        9101,
+        "pva1",
+        "amd",
+        "intel",
+    )
+    assert event["verdict"] == "deny"
 
 
 def test_remote_decision_named_type_is_allowed(stack):
@@ -329,7 +335,7 @@ def test_hook_on_the_target_vetoes_a_host_vm_from_the_amd_cluster(stack):
     vm = incoming(stack, 9301, "host", UUID_HOST)
     proc = run_hook(stack, 9301, conf_of(vm))
     assert proc.returncode == 1, proc.stderr
-    assert "blocked migration of VM 101 (build01) from amd/pva1 to intel/pvb1" in proc.stderr
+    assert "blocked migration of VM 9301 (build01) from amd/pva1 to intel/pvb1" in proc.stderr
 
 
 def test_hook_remote_unknown_policy(stack):

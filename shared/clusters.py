@@ -281,21 +281,21 @@ class ClusterSet:
         if src is dst:
             return await src.check(vmid, target, source)
         try:
-            vm = await self._locate(src, vmid, source)
+            vm, age = await self._locate(src, vmid, source)
         except ProxmoxUnreachable as exc:
             return self._unreachable(vmid, target, src.cluster, dst.cluster, exc, source=source or "")
-        return await self.judge(vm, src, dst, target)
+        return await self.judge(vm, src, dst, target, vm_age=age)
 
-    async def _locate(self, service, vmid: int, source: str | None) -> VmFacts:
+    async def _locate(self, service, vmid: int, source: str | None) -> tuple[VmFacts, float]:
         if source:
             try:
-                return (await service.vm(source, vmid))[0]
+                return await service.vm(source, vmid)
             except ProxmoxUnreachable:
                 raise
             except GuardError:
                 pass  # the VM moved, or the caller's node name is not the cluster's: ask the cluster
         summary = await service.find_vm(vmid)
-        return (await service.vm(summary.node, vmid))[0]
+        return await service.vm(summary.node, vmid)
 
     async def judge(self, vm: VmFacts, src, dst, target: str, *, vm_age: float = 0.0):
         """The verdict for moving ``vm`` (read in cluster ``src``; None = a source the service does
@@ -339,8 +339,17 @@ class ClusterSet:
                 verdict = dataclasses.replace(
                     verdict, source="", source_cluster="unknown", reasons=_with_hint(verdict.reasons)
                 )
-        body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=max(ages))
-        body["stale"] = False
+        age = max(ages)
+        body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=age)
+        s = dst.settings
+        body["stale"] = age > max(s.cache_node_ttl, s.cache_vm_ttl, s.cache_list_ttl)
+        if body["stale"]:
+            body["reasons"].append(
+                {
+                    "code": "stale-facts",
+                    "message": f"answered from facts {age:.0f} s old: Proxmox did not answer in time",
+                }
+            )
         return Outcome(verdict=verdict, body=body)
 
     async def _source_node(self, service, name: str):
@@ -390,7 +399,7 @@ class ClusterSet:
         body = await src.targets(vmid)
         for entry in body["targets"]:
             entry.setdefault("target_cluster", src.cluster)
-        vm = await self._locate(src, vmid, body.get("source"))
+        vm, age = await self._locate(src, vmid, body.get("source"))
         errors = []
         for name, dst in self.services.items():
             if dst is src:
@@ -401,7 +410,7 @@ class ClusterSet:
                 errors.append({"cluster": name, "code": exc.code, "message": str(exc)})
                 continue
             outcomes = await asyncio.gather(
-                *(self.judge(vm, src, dst, n.name) for n in nodes), return_exceptions=True
+                *(self.judge(vm, src, dst, n.name, vm_age=age) for n in nodes), return_exceptions=True
             )
             for node, got in zip(nodes, outcomes, strict=True):
                 if isinstance(got, GuardError):

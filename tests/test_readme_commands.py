@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -236,8 +237,24 @@ def _curl_request(line: str) -> tuple[str, str, dict[str, str], str | None]:
     return ("POST" if body is not None else "GET"), url, headers, body
 
 
-@pytest.mark.integration
-def test_demo_from_the_first_command_starts_and_answers() -> None:
+class Demo:
+    __slots__ = ("port", "token", "banner")
+
+    def __init__(self, port: int, token: str, banner: str) -> None:
+        self.port, self.token, self.banner = port, token, banner
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def readme_line(self, line: str) -> str:
+        """A README line written for the default port and `<token>`, made to reach this demo."""
+        return line.replace("<token>", self.token).replace("127.0.0.1:8080", f"127.0.0.1:{self.port}")
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    """``.venv/bin/migration-guard serve --demo --listen 127.0.0.1:<free port>``, up to its banner."""
     if not VENV_CLI.exists():
         pytest.skip(f"{VENV_CLI} is missing: run the README's first command (or bash .ci/run) first")
     port = _free_port()
@@ -261,43 +278,17 @@ def test_demo_from_the_first_command_starts_and_answers() -> None:
     try:
         deadline = time.monotonic() + 30
         while not any("Stop with Ctrl-C" in b for b in banner):
-            left = deadline - time.monotonic()
             try:
-                line = lines.get(timeout=max(left, 0.01))
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
                 pytest.fail("the demo printed no banner within 30 s:\n" + "".join(banner))
             if line is None:
                 pytest.fail(f"the demo exited ({proc.wait()}) before its banner:\n" + "".join(banner))
             banner.append(line)
         text = "".join(banner)
-        assert f"serving at http://127.0.0.1:{port}" in text
-        assert "nodes pve-epyc1, pve-xeon-bdw, pve-xeon-csl, pve-atom1" in text
-        curls = [b.strip() for b in banner if b.strip().startswith("curl ")]
-        assert len(curls) == 3, text
-
-        method, url, headers, body = _curl_request(curls[0])
-        assert (method, url) == ("GET", f"http://127.0.0.1:{port}/v1/vms/101/check?target=pve-xeon-bdw")
-        answer = httpx.request(method, url, headers=headers, timeout=20)
-        assert answer.status_code == 200
-        verdict = answer.json()
-        assert verdict["verdict"] == "deny"
-        assert [r["code"] for r in verdict["reasons"]] == ["vendor-mismatch"]
-        assert (verdict["source"], verdict["target"]) == ("pve-epyc1", "pve-xeon-bdw")
-
-        method, url, headers, body = _curl_request(curls[2])  # what the hook sends
-        answer = httpx.request(method, url, headers=headers, content=body, timeout=20)
-        fields = dict(line.split("=", 1) for line in answer.text.splitlines() if "=" in line)
-        assert (fields["verdict"], fields["code"], fields["exit"]) == ("deny", "vendor-mismatch", "1")
-        assert fields["line"].startswith(
-            "blocked migration of VM 101 (build01) from pve-epyc1 to pve-xeon-bdw"
-        )
-
-        wrong = httpx.get(
-            url.replace("/v1/decisions", "/v1/vms/101/check?target=pve-xeon-bdw"),
-            headers={"Authorization": "Bearer not-the-token"},
-            timeout=20,
-        )
-        assert wrong.status_code == 401
+        token = re.search(r"API token: (\S+)", text)
+        assert token, text
+        yield Demo(port, token.group(1), text)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # Ctrl-C, as the banner says
@@ -309,4 +300,125 @@ def test_demo_from_the_first_command_starts_and_answers() -> None:
         with contextlib.suppress(Exception):
             assert proc.stdout is not None
             proc.stdout.close()
-    assert proc.returncode is not None
+
+
+@pytest.mark.integration
+def test_demo_from_the_first_command_starts_and_answers_its_banner(demo: Demo) -> None:
+    assert f"serving at http://127.0.0.1:{demo.port}" in demo.banner
+    assert "nodes pve-epyc1, pve-xeon-bdw, pve-xeon-csl, pve-atom1" in demo.banner
+    curls = [b.strip() for b in demo.banner.splitlines() if b.strip().startswith("curl ")]
+    assert len(curls) == 3, demo.banner
+
+    method, url, headers, body = _curl_request(curls[0])
+    assert (method, url) == ("GET", f"{demo.url}/v1/vms/101/check?target=pve-xeon-bdw")
+    answer = httpx.request(method, url, headers=headers, timeout=20)
+    assert answer.status_code == 200
+    verdict = answer.json()
+    assert verdict["verdict"] == "deny"
+    assert [r["code"] for r in verdict["reasons"]] == ["vendor-mismatch"]
+    assert (verdict["source"], verdict["target"]) == ("pve-epyc1", "pve-xeon-bdw")
+
+    method, url, headers, body = _curl_request(curls[2])  # what the hook sends
+    answer = httpx.request(method, url, headers=headers, content=body, timeout=20)
+    fields = dict(line.split("=", 1) for line in answer.text.splitlines() if "=" in line)
+    assert (fields["verdict"], fields["code"], fields["exit"]) == ("deny", "vendor-mismatch", "1")
+    assert fields["line"].startswith("blocked migration of VM 101 (build01) from pve-epyc1 to pve-xeon-bdw")
+
+    wrong = httpx.get(
+        f"{demo.url}/v1/vms/101/check?target=pve-xeon-bdw",
+        headers={"Authorization": "Bearer not-the-token"},
+        timeout=20,
+    )
+    assert wrong.status_code == 401
+
+
+def readme_curl_examples(text: str) -> list[tuple[str, str, list[str]]]:
+    """(curl line, language of the answer block, answer lines) for each curl example with its answer."""
+    blocks, _ = _blocks(text)
+    examples = []
+    for (lang, lines), (answer_lang, answer) in zip(blocks, blocks[1:], strict=False):
+        if lang == "sh" and len(lines) == 1 and lines[0].startswith("curl "):
+            examples.append((lines[0], answer_lang, answer))
+    return examples
+
+
+_STRING_FIELD = re.compile(r'"(verdict|code|source|target|name|cpu|model|suggestion|recommended)": "([^"]*)"')
+
+
+@pytest.mark.integration
+def test_readme_curl_examples_get_the_answers_the_readme_shows(demo: Demo) -> None:
+    examples = readme_curl_examples(_readme())
+    assert len(examples) >= 5, "README.md lost its curl examples"
+    for line, lang, shown in examples:
+        method, url, headers, body = _curl_request(demo.readme_line(line))
+        answer = httpx.request(method, url, headers=headers, content=body, timeout=20)
+        assert answer.status_code == 200, f"{line}: HTTP {answer.status_code} {answer.text[:200]}"
+        if lang == "json":
+            expected: dict[str, set[str]] = {}
+            for key, value in _STRING_FIELD.findall(" ".join(shown)):
+                expected.setdefault(key, set()).add(value)
+            got = answer.json()
+            for key, values in expected.items():
+                if key == "code":
+                    actual = {r["code"] for r in got["reasons"]}
+                elif key in got:
+                    actual = {str(got[key])}
+                else:  # a nested field (the recommendation's VMs): checked below
+                    continue
+                assert values <= actual, f"{line}: README shows {key} {values}, the demo says {actual}"
+            if "vms_at_risk" in got:
+                shown_vms = {int(v) for v in re.findall(r'"vmid": (\d+)', " ".join(shown))}
+                assert shown_vms <= {v["vmid"] for v in got["vms_at_risk"]}, line
+            missing = re.search(r'"missing": \[([^\]]*)\]', " ".join(shown))
+            if missing and "vmid" in got:
+                assert got["missing"] == re.findall(r'"([^"]+)"', missing.group(1)), line
+        else:
+            fields = dict(x.split("=", 1) for x in answer.text.splitlines() if "=" in x)
+            for x in shown:
+                key, _, value = x.partition("=")
+                if key != "decision":
+                    assert fields[key] == value, f"{line}: README shows {x!r}, the demo says {fields[key]!r}"
+
+
+def readme_console_session(text: str) -> list[tuple[str, list[str]]]:
+    """(question, answer lines) from the README's `bot --console` transcript."""
+    blocks, _ = _blocks(text)
+    transcript = next(lines for lang, lines in blocks if lines and lines[0].startswith("> can vm"))
+    session: list[tuple[str, list[str]]] = []
+    for line in transcript:
+        if line.startswith("> "):
+            session.append((line[2:], []))
+        elif line and session:
+            session[-1][1].append(line)
+    return session
+
+
+@pytest.mark.integration
+def test_readme_bot_console_answers_are_what_the_bot_says(demo: Demo) -> None:
+    auth = {"Authorization": f"Bearer {demo.token}"}
+    for vmid, target in ((101, "pve-xeon-bdw"), (105, "pve-xeon-csl")):  # the README's two vetoes
+        posted = httpx.post(f"{demo.url}/v1/decisions", json={"vmid": vmid, "target": target}, headers=auth)
+        assert posted.json()["verdict"] == "deny"
+    session = readme_console_session(_readme())
+    assert [q for q, _ in session][:3] == [
+        "can vm 101 move to pve-xeon-csl?",
+        "can vm 102 move to pve-atom1?",
+        "where can vm 101 go?",
+    ]
+    env = {"PATH": "/usr/bin:/bin", "MIGRATION_GUARD_URL": demo.url, "MIGRATION_GUARD_TOKEN": demo.token}
+    run = subprocess.run(
+        [str(VENV_CLI), "bot", "--console"],
+        input="".join(q + "\n" for q, _ in session),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    said = {line.strip() for line in run.stdout.splitlines()}
+    for question, answer in session:
+        for line in answer:
+            if "UTC" in line:  # carries the time of the run
+                continue
+            assert line in said, f"README's answer to {question!r} has {line!r}; the bot said:\n{run.stdout}"

@@ -453,11 +453,10 @@ class ClusterSet:
         vmid, target = int(request["vmid"]), str(request["target"])
         uuid = str(request.get("smbios_uuid") or "").strip().lower()
         dst, copy = await self._target_copy(vmid, target, uuid, request.get("target_cluster"))
-        found = (
-            await self.find_by_uuid(uuid, exclude=(dst.cluster, vmid), vmgenid=request.get("vmgenid"))
-            if uuid
-            else None
-        )
+        # vmgenid travels unchanged too (the tunnel's config command restores it): it tells apart
+        # VMs that share a uuid (a copied config)
+        vmgenid = request.get("vmgenid") or (copy.vmgenid if copy is not None else None)
+        found = await self.find_by_uuid(uuid, exclude=(dst.cluster, vmid), vmgenid=vmgenid) if uuid else None
         if found is not None:
             # named as the target's VM (the hook runs in its start task), the source's id kept
             as_target = dataclasses.replace(found, vmid=vmid)
@@ -515,7 +514,7 @@ class ClusterSet:
         if seen is not None and seen[0] in self.services and (seen[0], seen[2]) != exclude:
             try:
                 facts, _ = await self.services[seen[0]].vm(seen[1], seen[2])
-                if facts.smbios_uuid == uuid:
+                if facts.smbios_uuid == uuid and (not vmgenid or facts.vmgenid == vmgenid):
                     return facts
             except GuardError:
                 pass

@@ -36,6 +36,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 UUID_HOST = "6a1f0c2e-0000-4000-8000-00000000a101"
 UUID_V2 = "6a1f0c2e-0000-4000-8000-00000000a102"
 UUID_ELSEWHERE = "6a1f0c2e-0000-4000-8000-0000000dead0"
+UUID_COPIED = "6a1f0c2e-0000-4000-8000-00000000c0c0"  # two VMs share it (a copied config)
 
 
 def _node(fixture_name: str, name: str) -> dict:
@@ -69,6 +70,8 @@ def amd_scenario() -> dict:
         "vms": [
             _vm(101, "pva1", "build01", "host", UUID_HOST),
             _vm(102, "pva1", "db01", "x86-64-v2-AES", UUID_V2),
+            _vm(150, "pva2", "copy-a", "x86-64-v2-AES", UUID_COPIED),
+            _vm(151, "pva2", "copy-b", "host", UUID_COPIED),
         ],
     }
 
@@ -401,3 +404,14 @@ def test_an_unreachable_cluster_is_an_unknown_verdict_naming_it(stack):
         targets = c.get("/v1/vms/101/targets", params={"all_clusters": "1"}, headers=AUTH).json()
         assert [t["target"] for t in targets["targets"]] == ["pva2"]
         assert [(e["cluster"], e["code"]) for e in targets["errors"]] == [("dead", "cluster-unreachable")]
+
+
+def test_remote_decision_tells_vms_sharing_a_uuid_apart_by_vmgenid(stack):
+    for source_vmid, cpu, verdict in ((151, "host", "deny"), (150, "x86-64-v2-AES", "allow")):
+        vm = incoming(stack, 9400 + source_vmid, cpu, UUID_COPIED)
+        vm["config"]["vmgenid"] = f"00000000-0000-4000-8000-{source_vmid:012d}"  # restored by the tunnel
+        stack["intel"].put_vm(vm)
+        body = decide(
+            stack, vmid=9400 + source_vmid, target="pvb1", remote=True, smbios_uuid=UUID_COPIED, cpu=cpu
+        )
+        assert (body["verdict"], body["source_vmid"]) == (verdict, source_vmid), body

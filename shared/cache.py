@@ -22,7 +22,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import ProxmoxUnreachable, StoreUnavailable
+from .errors import (
+    ProxmoxError,
+    ProxmoxNotFound,
+    ProxmoxNotImplemented,
+    ProxmoxPermissionError,
+    ProxmoxUnreachable,
+    StoreUnavailable,
+)
 from .facts import NodeFacts, Precondition, VmFacts, VmSummary
 from .hosts import HostCpu
 from .store import Store
@@ -212,7 +219,9 @@ class FactsCache:
         if stale is None:
             try:
                 return await asyncio.shield(future)
-            except ProxmoxUnreachable:
+            except ProxmoxError as exc:
+                if not _stale_may_answer(exc):
+                    raise
                 stale = self._l1.get(key)  # the store may have given an old value meanwhile
                 if stale is None:
                     raise
@@ -225,7 +234,9 @@ class FactsCache:
             if grace <= 0 and not future.done():
                 raise TimeoutError
             return await asyncio.wait_for(asyncio.shield(future), grace)
-        except (TimeoutError, ProxmoxUnreachable):
+        except (TimeoutError, ProxmoxError) as exc:
+            if isinstance(exc, ProxmoxError) and not _stale_may_answer(exc):
+                raise
             self._unhealthy_until = time.monotonic() + 5.0
             self.stats.stale_answers += 1
             self._on_hit(kind, "stale")
@@ -252,8 +263,9 @@ class FactsCache:
         self.stats.loads += 1
         try:
             value = await load()
-        except ProxmoxUnreachable:
-            self._unhealthy_until = time.monotonic() + 5.0
+        except ProxmoxError as exc:
+            if _stale_may_answer(exc):
+                self._unhealthy_until = time.monotonic() + 5.0
             raise
         self._unhealthy_until = 0.0
         fetched_at = self.clock()
@@ -281,6 +293,12 @@ class FactsCache:
             await self.store.run(lambda r: r.set(self.prefix + key, text, ex=int(self.keep_s)))
         except StoreUnavailable:
             self.stats.store_errors += 1
+
+
+def _stale_may_answer(exc: ProxmoxError) -> bool:
+    """Proxmox down, slow, failing (5xx) or refusing the token: the last known facts answer,
+    labelled with their age. A thing that does not exist, or may not be read, is not hidden."""
+    return not isinstance(exc, ProxmoxNotFound | ProxmoxPermissionError | ProxmoxNotImplemented)
 
 
 def _swallow(future: asyncio.Future) -> None:

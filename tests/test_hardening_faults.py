@@ -320,11 +320,6 @@ def test_known_facts_answer_at_once_labelled_with_their_age(pve, faults):
         proc.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Proxmox 5xx with facts already known answers 502 proxmox-error instead of the last known "
-    "facts labelled stale (issue 8: 'when Proxmox is slow or down, answer from the last known facts')",
-)
 def test_failing_proxmox_with_known_facts_answers_stale(pve):
     proc, base = start_service(pve, pve_timeout="1", cache_vm_ttl="0", cache_list_ttl="0", cache_node_ttl="0")
     try:

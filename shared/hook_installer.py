@@ -38,7 +38,7 @@ PVE_CLUSTER_CHAIN = Path("/etc/pve/migration-guard/chain.conf")
 PVE_CLUSTER_MARKER = Path("/etc/pve/.members")
 #: tests (and only tests) set this to run the installer without root
 SKIP_ROOT_ENV = "MIGRATION_GUARD_INSTALLER_SKIP_ROOT_CHECK"
-CONFIG_KEYS = ("url", "token_file", "token", "timeout", "mode", "fail", "ca_file", "node")
+CONFIG_KEYS = ("url", "token_file", "token", "timeout", "mode", "fail", "ca_file", "node", "remote_unknown")
 MISSING_ON_NODE_NOTE = (
     "note: the script must exist on EVERY node a VM may start on (or live on shared storage) "
     "before the VM gets it: a VM whose hookscript file is missing on a node cannot start there. "

@@ -748,19 +748,11 @@ class GuardService:
 def build_service(settings: Settings) -> GuardService:
     """The service for ``settings``: a cluster reader over proxmoxer and the store
     (Redis at ``redis_url``, else the embedded one)."""
-    from .inventory import ClusterReader
+    from .clusters import default_endpoint, reader_for
     from .store import connect
 
     settings.require_proxmox()
-    reader = ClusterReader(
-        name=settings.pve_cluster_name,
-        host=settings.pve_host,
-        user=settings.pve_user,
-        token_name=settings.pve_token_name,
-        token_value=settings.pve_token_value.get_secret_value(),
-        verify_ssl=settings.verify_ssl,
-        timeout=settings.pve_timeout,
-    )
+    reader = reader_for(default_endpoint(settings))
     client, kind = connect(settings.redis_url)
     service = GuardService(settings, reader, Store(client, kind))
     service.across()  # reads MIGRATION_GUARD_CLUSTERS_FILE now: a bad file stops start-up

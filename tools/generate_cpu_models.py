@@ -309,9 +309,13 @@ class CpuDefinitions:
             if not names:
                 continue
             inner = block[names.end() : _matching(block, names.end() - 1)]
-            words[m.group(1)] = [
-                None if tok == "NULL" else tok.strip('"') for tok in re.findall(r'"[^"]*"|NULL', inner)
-            ]
+            slots: list[str | None] = []
+            # positional names, and designated ones such as `[16] = "avx10-128"`
+            for index, tok in re.findall(r'(?:\[(\d+)\]\s*=\s*)?("[^"]*"|NULL)', inner):
+                if index:
+                    slots.extend([None] * (int(index) - len(slots)))
+                slots.append(None if tok == "NULL" else tok.strip('"'))
+            words[m.group(1)] = slots
         return words
 
     def value(self, expr: str) -> int:

@@ -160,6 +160,17 @@ def main() -> int:
         )
         for kind, n in sorted(per_kind.items(), key=lambda kv: -kv[1])[:8]:
             print(f"      {n:6d}  {kind}")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        calls = {}
+        for line in metrics.splitlines():
+            if line.startswith("migration_guard_proxmox_calls_total{"):
+                kind = line.split('kind="', 1)[1].split('"', 1)[0]
+                calls[kind] = int(float(line.rsplit(" ", 1)[1]))
+        if calls:
+            print(
+                f"   the service's own count (round trips, a pair of GETs in one): {sum(calls.values())} "
+                f"{dict(sorted(calls.items()))}"
+            )
     finally:
         proc.terminate()
         try:

@@ -149,8 +149,10 @@ def main() -> int:
         per_kind: dict[str, int] = {}
         for path, n in requests.items():
             parts = path.strip("/").split("/")
-            kind = "/".join(p if not p.isdigit() and p not in ("pve1", "pve2", "pve3", "pve4", "pve5")
-                            else "*" for p in parts[:6])
+            kind = "/".join(
+                p if not p.isdigit() and p not in ("pve1", "pve2", "pve3", "pve4", "pve5") else "*"
+                for p in parts[:6]
+            )
             per_kind[kind] = per_kind.get(kind, 0) + n
         print(
             f"   Proxmox HTTP requests: {total} (max {max(requests.values())} per path); distinct VMs + "

@@ -24,8 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CPU_MIX = [
-    "x86-64-v2-AES", "x86-64-v3", "x86-64-v4", "host", "kvm64", "", "Skylake-Server-v4",
-    "Cascadelake-Server", "EPYC-Milan", "EPYC-Rome", "Broadwell-noTSX", "Haswell-noTSX,flags=+aes",
+    "x86-64-v2-AES",
+    "x86-64-v3",
+    "x86-64-v4",
+    "host",
+    "kvm64",
+    "",
+    "Skylake-Server-v4",
+    "Cascadelake-Server",
+    "EPYC-Milan",
+    "EPYC-Rome",
+    "Broadwell-noTSX",
+    "Haswell-noTSX,flags=+aes",
 ]
 
 
@@ -68,8 +78,12 @@ def big_service(vms: int, nodes: int):
     from tests.test_api import FakeReader
 
     settings = load_settings(
-        None, api_tokens="bench-matrix-token", pve_timeout=30, cache_vm_ttl=3600,
-        cache_list_ttl=3600, cache_node_ttl=3600,
+        None,
+        api_tokens="bench-matrix-token",
+        pve_timeout=30,
+        cache_vm_ttl=3600,
+        cache_list_ttl=3600,
+        cache_node_ttl=3600,
     )
     store = Store(fakeredis.FakeAsyncRedis(decode_responses=True), "embedded", retry_s=0.0)
     return GuardService(settings, FakeReader(big_scenario(vms, nodes), name="big"), store)

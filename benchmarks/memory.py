@@ -41,9 +41,10 @@ def main() -> int:
     parser.add_argument("--skip-matrix", action="store_true", help="leave out the full matrix step")
     args = parser.parse_args()
 
+    from matrix import big_scenario
+
     import shared.api  # noqa: F401 - the imports count in the baseline, not in the growth
     import shared.service  # noqa: F401
-    from matrix import big_scenario
 
     gc.collect()
     baseline = rss_mb()
@@ -57,8 +58,13 @@ def main() -> int:
     from tests.test_api import FakeReader
 
     settings = load_settings(
-        None, api_tokens="bench", pve_timeout=30, cache_vm_ttl=3600, cache_list_ttl=3600,
-        cache_node_ttl=3600, redis_url=args.redis_url,
+        None,
+        api_tokens="bench",
+        pve_timeout=30,
+        cache_vm_ttl=3600,
+        cache_list_ttl=3600,
+        cache_node_ttl=3600,
+        redis_url=args.redis_url,
     )
     reader = FakeReader(big_scenario(args.vms, args.nodes), name="big")
     if args.redis_url:

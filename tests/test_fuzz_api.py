@@ -88,9 +88,13 @@ def assert_well_formed(status: int, content_type: str, text: str) -> None:
 @FUZZ
 def test_api_never_5xx_and_errors_are_the_json_shape(case):
     response = case.call(headers=AUTH)
-    assert_well_formed(response.status_code, response.headers.get("content-type", [""])[0]
-                       if isinstance(response.headers.get("content-type"), list)
-                       else response.headers.get("content-type", ""), response.text)
+    assert_well_formed(
+        response.status_code,
+        response.headers.get("content-type", [""])[0]
+        if isinstance(response.headers.get("content-type"), list)
+        else response.headers.get("content-type", ""),
+        response.text,
+    )
 
 
 @schema.parametrize()
@@ -116,8 +120,25 @@ client = TestClient(app, raise_server_exceptions=False)
 hostile = st.one_of(
     st.text(max_size=80),
     st.sampled_from(
-        ["", "0", "-1", "101", "pve2", "../../etc/passwd", "pve2\r\nX-Injected: 1", "%00", "\u202e",
-         "a" * 300, "1e9", "999999999999", " 101", "pve2?x=y", "<script>", "*", "pve1,pve2"]
+        [
+            "",
+            "0",
+            "-1",
+            "101",
+            "pve2",
+            "../../etc/passwd",
+            "pve2\r\nX-Injected: 1",
+            "%00",
+            "\u202e",
+            "a" * 300,
+            "1e9",
+            "999999999999",
+            " 101",
+            "pve2?x=y",
+            "<script>",
+            "*",
+            "pve1,pve2",
+        ]
     ),
 )
 
@@ -135,8 +156,14 @@ def test_check_route_with_hostile_strings(vmid, target):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -167,8 +194,6 @@ def test_decisions_with_hostile_bodies(body, accept):
     [b"", b"{", b"[]", b"null", b'{"vmid": 101, "target": "pve2"' + b" " * 10, b"\xff\xfe", b"{" * 5000],
 )
 def test_decisions_with_broken_json_bodies(raw):
-    answer = client.post(
-        "/v1/decisions", content=raw, headers={**AUTH, "Content-Type": "application/json"}
-    )
+    answer = client.post("/v1/decisions", content=raw, headers={**AUTH, "Content-Type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert_well_formed(answer.status_code, answer.headers["content-type"], answer.text)

@@ -12,8 +12,8 @@ with a defined exit code and at most one clear line, never a traceback, never th
 from __future__ import annotations
 
 import hmac
-import re
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -306,9 +306,41 @@ def render(intent) -> str:
     raise AssertionError(intent)
 
 
-WORDS = ["can", "vm", "101", "4242", "to", "node3", "pve-2.lab", "clusterB/node5", "move", "go", "where",
-         "recommend", "for", "node1", "node2", "blocked", "why", "was", "what", "#101", "?", "<@U0BOT>",
-         "help", "migrate", "onto", "cpu", "type", "should", "we", "use", "NODE3", "a/b", "-"]
+WORDS = [
+    "can",
+    "vm",
+    "101",
+    "4242",
+    "to",
+    "node3",
+    "pve-2.lab",
+    "clusterB/node5",
+    "move",
+    "go",
+    "where",
+    "recommend",
+    "for",
+    "node1",
+    "node2",
+    "blocked",
+    "why",
+    "was",
+    "what",
+    "#101",
+    "?",
+    "<@U0BOT>",
+    "help",
+    "migrate",
+    "onto",
+    "cpu",
+    "type",
+    "should",
+    "we",
+    "use",
+    "NODE3",
+    "a/b",
+    "-",
+]
 questions = st.one_of(st.text(max_size=60), st.lists(st.sampled_from(WORDS), max_size=8).map(" ".join))
 
 

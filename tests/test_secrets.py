@@ -122,9 +122,15 @@ def test_service_in_process_logs_nothing_secret_at_debug(pve, caplog, monkeypatc
         logging.getLogger(name).setLevel(logging.DEBUG)
     tok = pve.token
     settings = load_settings(
-        None, pve_host=pve.host_port, pve_user=tok["user"], pve_token_name=tok["name"],
-        pve_token_value=PVE_SECRET, pve_verify_ssl=pve.ca_path, api_tokens=",".join(API_TOKENS),
-        pve_cluster_name="lab", pve_timeout=2,
+        None,
+        pve_host=pve.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=PVE_SECRET,
+        pve_verify_ssl=pve.ca_path,
+        api_tokens=",".join(API_TOKENS),
+        pve_cluster_name="lab",
+        pve_timeout=2,
     )
     assert_no_secret(repr(settings) + str(settings) + repr(settings.model_dump()), "the settings' repr")
     service = build_service(settings)
@@ -157,8 +163,11 @@ def test_startup_error_names_the_setting_not_a_secret(pve, missing):
     }
     values.pop(missing)
     done = subprocess.run(
-        cli_argv("serve", "--log-level", "debug"), env=base_env(**values), capture_output=True,
-        text=True, timeout=60,
+        cli_argv("serve", "--log-level", "debug"),
+        env=base_env(**values),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2, done.stderr
     assert missing in done.stderr and "Traceback" not in done.stderr
@@ -174,7 +183,9 @@ def test_bad_timeout_setting_error_does_not_echo_the_token(pve):
         "MIGRATION_GUARD_API_TOKENS": ",".join(API_TOKENS),
         "MIGRATION_GUARD_PVE_TIMEOUT": "soon",
     }
-    done = subprocess.run(cli_argv("serve"), env=base_env(**values), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        cli_argv("serve"), env=base_env(**values), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "MIGRATION_GUARD_PVE_TIMEOUT" in done.stderr
     assert_no_secret(done.stdout + done.stderr, "the settings error")
 

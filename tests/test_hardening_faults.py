@@ -329,14 +329,21 @@ def test_known_facts_answer_at_once_labelled_with_their_age(pve, faults):
         proc.stop()
 
 
-def test_failing_proxmox_with_known_facts_answers_stale(pve):
+@pytest.mark.parametrize(
+    "faults", [{"status": 500}, {"status": 503}, {"reject_token": True}], ids=["500", "503", "401"]
+)
+def test_failing_proxmox_with_known_facts_answers_stale(pve, faults):
+    """Issue 8: 'when Proxmox is slow or down, answer from the last known facts' (fixed in 69a34c0;
+    it answered 502 before)."""
     proc, base = start_service(pve, pve_timeout="1", cache_vm_ttl="0", cache_list_ttl="0", cache_node_ttl="0")
     try:
         assert _check(base, 101, "pve3")[1]["verdict"] == "deny"
         time.sleep(0.5)
-        pve.set_faults(status=500)
+        pve.set_faults(**faults)
         code, body, _ = _check(base, 101, "pve3")
         assert code == 200 and body["verdict"] == "deny" and body["stale"] is True, body
+        assert body["facts_age_s"] >= 0.5
+        assert "stale-facts" in [r["code"] for r in body["reasons"]]
     finally:
         pve.set_faults()
         proc.stop()

@@ -219,6 +219,10 @@ def test_redis_stopped_and_restarted_under_load_no_500_and_every_veto_published_
             )
             after_mark = load.mark()
             wait_until(lambda: len(load.since(after_mark)) >= 6, 10, "answers after the restart", service)
+            # the cache works again: facts read after the restart are in the new Redis
+            wait_until(
+                lambda: stream.keys("migration-guard:facts:lab:*"), 10, "facts cached in Redis again", service
+            )
         everything = load.since(0)
 
         statuses = {s for _, s, _ in everything}

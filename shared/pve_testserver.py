@@ -595,7 +595,8 @@ def start_server(
 
     handler = type("Handler", (_Handler,), {"state": state})
     server = _Server((host, port), handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    # the TLS handshake happens in each connection's own thread, not serialised in accept()
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     bound_port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, name="pve-testserver", daemon=True)
     thread.start()

@@ -14,8 +14,8 @@ Run: .venv/bin/python benchmarks/service.py [--seconds 3] [--concurrency 16]
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import asyncio
+import concurrent.futures
 import json
 import os
 import socket

@@ -27,7 +27,6 @@ from .errors import (
     ProxmoxNotFound,
     ProxmoxNotImplemented,
     ProxmoxPermissionError,
-    ProxmoxUnreachable,
     StoreUnavailable,
 )
 from .facts import NodeFacts, Precondition, VmFacts, VmSummary

@@ -35,7 +35,7 @@ COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 HOOK = ROOT / "hookscript" / "migration-guard-hook"
 SETTINGS_FILES = {"service": ROOT / "shared" / "settings.py", "bot": ROOT / "bot" / "settings.py"}
-DOCS = sorted(DEPLOY.glob("*.md")) + [p for p in (ROOT / "docs" / "README.draft.md",) if p.exists()]
+DOCS = sorted(DEPLOY.glob("*.md")) + [ROOT / "README.md"]
 SETTING_NAME = re.compile(r"\b((?:MIGRATION_GUARD|SLACK)_[A-Z0-9_]*[A-Z0-9])\b")
 
 
@@ -474,7 +474,7 @@ def exit_code_rows(text: str) -> dict[int, str]:
     return {int(m.group(1)): m.group(2) for m in re.finditer(r"^\|\s*(\d)\s*\|\s*(.+?)\s*\|\s*$", text, re.M)}
 
 
-@pytest.mark.parametrize("doc", ["deploy/operations.md", "docs/README.draft.md"])
+@pytest.mark.parametrize("doc", ["deploy/operations.md", "README.md"])
 def test_docs_list_the_hook_exit_codes_the_hook_help_lists(doc):
     path = ROOT / doc
     if not path.exists():

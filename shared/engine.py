@@ -566,6 +566,7 @@ def _passthrough_migration(
             (
                 Reason(
                     "vendor-mismatch",
+                    "CPU vendor mismatch: "
                     f"cpu {cpu} passes the source's {_VENDOR_WORD[source.vendor]} CPU through; "
                     f"{target.name} is "
                     f"{_VENDOR_WORD[target.vendor]}: the guest would crash after cutover",

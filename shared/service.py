@@ -119,7 +119,7 @@ class GuardService:
         self._offline_nodes: dict[str, NodeFacts] = {}
         self._warm_memo: dict[tuple, tuple[float, Verdict, float, bytes]] = {}
         self._combined: dict[tuple, NodeFacts] = {}
-        self._verdicts: dict[tuple, Verdict] = {}
+        self._verdicts: dict[tuple, tuple[Verdict, NodeFacts, NodeFacts, bytes]] = {}
         self._tasks: set[asyncio.Task] = set()
 
     # --- plumbing --------------------------------------------------------------------------
@@ -391,11 +391,11 @@ class GuardService:
             if not online.get(name, False):
                 node_facts.append(self._offline(name))
                 continue
-            exc = task.exception()
-            if isinstance(exc, ProxmoxUnreachable):
-                return self._unreachable(vmid, target, vm.node, exc, now, vm=vm)
-            if exc is not None:
-                raise exc
+            failure = task.exception()
+            if isinstance(failure, ProxmoxUnreachable):
+                return self._unreachable(vmid, target, vm.node, failure, now, vm=vm)
+            if failure is not None:
+                raise failure
             facts, age = task.result()
             if facts.name != name:  # the hook's source was wrong: the VM lives elsewhere
                 try:
@@ -404,12 +404,12 @@ class GuardService:
                     return self._unreachable(vmid, target, vm.node, err, now, vm=vm)
             node_facts.append(self._with_flags(facts, flags))
             ages.append(age)
-        pre = None
+        found: Precondition | None = None
         if precheck and online[target] and vm.node != target:
-            pre = pre_task.result() if pre_task.exception() is None else None
-            if pre is None or (source is not None and source != vm.node):
-                pre = await self.precondition(vm.node, vmid, target)
-        return self._outcome(vm, node_facts[0], node_facts[1], pre, max(ages), now)
+            found = pre_task.result() if pre_task.exception() is None else None
+            if found is None or (source is not None and source != vm.node):
+                found = await self.precondition(vm.node, vmid, target)
+        return self._outcome(vm, node_facts[0], node_facts[1], found, max(ages), now)
 
     def _outcome(
         self,
@@ -721,6 +721,7 @@ class GuardService:
                     vm, source or NodeFacts(self.cluster, vm.node, False), target, None, 0.0, 0.0
                 )
                 v = outcome.verdict
+                assert v is not None  # _outcome always evaluates a verdict
                 cells[name] = {
                     "verdict": v.verdict,
                     "code": v.deny_code if v.verdict != "allow" else "",

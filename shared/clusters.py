@@ -26,6 +26,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from .checks import Verdict, evaluate, verdict_body
 from .engine import Reason
@@ -324,11 +325,12 @@ class ClusterSet:
                 return self._unreachable(vm.vmid, target, source_cluster, dst.cluster, item, vm=vm)
             if isinstance(item, BaseException):
                 raise item
-        target_facts, target_age = got[0]
+        # every item is a (facts, age) pair now: the loop above raised or returned on exceptions
+        target_facts, target_age = cast("tuple[NodeFacts, float]", got[0])
         ages = [vm_age, nodes_age, target_age]
         source_facts = None
         if src is not None:
-            source_facts, source_age = got[1]
+            source_facts, source_age = cast("tuple[NodeFacts, float]", got[1])
             ages.append(source_age)
         pre = Precondition(checked=False, skipped_reason=CROSS_PRECHECK)
         if source_facts is not None and source_facts.online:

@@ -6,8 +6,8 @@ per resource, and stale-while-revalidate.
 * L1 fresh (younger than ``ttl``): no I/O at all (the warm path of a check).
 * else one loader per key at a time (single-flight: a burst of N asks for one resource makes
   one Proxmox call), after looking in the store (shared by every service instance);
-* when the loader fails (Proxmox down, slow, failing with 5xx, refusing the token), or takes longer than ``stale_grace_s`` while an
-  older value exists, the older value is answered with its age (stale-while-revalidate); the
+* when the loader fails (Proxmox down, slow, failing with 5xx, refusing the token), or takes
+  longer than ``stale_grace_s`` while an older value exists, the older value is answered with its age (stale-while-revalidate); the
   refresh goes on in the background;
 * with no value at all the loader's error is raised.
 """
@@ -212,7 +212,7 @@ class FactsCache:
         if future is None:
             future = asyncio.ensure_future(self._refresh(key, ttl, load, codec))
             self._inflight[key] = future
-            future.add_done_callback(lambda _f, k=key: self._inflight.pop(k, None))
+            future.add_done_callback(lambda _f: self._inflight.pop(key, None))
             future.add_done_callback(_swallow)
         stale = hit
         if stale is None:
@@ -251,7 +251,7 @@ class FactsCache:
             try:
                 value = codec.decode(raw)
             except (TypeError, KeyError, ValueError):  # written by another version: reload
-                value, fetched_at = None, -1.0
+                fetched_at = -1.0
         if stored is not None and fetched_at >= 0:
             if self._l1.get(key, (None, -1.0))[1] < fetched_at:
                 self._l1[key] = (value, fetched_at)

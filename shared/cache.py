@@ -7,8 +7,8 @@ per resource, and stale-while-revalidate.
 * else one loader per key at a time (single-flight: a burst of N asks for one resource makes
   one Proxmox call), after looking in the store (shared by every service instance);
 * when the loader fails (Proxmox down, slow, failing with 5xx, refusing the token), or takes
-  longer than ``stale_grace_s`` while an older value exists, the older value is answered with its age (stale-while-revalidate); the
-  refresh goes on in the background;
+  longer than ``stale_grace_s`` while an older value exists, the older value is answered with
+  its age (stale-while-revalidate); the refresh goes on in the background;
 * with no value at all the loader's error is raised.
 """
 

@@ -12,6 +12,8 @@ import json
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable
+from typing import Any
 
 from .errors import StoreUnavailable
 from .store import Store
@@ -131,11 +133,11 @@ class EventLog:
             out: list[dict] = []
             last = "+"
             while len(out) < limit:
-                batch = await self.store.run(
-                    lambda r, last=last: r.xrevrange(
-                        DECISIONS_STREAM, max=last, min="-", count=max(limit * 2, 100)
-                    )
-                )
+
+                def page(r: Any, last: str = last) -> Awaitable[Any]:
+                    return r.xrevrange(DECISIONS_STREAM, max=last, min="-", count=max(limit * 2, 100))
+
+                batch = await self.store.run(page)
                 if not batch:
                     break
                 for _entry_id, fields in batch:

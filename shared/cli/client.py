@@ -72,14 +72,14 @@ def run_check(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         print(json.dumps(body, indent=2))
-        return EXIT.get(body.get("verdict"), 3)
+        return EXIT.get(body.get("verdict", ""), 3)
     print(format_verdict(body))
-    return EXIT.get(body.get("verdict"), 3)
+    return EXIT.get(body.get("verdict", ""), 3)
 
 
 def format_verdict(body: dict) -> str:
     name = f" ({body['name']})" if body.get("name") else ""
-    head = {"allow": "ALLOW", "deny": "DENY", "unknown": "UNKNOWN"}.get(body.get("verdict"), "?")
+    head = {"allow": "ALLOW", "deny": "DENY", "unknown": "UNKNOWN"}.get(body.get("verdict", ""), "?")
     lines = [
         f"{head}  VM {body['vmid']}{name}  {_where(body, 'source')} -> {_where(body, 'target')}  "
         f"cpu {body.get('cpu') or '?'}"

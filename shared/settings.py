@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,7 +117,7 @@ def split_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def load_settings(config_file: str | None = None, **overrides: object) -> Settings:
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     """Read the settings; ``config_file`` is an env file with the same keys. Raises ConfigError
     with one line naming the bad setting."""
     if config_file is not None:

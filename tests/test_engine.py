@@ -374,7 +374,8 @@ def test_passthrough_vendor_mismatch() -> None:
     v = check_migration(spec("host"), ZEN2_HOST, SKX_HOST)
     assert v.verdict == "deny" and [r.code for r in v.reasons] == ["vendor-mismatch"]
     assert v.reasons[0].message == (
-        "CPU vendor mismatch: cpu host passes the source's AMD CPU through; pve1 is Intel: the guest would crash after cutover"
+        "CPU vendor mismatch: cpu host passes the source's AMD CPU through; pve1 is Intel: "
+        "the guest would crash after cutover"
     )
     assert v.suggestion == "x86-64-v3 runs on both pve2 and pve1"
 

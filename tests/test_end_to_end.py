@@ -264,7 +264,9 @@ def test_3_canmove_without_target_lists_where_the_vms_can_go(stack):
     host = _ask(stack, f"{HOST_VM}", "targets-host")["params"]["text"]
     assert host.startswith(f"VM {HOST_VM} ({HOST_VM_NAME}) on {AMD}: can move to 0 of 2 other nodes."), host
     for node in (INTEL1, INTEL2):
-        expected = f"{node}: no (CPU vendor mismatch: cpu host passes the source's AMD CPU through; {node} is Intel"
+        expected = (
+            f"{node}: no (CPU vendor mismatch: cpu host passes the source's AMD CPU through; {node} is Intel"
+        )
         assert expected in host, host
     v2 = _ask(stack, f"{V2_VM}", "targets-v2")["params"]["text"]
     assert v2.startswith(f"VM {V2_VM} ({V2_VM_NAME}) on {AMD}: can move to 2 of 2 other nodes."), v2

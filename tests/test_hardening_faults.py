@@ -31,6 +31,7 @@ import redis as redis_sync
 from shared.events import EVENTS_STREAM
 from shared.pve_testserver import start_server
 from tests.e2e_support import HOOK, Proc, base_env, cli_argv, free_port, wait_until
+from tests.redis_support import start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -78,31 +79,6 @@ def start_service(pve, **extra: str) -> tuple[Proc, str]:
     return proc, base
 
 
-def start_redis(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis_sync.Redis(port=port, socket_timeout=0.5)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc
-        except redis_sync.exceptions.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.skip("could not start a private redis-server")
 
 
 @pytest.fixture

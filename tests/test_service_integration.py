@@ -8,7 +8,6 @@ import copy
 import json
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from shared.events import EVENTS_STREAM
 from shared.pve_testserver import start_server
 from shared.service import build_service
 from shared.settings import load_settings
+from tests.redis_support import start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -210,38 +210,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_redis(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis_sync.Redis(port=port, socket_timeout=0.5)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc
-        except redis_sync.exceptions.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.skip("could not start a private redis-server")
 
 
 def test_redis_killed_mid_test_service_keeps_answering_and_recovers(pve):
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server binary")
     port = _free_port()
-    proc = _start_redis(port)
+    proc = start_redis(port)
     try:
         with client_for(settings_for(pve, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
             assert check(c, 101, "pve3").json()["verdict"] == "deny"
@@ -253,7 +228,7 @@ def test_redis_killed_mid_test_service_keeps_answering_and_recovers(pve):
             ready = c.get("/readyz").json()
             assert ready["status"] == "degraded" and ready["redis"] == "down" and ready["events_pending"] == 2
             assert c.get("/v1/decisions", headers=AUTH).json()["decisions"][0]["vmid"] == 101
-            proc = _start_redis(port)
+            proc = start_redis(port)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and c.get("/readyz").json()["events_pending"]:
                 time.sleep(0.2)

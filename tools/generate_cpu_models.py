@@ -67,48 +67,15 @@ TCG_SOURCE = "qemu/qemu target/i386/tcg/tcg-cpu.c tcg_default_props (v7.2.0; unc
 PROXMOX_SOURCE = "proxmox qemu-server src/PVE/QemuServer/CPUConfig.pm"
 #: CPUConfig.pm $builtin_models_by_arch: reported-model qemu64 plus these flags (canonical QEMU names;
 #: Proxmox writes pni, sse4.1, sse4.2 as here)
+_V2 = ["popcnt", "pni", "sse4.1", "sse4.2", "ssse3"]
+_V2_AES = ["aes", *_V2]
+_V3 = [*_V2_AES, "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"]
+_V4 = [*_V3, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]
 PROXMOX_MODELS: dict[str, list[str]] = {
-    "x86-64-v2": ["popcnt", "pni", "sse4.1", "sse4.2", "ssse3"],
-    "x86-64-v2-AES": ["aes", "popcnt", "pni", "sse4.1", "sse4.2", "ssse3"],
-    "x86-64-v3": [
-        "aes",
-        "popcnt",
-        "pni",
-        "sse4.1",
-        "sse4.2",
-        "ssse3",
-        "avx",
-        "avx2",
-        "bmi1",
-        "bmi2",
-        "f16c",
-        "fma",
-        "abm",
-        "movbe",
-        "xsave",
-    ],
-    "x86-64-v4": [
-        "aes",
-        "popcnt",
-        "pni",
-        "sse4.1",
-        "sse4.2",
-        "ssse3",
-        "avx",
-        "avx2",
-        "bmi1",
-        "bmi2",
-        "f16c",
-        "fma",
-        "abm",
-        "movbe",
-        "xsave",
-        "avx512f",
-        "avx512bw",
-        "avx512cd",
-        "avx512dq",
-        "avx512vl",
-    ],
+    "x86-64-v2": _V2,
+    "x86-64-v2-AES": _V2_AES,
+    "x86-64-v3": _V3,
+    "x86-64-v4": _V4,
 }
 #: CPUConfig.pm get_pve_cpu_flags: +kvm_pv_unhalt +kvm_pv_eoi for every KVM guest (machine >= 2.3)
 PROXMOX_KVM_FLAGS = ["kvm-pv-unhalt", "kvm-pv-eoi"]

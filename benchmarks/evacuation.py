@@ -4,14 +4,15 @@ The real service runs as its production entry (``migration-guard serve``, uvicor
 against the Proxmox-shaped HTTPS test server (50 ms latency per Proxmox call, like a busy cluster).
 Node ``pve1`` holds N VMs (default 500) with a mix of CPU types; all N hook requests are sent at
 once, each exactly as the hookscript sends it (``POST /v1/decisions`` with
-``Accept: text/plain``), over N concurrent connections from this process. Caches are cold: the
-evacuation is the first thing the service sees.
+``Accept: text/plain``), over N concurrent connections from this process. No VM's facts are
+cached. By default the service has been running a moment (its background refresher has read the
+nodes and the VM list, as in production); ``--cold``: the evacuation is the first thing a service
+with the refresher turned off sees.
 
 Prints: wall time, p50/p99 latency per decision, verdict counts, and the Proxmox HTTP request count
-(goal: <= distinct VMs + nodes resources; each VM needs config+status and a precondition call, each
-node status+machines).
+(goal: <= distinct VMs + nodes; each VM costs its config, the statuses come in one node-wide call).
 
-Run: .venv/bin/python benchmarks/evacuation.py [--vms 500] [--latency-ms 50] [--redis-url URL]
+Run: .venv/bin/python benchmarks/evacuation.py [--vms 500] [--latency-ms 50] [--redis-url URL] [--cold]
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def main() -> int:
     parser.add_argument("--vms", type=int, default=500)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--redis-url", default="", help="default: the embedded store")
+    parser.add_argument(
+        "--cold", action="store_true", help="refresher off: the evacuation is the service's first request"
+    )
     args = parser.parse_args()
 
     from shared.pve_testserver import start_server
@@ -100,6 +104,7 @@ def main() -> int:
         MIGRATION_GUARD_REDIS_URL=args.redis_url,
         MIGRATION_GUARD_PVE_TIMEOUT="10",
         MIGRATION_GUARD_LISTEN=f"127.0.0.1:{port}",
+        MIGRATION_GUARD_INVENTORY_REFRESH="false" if args.cold else "true",
     )
     cli = Path(sys.executable).parent / "migration-guard"
     argv = [str(cli)] if cli.is_file() else [sys.executable, "-m", "shared.cli.main"]
@@ -115,6 +120,13 @@ def main() -> int:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        if not args.cold:  # until the refresher's first round is done (the request count settles)
+            seen, quiet_since = -1, time.monotonic()
+            while time.monotonic() - quiet_since < 1.0:
+                time.sleep(0.1)
+                now = server.request_count()
+                if now != seen or "/cluster/resources" not in server.requests():
+                    seen, quiet_since = now, time.monotonic()
         server.reset_counts()
         server.set_faults(latency_s=args.latency_ms / 1000)
         targets = ["pve2", "pve3", "pve4"]
@@ -139,7 +151,9 @@ def main() -> int:
         resources = args.vms + nodes
         print(
             f"evacuation: {args.vms} concurrent hook decisions (POST /v1/decisions, text/plain) for the "
-            f"VMs of pve1 to {len(targets)} targets, cold caches, {args.latency_ms:g} ms Proxmox latency, "
+            f"VMs of pve1 to {len(targets)} targets, "
+            f"{'empty caches' if args.cold else 'running service (nodes and VM list fresh)'}, "
+            f"{args.latency_ms:g} ms Proxmox latency, "
             f"store={'redis' if args.redis_url else 'embedded'}"
         )
         print(

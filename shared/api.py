@@ -31,6 +31,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .metrics import CONTENT_TYPE
+from .refresher import InventoryRefresher
 from .service import GuardService
 
 log = logging.getLogger("migration_guard.api")
@@ -133,7 +134,9 @@ def _vmid(text: str) -> int:
     return vmid
 
 
-def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
+def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool = False) -> FastAPI:
+    """The HTTP API. ``refresh``: keep the cluster's nodes and VM list fresh in the background
+    while the app runs (``serve`` turns it on per MIGRATION_GUARD_INVENTORY_REFRESH)."""
     token_bytes = tuple(t.encode() for t in tokens if t)
 
     async def flusher() -> None:
@@ -148,13 +151,17 @@ def create_app(service: GuardService, tokens: tuple[str, ...]) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(flusher())
+        tasks = [asyncio.create_task(flusher())]
+        if refresh:
+            tasks.append(asyncio.create_task(InventoryRefresher(service).run()))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await service.close()
 
     app = FastAPI(title="migration-guard", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -113,6 +113,9 @@ def _pre_from(d: dict) -> Precondition:
     d = dict(d)
     for key in ("local_disks", "local_resources", "unavailable_storages", "unavailable_resources"):
         d[key] = tuple(d.get(key) or ())
+    d["by_node"] = {
+        str(node): (tuple(pair[0]), tuple(pair[1])) for node, pair in (d.get("by_node") or {}).items()
+    }
     return Precondition(**d)
 
 

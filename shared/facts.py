@@ -5,7 +5,7 @@ CONTRACT between the cluster reader (inventory.py) and the service (checks, cach
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .hosts import HostCpu
 
@@ -63,7 +63,8 @@ class VmFacts:
 
 @dataclass(frozen=True, slots=True)
 class Precondition:
-    """Proxmox's own migrate precondition check for one VM and target."""
+    """Proxmox's own migrate precondition check for one VM: for every other node (``by_node``),
+    or for one target (``toward(target)``: what ``checks.evaluate`` reads)."""
 
     checked: bool
     #: why it was not checked (e.g. the token lacks VM.Migrate), "" when checked
@@ -73,3 +74,12 @@ class Precondition:
     unavailable_storages: tuple[str, ...] = ()
     unavailable_resources: tuple[str, ...] = ()
     extra: dict[str, object] = field(default_factory=dict)
+    #: node -> (unavailable storages, unavailable resources and blocking HA rules), blocked nodes only
+    by_node: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
+
+    def toward(self, target: str) -> Precondition:
+        """The answer for one target node."""
+        if not self.checked:
+            return self
+        storages, resources = self.by_node.get(target, ((), ()))
+        return replace(self, unavailable_storages=storages, unavailable_resources=resources, by_node={})

@@ -315,44 +315,62 @@ class ClusterReader:
         return None
 
     def vm_facts(self, node: str, vmid: int, summary: VmSummary | None = None) -> VmFacts:
-        """Config and (when running) status/current of one VM."""
-        api_vm = self._api.nodes(node).qemu(vmid)
+        """Config and (when running) status/current of one VM, both asked at once."""
+        config, status = _both(lambda: self.vm_config(node, vmid), lambda: self.vm_status(node, vmid))
+        return vm_facts_from(self.name, node, vmid, config, status, summary)
+
+    def vm_config(self, node: str, vmid: int) -> dict:
+        """The VM's config (``GET /nodes/{node}/qemu/{vmid}/config``)."""
         try:
-            config, status = _both(
-                lambda: self._call("vm-config", f"the config of VM {vmid}", lambda: api_vm.config.get()),
-                lambda: self._call(
-                    "vm-status", f"the status of VM {vmid}", lambda: api_vm.status.current.get()
-                ),
+            return self._call(
+                "vm-config",
+                f"the config of VM {vmid}",
+                lambda: self._api.nodes(node).qemu(vmid).config.get(),
             )
         except ProxmoxNotFound:
             raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}") from None
-        running = status.get("status") == "running"
-        return VmFacts(
-            cluster=self.name,
-            vmid=vmid,
-            node=node,
-            status=str(status.get("status") or (summary.status if summary else "unknown")),
-            name=str(config.get("name") or (summary.name if summary else "")),
-            tags=_tags(config.get("tags")) or (summary.tags if summary else ()),
-            cpu=str(config.get("cpu") or ""),
-            machine=str(config.get("machine") or ""),
-            hookscript=str(config.get("hookscript") or ""),
-            lock=str(config.get("lock") or ""),
-            running_machine=str(status.get("running-machine") or "") if running else "",
-            running_qemu=str(status.get("running-qemu") or "") if running else "",
-            smbios_uuid=_smbios_uuid(config.get("smbios1", "")),
-            vmgenid=str(config.get("vmgenid") or ""),
-            fetched_at=time.time(),
-        )
 
-    def migrate_precondition(self, node: str, vmid: int, target: str) -> Precondition:
-        """Proxmox's own check (storage, local disks and devices). Needs VM.Migrate: without it
-        the answer says the check was skipped, it does not fail."""
+    def vm_status(self, node: str, vmid: int) -> dict:
+        """``status/current`` of one VM: its state and, when running, the machine and QEMU it runs."""
+        try:
+            return self._call(
+                "vm-status",
+                f"the status of VM {vmid}",
+                lambda: self._api.nodes(node).qemu(vmid).status.current.get(),
+            )
+        except ProxmoxNotFound:
+            raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}") from None
+
+    def node_vm_statuses(self, node: str) -> dict[int, dict]:
+        """The status of every VM of one node in one call (``GET /nodes/{node}/qemu?full=1``:
+        qemu-server's ``vmstatus`` with ``full``, which carries ``running-machine`` and
+        ``running-qemu`` for running VMs, as ``status/current`` does). Used when many VMs of one
+        node are asked at once (a node evacuation)."""
+        try:
+            rows = self._call(
+                "node-vms",
+                f"the VM list of node {node}",
+                lambda: self._api.nodes(node).qemu.get(full=1),
+            )
+        except ProxmoxNotFound:
+            raise UnknownNodeError(f"cluster {self.name} has no node {node}") from None
+        out: dict[int, dict] = {}
+        for row in rows or ():
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                out[int(row["vmid"])] = row
+        return out
+
+    def migrate_precondition(self, node: str, vmid: int, target: str | None = None) -> Precondition:
+        """Proxmox's own check (storage, local disks and devices, HA rules) for every other node at
+        once: qemu-server answers ``not_allowed_nodes`` for all nodes whatever ``target`` is, so one
+        call per VM serves every target (``Precondition.toward``). Needs VM.Migrate: without it the
+        answer says the check was skipped, it does not fail."""
+        query = {"target": target} if target else {}
         try:
             answer = self._call(
                 "vm-precondition",
                 f"the migration precondition of VM {vmid}",
-                lambda: self._api.nodes(node).qemu(vmid).migrate.get(target=target),
+                lambda: self._api.nodes(node).qemu(vmid).migrate.get(**query),
             )
         except ProxmoxPermissionError:
             return Precondition(
@@ -362,14 +380,57 @@ class ClusterReader:
                     "local-resource check was skipped"
                 ),
             )
-        blockers = (answer.get("not_allowed_nodes") or {}).get(target) or {}
-        return Precondition(
+        by_node: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        for name, blockers in (answer.get("not_allowed_nodes") or {}).items():
+            if not isinstance(blockers, dict):
+                continue
+            storages = tuple(str(s) for s in blockers.get("unavailable_storages") or ())
+            resources = tuple(str(r) for r in blockers.get("unavailable-resources") or ())
+            ha = tuple(
+                f"HA resource {b.get('sid', '?')} ({b.get('cause', 'affinity')})"
+                if isinstance(b, dict)
+                else str(b)
+                for b in blockers.get("blocking-ha-resources") or ()
+            )
+            if storages or resources or ha:
+                by_node[str(name)] = (storages, resources + ha)
+        pre = Precondition(
             checked=True,
             local_disks=tuple(_describe(d) for d in answer.get("local_disks") or ()),
             local_resources=tuple(str(r) for r in answer.get("local_resources") or ()),
-            unavailable_storages=tuple(str(s) for s in blockers.get("unavailable_storages") or ()),
-            unavailable_resources=tuple(str(s) for s in blockers.get("unavailable-resources") or ()),
+            by_node=by_node,
         )
+        return pre.toward(target) if target else pre
+
+
+def vm_facts_from(
+    cluster: str,
+    node: str,
+    vmid: int,
+    config: dict,
+    status: dict,
+    summary: VmSummary | None = None,
+) -> VmFacts:
+    """A VM's facts from its config and its status (a ``status/current`` answer or its row of
+    ``GET /nodes/{node}/qemu?full=1``: the same fields)."""
+    running = status.get("status") == "running"
+    return VmFacts(
+        cluster=cluster,
+        vmid=vmid,
+        node=node,
+        status=str(status.get("status") or (summary.status if summary else "unknown")),
+        name=str(config.get("name") or (summary.name if summary else "")),
+        tags=_tags(config.get("tags")) or (summary.tags if summary else ()),
+        cpu=str(config.get("cpu") or ""),
+        machine=str(config.get("machine") or ""),
+        hookscript=str(config.get("hookscript") or ""),
+        lock=str(config.get("lock") or ""),
+        running_machine=str(status.get("running-machine") or "") if running else "",
+        running_qemu=str(status.get("running-qemu") or "") if running else "",
+        smbios_uuid=_smbios_uuid(config.get("smbios1", "")),
+        vmgenid=str(config.get("vmgenid") or ""),
+        fetched_at=time.time(),
+    )
 
 
 #: threads for the second of two calls made at once (the caller's thread makes the first)

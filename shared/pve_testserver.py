@@ -317,6 +317,13 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
         ]
     if rest == ["capabilities", "qemu", "cpu"]:
         return []
+    if rest == ["qemu"]:  # qemu-server's vmlist: VMs the token may audit; ``full`` adds the QMP fields
+        full = query.get("full") in ("1", "true")
+        return [
+            _vm_status(node, vm, full)
+            for vm in state.scenario.get("vms", [])
+            if vm["node"] == name and "VM.Audit" in _privileges(state)
+        ]
     if len(rest) >= 2 and rest[0] == "qemu":
         try:
             vmid = int(rest[1])
@@ -331,6 +338,25 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
     raise ApiError(501, f"Method 'GET /nodes/{name}/{'/'.join(rest)}' not implemented")
 
 
+def _vm_status(node: dict, vm: dict, full: bool) -> dict[str, Any]:
+    """One VM's status as qemu-server's ``vmstatus`` gives it (``full``: with the QMP fields)."""
+    status = vm.get("status", "stopped")
+    answer: dict[str, Any] = {
+        "vmid": int(vm["vmid"]),
+        "status": status,
+        "name": vm.get("name", ""),
+        "cpus": vm.get("cores", 2),
+        "maxmem": 4294967296,
+    }
+    if vm.get("tags"):
+        answer["tags"] = vm["tags"]
+    if status == "running" and full:
+        answer["qmpstatus"] = status
+        answer["running-machine"] = vm.get("running_machine", "pc-q35-9.2+pve0")
+        answer["running-qemu"] = vm.get("running_qemu", node.get("qemu_version", "9.2.0"))
+    return answer
+
+
 def _vm_route(state: ClusterState, node: dict, vm: dict, rest: list[str], query: dict[str, str]) -> Any:
     vmid = int(vm["vmid"])
     if rest == ["config"]:
@@ -342,19 +368,12 @@ def _vm_route(state: ClusterState, node: dict, vm: dict, rest: list[str], query:
         return config
     if rest == ["status", "current"]:
         _require(state, "VM.Audit", f"/vms/{vmid}")
-        status = vm.get("status", "stopped")
-        answer: dict[str, Any] = {
-            "vmid": vmid,
-            "status": status,
-            "name": vm.get("name", ""),
-            "qmpstatus": status,
-        }
-        if status == "running":
-            answer["running-machine"] = vm.get("running_machine", "pc-q35-9.2+pve0")
-            answer["running-qemu"] = vm.get("running_qemu", node.get("qemu_version", "9.2.0"))
-        return answer
+        return _vm_status(node, vm, True)
     if rest == ["migrate"]:
         _require(state, "VM.Migrate", f"/vms/{vmid}")
+        lock = (vm.get("config") or {}).get("lock")
+        if lock:  # qemu-server's check_lock, before anything else
+            raise ApiError(500, f"VM is locked ({lock})")
         target = query.get("target")
         others = [n for n in state.scenario.get("nodes", []) if n["name"] != node["name"]]
         not_allowed: dict[str, dict] = {}

@@ -33,9 +33,11 @@ from .errors import (
 from .events import EventLog, iso_utc, new_id
 from .facts import NodeFacts, Precondition, VmFacts, VmSummary
 from .hosts import host_from_qemu_flags
+from .inventory import vm_facts_from
 from .metrics import Metrics
 from .settings import Settings
 from .store import Store
+from .vm_status import VmStatusReader
 
 log = logging.getLogger("migration_guard.service")
 
@@ -114,6 +116,7 @@ class GuardService:
         )
         self.events = EventLog(store, keep=settings.decisions_keep)
         self.pool = ThreadPoolExecutor(max_workers=48, thread_name_prefix="proxmox")
+        self.vm_status = VmStatusReader(self._run, reader, reuse_s=settings.cache_vm_ttl)
         self._node_by_hash: dict[str, NodeFacts] = {}
         self._hash_of: dict[int, tuple[NodeFacts, str]] = {}
         self._offline_nodes: dict[str, NodeFacts] = {}
@@ -144,21 +147,30 @@ class GuardService:
 
     # --- facts -------------------------------------------------------------------------------
 
-    async def vm_list(self) -> tuple[list[VmSummary], float]:
+    # ``ttl`` below: the background refresher (shared/refresher.py) asks with a shorter lifetime,
+    # so a value is renewed before a check would find it expired.
+
+    async def vm_list(self, ttl: float | None = None) -> tuple[list[VmSummary], float]:
         return await self.cache.get(
-            "vms", self.settings.cache_list_ttl, lambda: self._run(self.reader.vms), VMS
+            "vms",
+            self.settings.cache_list_ttl if ttl is None else ttl,
+            lambda: self._run(self.reader.vms),
+            VMS,
         )
 
-    async def node_list(self) -> tuple[list[NodeFacts], float]:
+    async def node_list(self, ttl: float | None = None) -> tuple[list[NodeFacts], float]:
         return await self.cache.get(
-            "nodes", self.settings.cache_list_ttl, lambda: self._run(self.reader.nodes), NODES
+            "nodes",
+            self.settings.cache_list_ttl if ttl is None else ttl,
+            lambda: self._run(self.reader.nodes),
+            NODES,
         )
 
-    async def qemu_flags(self) -> dict[str, frozenset[str]] | None:
+    async def qemu_flags(self, ttl: float | None = None) -> dict[str, frozenset[str]] | None:
         try:
             flags, _ = await self.cache.get(
                 "cpuflags",
-                self.settings.cache_node_ttl,
+                self.settings.cache_node_ttl if ttl is None else ttl,
                 lambda: self._run(self.reader.cluster_cpu_flags),
                 FLAGS,
             )
@@ -175,16 +187,26 @@ class GuardService:
 
     async def vm(self, node: str, vmid: int) -> tuple[VmFacts, float]:
         return await self.cache.get(
-            f"vm:{vmid}:{node}",
-            self.settings.cache_vm_ttl,
-            lambda: self._run(self.reader.vm_facts, node, vmid),
-            VM,
+            f"vm:{vmid}:{node}", self.settings.cache_vm_ttl, lambda: self._load_vm(node, vmid), VM
         )
 
-    async def _node_status(self, name: str) -> tuple[NodeFacts, float]:
+    async def _load_vm(self, node: str, vmid: int) -> VmFacts:
+        """Config and status at the same time; the status through ``vm_status``, which reads a
+        whole node in one call when many of its VMs are asked together."""
+        config_task = asyncio.ensure_future(self._run(self.reader.vm_config, node, vmid))
+        try:
+            status = await self.vm_status.status(node, vmid)
+        except BaseException:
+            config_task.cancel()
+            await asyncio.gather(config_task, return_exceptions=True)
+            raise
+        config = await config_task
+        return vm_facts_from(self.cluster, node, vmid, config, status)
+
+    async def _node_status(self, name: str, ttl: float | None = None) -> tuple[NodeFacts, float]:
         facts, age = await self.cache.get(
             f"node:{name}",
-            self.settings.cache_node_ttl,
+            self.settings.cache_node_ttl if ttl is None else ttl,
             lambda: self._run(self.reader.node_facts, name),
             NODE,
         )
@@ -234,20 +256,21 @@ class GuardService:
         return combined
 
     async def precondition(self, node: str, vmid: int, target: str) -> Precondition:
+        """Proxmox's own precondition check toward ``target``: one call per VM answers every target."""
         if not self.settings.precheck:
             return _PRECHECK_OFF
         try:
             pre, _ = await self.cache.get(
-                f"pre:{vmid}:{node}:{target}",
+                f"pre:{vmid}:{node}",
                 self.settings.cache_vm_ttl,
-                lambda: self._run(self.reader.migrate_precondition, node, vmid, target),
+                lambda: self._run(self.reader.migrate_precondition, node, vmid),
                 PRECONDITION,
             )
         except ProxmoxError as exc:
             return Precondition(
                 checked=False, skipped_reason=f"Proxmox's own precondition check failed: {exc}"
             )
-        return pre
+        return pre.toward(target)
 
     # --- one verdict -------------------------------------------------------------------------
 
@@ -298,11 +321,11 @@ class GuardService:
             if not s.precheck:
                 pre = _PRECHECK_OFF
             else:
-                hit = self._fresh(f"pre:{vmid}:{source}:{target}", s.cache_vm_ttl, now)
+                hit = self._fresh(f"pre:{vmid}:{source}", s.cache_vm_ttl, now)
                 if hit is None:
                     return None
                 fetched.append((hit[1], s.cache_vm_ttl))
-                pre = hit[0]
+                pre = hit[0].toward(target)
         oldest = min(f[0] for f in fetched)
         outcome = self._outcome(vm[0], facts[0], facts[1], pre, now - oldest, now)
         if outcome.verdict is not None and outcome._prefix is not None:
@@ -331,9 +354,19 @@ class GuardService:
         self.metrics.verdict(outcome.body["verdict"])
         return outcome
 
+    def _last_known_node(self, vmid: int) -> str | None:
+        """Where the last VM list, however old, put the VM: a guess that costs no round trip.
+        Reading the VM's config there proves it (a config exists only on the VM's node)."""
+        known = self.cache.peek("vms")
+        if known is None:
+            return None
+        return next((v.node for v in known[0] if v.vmid == vmid), None)
+
     async def _cold(self, vmid: int, target: str, source: str | None, precheck: bool) -> Outcome:
+        guess = source if source is not None else self._last_known_node(vmid)
+
         async def where() -> str:
-            return source if source is not None else (await self.find_vm(vmid)).node
+            return guess if guess is not None else (await self.find_vm(vmid)).node
 
         where_task = asyncio.ensure_future(where())
 
@@ -342,9 +375,9 @@ class GuardService:
             try:
                 return await self.vm(name, vmid)
             except UnknownVmError:
-                if source is None:
+                if guess is None:
                     raise
-            # the caller's source is wrong (the VM moved): ask the cluster where it is
+            # the VM is not where the caller or the last VM list said (it moved): ask the cluster
             summary = await self.find_vm(vmid)
             return await self.vm(summary.node, vmid)
 
@@ -391,23 +424,25 @@ class GuardService:
             if not online.get(name, False):
                 node_facts.append(self._offline(name))
                 continue
-            failure = task.exception()
-            if isinstance(failure, ProxmoxUnreachable):
-                return self._unreachable(vmid, target, vm.node, failure, now, vm=vm)
-            if failure is not None:
-                raise failure
-            facts, age = task.result()
-            if facts.name != name:  # the hook's source was wrong: the VM lives elsewhere
+            if task is source_task and name != where_task.result():
+                # the VM is not where the caller or the last VM list said: its real node's facts
                 try:
                     facts, age = await self._node_status(name)
                 except ProxmoxUnreachable as err:
                     return self._unreachable(vmid, target, vm.node, err, now, vm=vm)
+            else:
+                failure = task.exception()
+                if isinstance(failure, ProxmoxUnreachable):
+                    return self._unreachable(vmid, target, vm.node, failure, now, vm=vm)
+                if failure is not None:
+                    raise failure
+                facts, age = task.result()
             node_facts.append(self._with_flags(facts, flags))
             ages.append(age)
         found: Precondition | None = None
         if precheck and online[target] and vm.node != target:
             found = pre_task.result() if pre_task.exception() is None else None
-            if found is None or (source is not None and source != vm.node):
+            if found is None or (guess is not None and guess != vm.node):
                 found = await self.precondition(vm.node, vmid, target)
         return self._outcome(vm, node_facts[0], node_facts[1], found, max(ages), now)
 
@@ -525,7 +560,11 @@ class GuardService:
         if request.get("remote") or request.get("target_cluster") or request.get("source_cluster"):
             outcome = await self.across().decide_check(request)
         else:
-            outcome = await self.check(vmid, target, request.get("source") or None)
+            # no precondition here: the hook asks at pre-start on the target, after Proxmox's own
+            # migrate checks passed (storage, local resources, or the operator's --force). Asked
+            # again now, the check fails on the VM's migrate lock, and a local device moved with
+            # --force would read as a veto.
+            outcome = await self.check(vmid, target, request.get("source") or None, precheck=False)
         body = outcome.body
         verdict = outcome.verdict
         now = self.clock()

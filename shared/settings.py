@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     decisions_keep: int = Field(default=10_000, ge=100)
     #: run Proxmox's own migrate precondition check (needs VM.Migrate on the token)
     precheck: bool = True
+    #: keep the node list, node CPUs and the VM list fresh in the background (``serve``), so a
+    #: check waits only for its own VM's facts
+    inventory_refresh: bool = True
     #: the other clusters the service reads (cross-cluster checks, issue 6); "" = only this one
     clusters_file: str = ""
 

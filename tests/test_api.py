@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from shared.api import create_app
 from shared.errors import ProxmoxAuthError, ProxmoxUnreachable, UnknownNodeError, UnknownVmError
 from shared.events import EVENTS_STREAM
-from shared.facts import NodeFacts, Precondition, VmFacts, VmSummary
+from shared.facts import NodeFacts, Precondition, VmSummary
 from shared.hosts import host_from_proxmox
-from shared.inventory import CallStats
+from shared.inventory import CallStats, vm_facts_from
 from shared.service import GuardService
 from shared.settings import load_settings
 from shared.store import Store
@@ -103,31 +103,40 @@ class FakeReader:
             for v in self.scenario["vms"]
         ]
 
-    def vm_facts(self, node, vmid, summary=None):
-        self._enter("vm")
+    def _vm(self, node, vmid):
         vm = next((v for v in self.scenario["vms"] if v["vmid"] == vmid and v["node"] == node), None)
         if vm is None:
             raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}")
-        running = vm["status"] == "running"
-        return VmFacts(
-            self.name,
-            vmid,
-            node,
-            vm["status"],
-            vm["name"],
-            tuple(vm.get("tags", "").split(";")) if vm.get("tags") else (),
-            vm.get("config", {}).get("cpu", ""),
-            "",
-            "",
-            "",
-            vm.get("running_machine", "") if running else "",
-            "",
-            "",
-            "",
-            time.time(),
-        )
+        return vm
 
-    def migrate_precondition(self, node, vmid, target):
+    def vm_config(self, node, vmid):
+        self._enter("vm")
+        vm = self._vm(node, vmid)
+        config = {"name": vm["name"]}
+        config.update(vm.get("config", {}))
+        if vm.get("tags"):
+            config.setdefault("tags", vm["tags"])
+        return config
+
+    @staticmethod
+    def _status_of(vm):
+        answer = {"vmid": vm["vmid"], "status": vm["status"], "name": vm["name"]}
+        if vm["status"] == "running":
+            answer["running-machine"] = vm.get("running_machine", "")
+        return answer
+
+    def vm_status(self, node, vmid):
+        self._enter("vm-status")
+        return self._status_of(self._vm(node, vmid))
+
+    def node_vm_statuses(self, node):
+        self._enter("node-vms")
+        return {v["vmid"]: self._status_of(v) for v in self.scenario["vms"] if v["node"] == node}
+
+    def vm_facts(self, node, vmid, summary=None):
+        return vm_facts_from(self.name, node, vmid, self.vm_config(node, vmid), self.vm_status(node, vmid))
+
+    def migrate_precondition(self, node, vmid, target=None):
         self._enter("precondition")
         if self.no_migrate:
             return Precondition(
@@ -136,12 +145,12 @@ class FakeReader:
                 "Proxmox's own storage and local-resource check was skipped",
             )
         vm = next(v for v in self.scenario["vms"] if v["vmid"] == vmid)
-        blockers = vm.get("not_allowed", {}).get(target, {})
-        return Precondition(
-            True,
-            local_resources=tuple(vm.get("local_resources", ())),
-            unavailable_resources=tuple(blockers.get("unavailable-resources", ())),
-        )
+        by_node = {
+            name: ((), tuple(blockers.get("unavailable-resources", ())))
+            for name, blockers in vm.get("not_allowed", {}).items()
+        }
+        pre = Precondition(True, local_resources=tuple(vm.get("local_resources", ())), by_node=by_node)
+        return pre.toward(target) if target else pre
 
 
 def make_service(reader=None, redis=None, **settings):

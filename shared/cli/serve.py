@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"MIGRATION_GUARD_LISTEN is wrong: {exc}") from None
     try:
         service = build_service(settings)
-        app = create_app(service, settings.bearer_tokens())
+        app = create_app(service, settings.bearer_tokens(), refresh=settings.inventory_refresh)
         config = uvicorn.Config(
             app,
             host=host,

@@ -139,8 +139,16 @@ def test_help_lists_exit_codes_and_keys():
     assert proc.returncode == 0
     for needle in ("1  vetoed: CPU vendor mismatch", "2  vetoed: this node lacks CPU features",
                    "3  vetoed: the VM's machine version", "4  vetoed: any other reason",
-                   "5  no decision", "token_file", "ca_file", "MIGRATION_GUARD_TIMEOUT"):
+                   "5  no decision", "64 wrong arguments", "token_file", "ca_file",
+                   "MIGRATION_GUARD_TIMEOUT"):
         assert needle in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [[], ["101"], ["101", "pre-start", "extra"]])
+def test_wrong_arguments_exit_64_with_usage(argv):
+    proc = subprocess.run([str(HOOK), *argv], capture_output=True, text=True)
+    assert proc.returncode == 64
+    assert "usage: migration-guard-hook <vmid> <phase>" in proc.stderr
 
 
 # --- verdicts ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import engine
 from .cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
-from .checks import Verdict, evaluate, verdict_body
+from .checks import SKIP_TAG, Verdict, evaluate, verdict_body
 from .cpu_spec import parse_cpu
 from .engine import Reason
 from .errors import (
@@ -750,22 +750,29 @@ class GuardService:
                 node_facts[summary.name] = g[0]
         vms = await self._all_vm_facts()
         rows = []
+        # a cell (verdict, code, exit) depends on the VM only through these fields, not on its id
+        # or name (those appear in messages, which the matrix leaves out): VMs alike share cells
+        shared: dict[tuple, dict] = {}
         for vm in sorted(vms, key=lambda v: v.vmid):
-            source = node_facts.get(vm.node)
+            source = node_facts.get(vm.node) or NodeFacts(self.cluster, vm.node, False)
+            alike = (SKIP_TAG in vm.tags, vm.cpu, vm.status, vm.running_machine, vm.node)
             cells = {}
             for name, target in node_facts.items():
                 if name == vm.node:
                     continue
-                outcome = self._outcome(
-                    vm, source or NodeFacts(self.cluster, vm.node, False), target, None, 0.0, 0.0
-                )
-                v = outcome.verdict
-                assert v is not None  # _outcome always evaluates a verdict
-                cells[name] = {
-                    "verdict": v.verdict,
-                    "code": v.deny_code if v.verdict != "allow" else "",
-                    "exit": v.exit_code,
-                }
+                cell = shared.get((alike, name))
+                if cell is None:
+                    v = (
+                        evaluate(vm, source, target)
+                        if source.online
+                        else evaluate(vm, None, target, source_known=False)
+                    )
+                    cell = shared[(alike, name)] = {
+                        "verdict": v.verdict,
+                        "code": v.deny_code if v.verdict != "allow" else "",
+                        "exit": v.exit_code,
+                    }
+                cells[name] = cell
             rows.append(
                 {
                     "vmid": vm.vmid,

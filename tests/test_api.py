@@ -519,6 +519,37 @@ def test_matrix(client):
     assert "pve1" not in rows[101]["targets"]
 
 
+def test_matrix_cells_equal_each_pairs_own_verdict():
+    """VMs alike share matrix cells: every cell must still be what that VM's own check says
+    (without Proxmox's precondition, which the matrix leaves out)."""
+    scenario = json.loads(json.dumps(SCENARIO))
+    node1_vm = scenario["vms"][0]
+    twins = [  # same CPU and state as VM 101, other ids, names and tags; one stopped; one skipped
+        dict(node1_vm, vmid=901, name="twin-a"),
+        dict(node1_vm, vmid=902, name="twin-b", status="stopped"),
+        dict(node1_vm, vmid=903, name="twin-c", tags="migration-guard-skip"),
+    ]
+    scenario["vms"].extend(twins)
+    service = make_service(FakeReader(scenario))
+    with TestClient(create_app(service, (TOKEN,))) as c:
+        body = c.get("/v1/matrix", headers=AUTH).json()
+        assert {r["vmid"] for r in body["vms"]} >= {901, 902, 903}
+        compared = 0
+        for row in body["vms"]:
+            for target, cell in row["targets"].items():
+                own = c.get(
+                    f"/v1/vms/{row['vmid']}/check", params={"target": target}, headers=AUTH
+                ).json()
+                if any(r["code"] in ("local-resources", "storage-unavailable") for r in own["reasons"]):
+                    continue  # the precondition's part: not in the matrix
+                assert cell["verdict"] == own["verdict"], (row["vmid"], target, own)
+                compared += 1
+        assert compared > 20
+    rows = {r["vmid"]: r["targets"] for r in body["vms"]}
+    assert rows[901] == rows[101]
+    assert rows[903]["pve3"]["verdict"] == "allow" and rows[101]["pve3"]["verdict"] == "deny"
+
+
 def test_metrics_count_verdicts_and_proxmox_calls(client):
     check(client, 101, "pve3")
     check(client, 101, "pve3")

@@ -575,6 +575,16 @@ class GuardService:
         exit_code = verdict.exit_code if verdict else 5
         code = verdict.deny_code if verdict else "cluster-unreachable"
         line = verdict.log_line() if verdict else f"could not judge the migration of VM {vmid} to {target}"
+        # a remote migration from a cluster the service does not read: the node's remote_unknown
+        # policy decides; with "deny" the hook blocks it, so it is recorded and announced as a veto
+        policy_block = (
+            body["verdict"] == "unknown"
+            and code == "source-unknown"
+            and request.get("remote_unknown") == "deny"
+        )
+        if policy_block:
+            exit_code = 4
+            line = f"{line}; blocked (remote_unknown = deny)"
         record = {
             "id": decision_id,
             "time": iso_utc(now),
@@ -597,11 +607,21 @@ class GuardService:
             "smbios_uuid": request.get("smbios_uuid"),
             "requested_cpu": request.get("cpu"),
             "remote": request.get("remote"),
+            "policy": "remote_unknown=deny" if policy_block else None,
         }
         self.metrics.decisions.labels(body["verdict"]).inc()
         recorded = await self.events.record(record)
         published = True
-        if body["verdict"] == "deny":
+        if body["verdict"] == "deny" or policy_block:
+            reasons = list(body["reasons"])
+            if policy_block:
+                reasons.append(
+                    {
+                        "code": "remote-unknown",
+                        "message": "the target node's remote_unknown = deny policy blocks migrations "
+                        "from clusters the service does not read",
+                    }
+                )
             event = {
                 "id": decision_id,
                 "time": record["time"],
@@ -613,7 +633,7 @@ class GuardService:
                 "target_cluster": record["target_cluster"],
                 "cpu": record["cpu"],
                 "verdict": "deny",
-                "reasons": body["reasons"],
+                "reasons": reasons,
                 "suggestion": record["suggestion"],
                 "enforced": mode == "enforce",
             }

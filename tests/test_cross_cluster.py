@@ -341,16 +341,33 @@ def test_hook_on_the_target_vetoes_a_host_vm_from_the_amd_cluster(stack):
     assert "blocked migration of VM 9301 (build01) from amd/pva1 to intel/pvb1" in proc.stderr
 
 
+def _new_events(stack, before: int) -> list[dict]:
+    return [json.loads(f["event"]) for _, f in stack["redis"].xrange(EVENTS_STREAM, "-", "+")[before:]]
+
+
 def test_hook_remote_unknown_policy(stack):
     vm = incoming(stack, 9302, "host", UUID_ELSEWHERE)
+    before = stack["redis"].xlen(EVENTS_STREAM)
     denied = run_hook(stack, 9302, conf_of(vm))
     assert denied.returncode == 4, denied.stderr
     assert "MIGRATION_GUARD_CLUSTERS_FILE" in denied.stderr and "(remote_unknown = deny)" in denied.stderr
+    # the node's policy blocked it: Slack hears it as a veto, the audit log records exit 4
+    (event,) = _new_events(stack, before)
+    assert (event["vmid"], event["verdict"], event["enforced"]) == (9302, "deny", True)
+    assert [r["code"] for r in event["reasons"]][-1] == "remote-unknown"
+    assert "source-unknown" in [r["code"] for r in event["reasons"]]
+    (latest,) = stack["http"].get("/v1/decisions", params={"limit": 1}).json()["decisions"]
+    assert (latest["exit"], latest["policy"]) == (4, "remote_unknown=deny")
+    assert latest["line"].endswith("; blocked (remote_unknown = deny)")
+    before = stack["redis"].xlen(EVENTS_STREAM)
     allowed = run_hook(stack, 9302, conf_of(vm), MIGRATION_GUARD_REMOTE_UNKNOWN="allow")
     assert allowed.returncode == 0, allowed.stderr
     assert "remote_unknown = allow, allowing it" in allowed.stderr
+    assert _new_events(stack, before) == []  # allowed by policy: nothing to announce
     warned = run_hook(stack, 9302, conf_of(vm), MIGRATION_GUARD_MODE="warn")
     assert warned.returncode == 0 and "warn mode, not enforced" in warned.stderr
+    (event,) = _new_events(stack, before)
+    assert (event["verdict"], event["enforced"]) == ("deny", False)
     bad = run_hook(
         stack, 9302, conf_of(vm), MIGRATION_GUARD_REMOTE_UNKNOWN="maybe", MIGRATION_GUARD_FAIL="closed"
     )

@@ -360,7 +360,7 @@ def test_remote_migration_is_asked_with_the_vm_identity(standin, confdir, tmp_pa
     (req,) = standin.requests
     assert req["json"] == {"vmid": 101, "target": "pve3", "source": None, "mode": "enforce",
                            "remote": True, "smbios_uuid": "7b3e1c2a-1111-2222-3333-444455556666",
-                           "cpu": "x86-64-v3,flags=+aes"}
+                           "cpu": "x86-64-v3,flags=+aes", "remote_unknown": "deny"}
 
 
 @pytest.mark.parametrize("conf", [

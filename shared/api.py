@@ -240,19 +240,29 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
+    async def reach(one: GuardService) -> str:
+        """"" when the cluster's API answers the node list in time, else why not."""
+        try:
+            await asyncio.wait_for(one._run(one.reader.nodes), one.settings.pve_timeout + 1)
+        except (TimeoutError, GuardError) as exc:
+            return str(exc) or "no answer in time"
+        return ""
+
     @app.get("/readyz")
     async def readyz() -> Response:
-        redis_ok = await service.store.ping()
-        try:
-            await asyncio.wait_for(service._run(service.reader.nodes), service.settings.pve_timeout + 1)
-            proxmox, detail = "ok", ""
-        except (TimeoutError, GuardError) as exc:
-            proxmox, detail = "unreachable", str(exc) or "no answer in time"
-        body = {
+        # the other clusters of MIGRATION_GUARD_CLUSTERS_FILE: one down degrades, it does not
+        # make the service unready (the nodes of this cluster still get their answers)
+        others = [s for s in service.across().services.values() if s is not service]
+        redis_ok, detail, *other_errors = await asyncio.gather(
+            service.store.ping(), reach(service), *(reach(s) for s in others)
+        )
+        proxmox = "unreachable" if detail else "ok"
+        others_down = any(other_errors)
+        body: dict[str, object] = {
             "status": "ready"
-            if proxmox == "ok" and redis_ok
+            if proxmox == "ok" and redis_ok and not others_down
             else ("degraded" if proxmox == "ok" else "unready"),
-            "degraded": not redis_ok,
+            "degraded": not redis_ok or others_down,
             "store": service.store.kind,
             "redis": "ok" if redis_ok else "down",
             "proxmox": proxmox,
@@ -262,6 +272,11 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
             body["redis_error"] = service.store.last_error
         if detail:
             body["proxmox_error"] = detail
+        if others:
+            body["clusters"] = {
+                s.cluster: f"unreachable: {error}" if error else "ok"
+                for s, error in zip(others, other_errors, strict=True)
+            }
         return json_response(body, 200 if proxmox == "ok" else 503)
 
     @app.get("/metrics")

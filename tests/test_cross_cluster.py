@@ -432,3 +432,19 @@ def test_remote_decision_tells_vms_sharing_a_uuid_apart_by_vmgenid(stack):
             stack, vmid=9400 + source_vmid, target="pvb1", remote=True, smbios_uuid=UUID_COPIED, cpu=cpu
         )
         assert (body["verdict"], body["source_vmid"]) == (verdict, source_vmid), body
+
+
+def test_readyz_names_every_cluster_and_degrades_when_another_is_down(stack):
+    ready = stack["http"].get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready" and ready.json()["clusters"] == {"intel": "ok"}
+    stack["intel"].set_faults(status=500)
+    try:
+        down = stack["http"].get("/readyz")
+    finally:
+        stack["intel"].set_faults()
+    body = down.json()
+    # this cluster's nodes still get answers: degraded, not unready
+    assert down.status_code == 200 and (body["status"], body["degraded"]) == ("degraded", True)
+    assert body["clusters"]["intel"].startswith("unreachable: Proxmox at ")
+    assert body["proxmox"] == "ok"

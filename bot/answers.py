@@ -270,7 +270,18 @@ def targets_answer(vmid: int, body: Any) -> Answer:
     cpu_s = _cpu_label(first.get("cpu")) if isinstance(first, dict) else ""
     if cpu_s:
         blocks.append(bk.context("CPU type " + code(cpu_s)))
-    return Answer(text=plain(head + ". " + "; ".join(lines_t) + "."), blocks=blocks)
+    # clusters (or nodes) the service could not ask: say so, a missing node is not a "no"
+    errors = [e for e in _list_of(body, "errors") if isinstance(e, dict)]
+    unasked = [
+        (f"{e.get('cluster')}/{e['node']}" if e.get("node") else str(e.get("cluster") or "?"))
+        + f" ({e.get('message') or e.get('code') or 'no answer'})"
+        for e in errors
+    ]
+    text = head + ". " + "; ".join(lines_t) + "."
+    if unasked:
+        blocks.append(bk.context("Not asked: " + prose("; ".join(unasked))))
+        text += " Not asked: " + "; ".join(unasked) + "."
+    return Answer(text=plain(text), blocks=blocks)
 
 
 def recommendation_answer(body: dict[str, Any]) -> Answer:

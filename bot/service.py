@@ -63,7 +63,8 @@ class ServiceClient:
         return self._get(f"/v1/vms/{int(vmid)}/check", params)
 
     def targets(self, vmid: int) -> dict[str, Any]:
-        return self._get(f"/v1/vms/{int(vmid)}/targets")
+        """Every other node of every cluster the service reads (one cluster: just its nodes)."""
+        return self._get(f"/v1/vms/{int(vmid)}/targets", {"all_clusters": "1"})
 
     def decisions(self, limit: int = 10, vmid: int | None = None) -> dict[str, Any] | list[Any]:
         params: dict[str, Any] = {"limit": int(limit)}

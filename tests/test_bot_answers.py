@@ -89,6 +89,22 @@ def test_long_reason_lists_stay_within_slack_limits():
             assert len(block["text"]["text"]) <= 3000
 
 
+def test_targets_name_the_clusters_and_nodes_not_asked():
+    body = {
+        "targets": [verdict_body(target="node2", verdict="allow")],
+        "errors": [
+            {"cluster": "intel", "code": "unreachable", "message": "cannot reach Proxmox at pvb:8006"},
+            {"cluster": "amd2", "node": "pvc3", "code": "unknown-node", "message": "node pvc3 is gone"},
+        ],
+    }
+    t = targets_answer(101, body)
+    assert t.text.endswith(
+        "Not asked: intel (cannot reach Proxmox at pvb:8006); amd2/pvc3 (node pvc3 is gone)."
+    ), t.text
+    assert "can move to 1 of 1 other nodes" in t.text
+    assert "Not asked: intel" in json.dumps(t.blocks)
+
+
 def test_targets_recommendation_decisions_shapes():
     t = targets_answer(101, {"targets": [verdict_body(target="node2", verdict="allow"), verdict_body()]})
     assert "can move to 1 of 2 other nodes" in t.text

@@ -249,6 +249,20 @@ def test_the_bot_question_names_the_other_cluster(stack):
     assert "There is no cluster arm" in lost.text
 
 
+def test_the_bot_where_can_it_go_asks_every_cluster(stack):
+    from bot.answers import answer
+    from bot.parser import parse
+    from bot.service import ServiceClient
+
+    client = ServiceClient(stack["url"], TOKEN, timeout=15)
+    try:
+        where = answer(parse("where can vm 101 go?"), client)
+    finally:
+        client.close()
+    assert where.text.startswith("VM 101 (build01) on pva1: can move to 1 of 3 other nodes"), where.text
+    assert "pva2: yes" in where.text and "intel/pvb1: no" in where.text and "intel/pvb2: no" in where.text
+
+
 # --- the remote decision (the hookscript on the target) ----------------------------------------
 
 

@@ -155,8 +155,9 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks = [asyncio.create_task(flusher())]
-        if refresh:
-            tasks.append(asyncio.create_task(InventoryRefresher(service).run()))
+        if refresh:  # every cluster the service reads (MIGRATION_GUARD_CLUSTERS_FILE too)
+            for one in service.across().services.values():
+                tasks.append(asyncio.create_task(InventoryRefresher(one).run()))
         try:
             yield
         finally:

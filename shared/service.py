@@ -116,7 +116,7 @@ class GuardService:
         )
         self.events = EventLog(store, keep=settings.decisions_keep)
         self.pool = ThreadPoolExecutor(max_workers=48, thread_name_prefix="proxmox")
-        self.vm_status = VmStatusReader(self._run, reader, reuse_s=settings.cache_vm_ttl)
+        self.vm_status = VmStatusReader(self._run, reader, reuse_s=settings.cache_vm_ttl / 2)
         self._node_by_hash: dict[str, NodeFacts] = {}
         self._hash_of: dict[int, tuple[NodeFacts, str]] = {}
         self._offline_nodes: dict[str, NodeFacts] = {}

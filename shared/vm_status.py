@@ -3,10 +3,11 @@ at a time, or one node at a time when many VMs of a node are asked together.
 
 A node evacuation asks about hundreds of VMs of one node at once. ``status/current`` per VM
 would make one Proxmox call each; ``GET /nodes/{node}/qemu?full=1`` answers the same fields for
-every VM of the node in one call. So: the first VM of a node is read alone (a single check stays
-one small call); a VM asked while another VM of the same node is being read joins a node-wide
-read instead (one for the whole burst). A node-wide answer serves later VMs of that node for
-``reuse_s`` (the VM facts lifetime).
+every VM of the node in one call (the call pvestatd itself makes every 10 s; one request also
+spares pvedaemon's few workers a queue of hundreds). So: the first VM of a node is read alone (a
+single check stays one small call); a VM asked while another VM of the same node is being read
+joins a node-wide read instead (one for the whole burst). A node-wide answer serves later VMs of
+that node for ``reuse_s`` (half the VM facts lifetime).
 """
 
 from __future__ import annotations

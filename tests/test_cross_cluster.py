@@ -147,7 +147,15 @@ def stack(tmp_path_factory):
         time.sleep(0.02)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     http = httpx.Client(base_url=url, headers=AUTH, timeout=15)
-    yield {"url": url, "http": http, "amd": amd, "intel": intel, "redis": store, "tmp": tmp}
+    yield {
+        "url": url,
+        "http": http,
+        "amd": amd,
+        "intel": intel,
+        "redis": store,
+        "tmp": tmp,
+        "settings": settings,
+    }
     http.close()
     server.should_exit = True
     thread.join(10)
@@ -462,3 +470,27 @@ def test_readyz_names_every_cluster_and_degrades_when_another_is_down(stack):
     assert down.status_code == 200 and (body["status"], body["degraded"]) == ("degraded", True)
     assert body["clusters"]["intel"].startswith("unreachable: Proxmox at ")
     assert body["proxmox"] == "ok"
+
+
+def test_the_background_refresher_keeps_every_cluster_fresh(stack):
+    from fastapi.testclient import TestClient
+
+    settings = settings_mod.load_settings(
+        None, **{**stack["settings"].model_dump(), "redis_url": "", "pve_cluster_name": "amd"}
+    )
+    for server in (stack["amd"], stack["intel"]):
+        server.reset_counts()
+    app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens(), refresh=True)
+    with TestClient(app):  # no request: the lifespan alone reads both clusters' inventories
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen = [set(server.requests()) for server in (stack["amd"], stack["intel"])]
+            if all(
+                {"/nodes", "/cluster/resources"} <= paths and any(p.endswith("/status") for p in paths)
+                for paths in seen
+            ):
+                break
+            time.sleep(0.05)
+    for name, paths in zip(("amd", "intel"), seen, strict=True):
+        assert {"/nodes", "/cluster/resources"} <= paths, (name, paths)
+        assert any(p.endswith("/status") and p.startswith("/nodes/") for p in paths), (name, paths)

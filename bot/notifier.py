@@ -4,14 +4,24 @@ Delivery, one event at a time and in stream order (so per VM in order):
 
 1. read with the consumer group ``slack-notifier`` (consumer ``<hostname>-<pid>``);
 2. if the event is already recorded as posted, just acknowledge it (a crash after the post);
-3. post it (``chat.postMessage``), retrying for as long as it takes: a 429 waits the
-   Retry-After Slack asked for, a 5xx or a network error backs off exponentially; blocks Slack
-   refuses as invalid are re-sent as plain text;
+3. post it (``chat.postMessage``, with message metadata ``migration_guard_veto`` carrying the event
+   id), retrying for as long as it takes: a 429 waits the Retry-After Slack asked for, a 5xx or a
+   network error backs off exponentially; blocks Slack refuses as invalid are re-sent as plain text;
 4. in ONE Redis transaction: record "posted" (event id -> Slack ts, kept 7 days), remember the
    thread of this (VM, target) for 10 minutes, and XACK.
 
-So a crash before step 4 leaves the event pending and it is posted after the restart; a crash
-inside the post call itself is the only (milliseconds wide) window for a second post.
+A crash before step 4 leaves the event pending and it is delivered again after the restart. Slack
+may have accepted the post already (the process died between the post and step 4, or the answer
+of ``chat.postMessage`` was lost: timeout, dropped connection). So before posting an entry that may
+be in Slack already -- one redelivered after a restart or taken over from a dead consumer, or a
+retry after a post whose answer never came -- the notifier looks in the channel for a message whose
+metadata carries the event id (``conversations.history`` since 10 minutes before the event, and
+``conversations.replies`` of the thread it would go into). Found: step 4 with that message's ts,
+nothing is posted. The first delivery of a new entry makes no such lookup (no extra Slack call).
+The lookup needs ``channels:history`` (``groups:history`` for a private channel); when Slack
+refuses it or cannot be asked, the notifier says so once and posts anyway: exactly once with the
+scope, at least once without it; never lost.
+
 After a restart the notifier first drains its own pending entries, then takes over the pending
 entries of dead consumers: at once for consumers of this host whose process is gone, and with
 XAUTOCLAIM after ``claim_idle_s`` for any other consumer.
@@ -22,6 +32,7 @@ into that message's thread.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -30,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -52,10 +64,60 @@ FIRST_START_LOOKBACK_S = 3600
 FORGET_CONSUMER_AFTER_S = 24 * 3600
 #: Slack errors about our message body: re-send as plain text instead of retrying forever
 _BODY_ERRORS = {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "invalid_attachments"}
+#: the Slack message metadata every veto carries: {"event_type": ..., "event_payload": {"event_id": id}}
+VETO_EVENT_TYPE = "migration_guard_veto"
+#: a lookup starts this long before the event (or the first post attempt): the clocks of the
+#: service, the bot and Slack may differ
+LOOKUP_MARGIN_S = 600
+LOOKUP_PAGE = 200
+#: at most this many pages (of LOOKUP_PAGE messages) are searched per place; then it is posted
+LOOKUP_MAX_PAGES = 10
+#: a rate-limited lookup waits Retry-After and asks again, this many times in all
+LOOKUP_TRIES = 3
+#: lookup refusals an operator fixes in the Slack app (scope, membership), not by waiting
+_ACCESS_ERRORS = {
+    "missing_scope",
+    "not_allowed_token_type",
+    "no_permission",
+    "not_in_channel",
+    "channel_not_found",
+    "access_denied",
+}
+#: no answer from Slack: the request may or may not have been carried out
+_TRANSPORT_ERRORS = (SlackClientError, OSError, ValueError, http.client.HTTPException)
+#: HTTP answers of chat.postMessage after which Slack may still have posted (its edge gave up waiting)
+_UNSURE_STATUSES = {504}
+_HISTORY_HINT = (
+    "add channels:history (and groups:history for a private channel) to the Slack app so a "
+    "restarted bot can tell a veto it already posted; posting again"
+)
+#: kinds of lookup failure already warned about: one warning each per process
+_warned: set[str] = set()
 
 
 class Stopped(Exception):
     """The notifier was asked to stop while an event was in flight (it stays pending)."""
+
+
+class LookupFailed(Exception):
+    """Slack could not be asked whether a veto is in the channel already.
+
+    ``kind``: ``"access"`` (the app lacks a scope or channel membership) or ``"transient"``."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where a veto is in Slack: its ``ts``, the thread it is in (None: top level), and whether
+    it was found there (posted earlier) rather than posted now."""
+
+    ts: str
+    thread_ts: str | None
+    found: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +229,9 @@ class Notifier:
         return True
 
     def recover(self) -> int:
-        """After a (re)start: own pending entries, then those of dead consumers on this host."""
+        """After a (re)start: own pending entries, then those of dead consumers on this host.
+
+        All of them may have been posted before the restart: each is looked for in Slack first."""
         done = self._drain(self._own_pending)
         host = socket.gethostname() + "-"
         for info in self.store.xinfo_consumers(STREAM, GROUP):
@@ -194,7 +258,7 @@ class Notifier:
             )
             start, entries = reply[0], reply[1]
             for entry_id, fields in entries:
-                self.handle(_s(entry_id), fields)
+                self.handle(_s(entry_id), fields, redelivered=True)
                 done += 1
             if _s(start) in ("0-0", "0") or not entries:
                 return done
@@ -240,7 +304,7 @@ class Notifier:
             claimed: Any = self.store.xclaim(STREAM, GROUP, self.consumer, min_idle_time=0, message_ids=ids)
             got = {_s(i) for i, _f in claimed}
             for entry_id, fields in claimed:
-                self.handle(_s(entry_id), fields)
+                self.handle(_s(entry_id), fields, redelivered=True)
                 done += 1
             gone = [i for i in ids if _s(i) not in got]  # deleted from the stream meanwhile
             if gone:
@@ -253,13 +317,17 @@ class Notifier:
             if not entries:
                 return done
             for entry_id, fields in entries:
-                self.handle(_s(entry_id), fields)
+                self.handle(_s(entry_id), fields, redelivered=True)
                 done += 1
 
     # --- one event -----------------------------------------------------------------------
 
-    def handle(self, entry_id: str, fields: Any) -> str | None:
-        """Deliver one entry exactly once; returns the Slack ts (None if skipped)."""
+    def handle(self, entry_id: str, fields: Any, *, redelivered: bool = False) -> str | None:
+        """Deliver one entry exactly once; returns the Slack ts (None if skipped).
+
+        ``redelivered``: the entry was read before (by this consumer before a restart, or by a
+        consumer that died), so it may be in Slack already: look for it there before posting.
+        A new entry (``False``) is posted without asking Slack anything first."""
         veto = parse_entry(entry_id, {_s(k): _s(v) for k, v in (fields or {}).items()})
         if veto is None:
             log.warning(
@@ -274,39 +342,73 @@ class Notifier:
             self.store.xack(STREAM, GROUP, entry_id)
             return _s(already)
         thread_key = THREAD_KEY.format(key=veto.thread_key)
-        thread_ts = self.store.get(thread_key)
-        ts = self.post(veto, _s(thread_ts) if thread_ts else None)
+        raw_thread = self.store.get(thread_key)
+        thread_ts = _s(raw_thread) if raw_thread else None
+        delivery = None
+        if redelivered:
+            event_time = _event_time(veto.body)
+            oldest = None if event_time is None else min(event_time, self.clock()) - LOOKUP_MARGIN_S
+            # where it would go now, and the top level too: the first attempt may have gone to
+            # the top level before another consumer started this VM's thread
+            delivery = self.find_posted(veto, thread_ts, oldest, top_level_too=True)
+            if delivery is not None:
+                log.info(
+                    "veto %s is in Slack already (ts %s, posted by an attempt that died before recording "
+                    "it); recording it, not posting it again",
+                    veto.event_id,
+                    delivery.ts,
+                )
+        if delivery is None:
+            delivery = self.post(veto, thread_ts)  # found=True: this very post, its answer lost
+            self.posted += 1
         pipe = self.store.pipeline(transaction=True)
-        pipe.set(posted_key, ts, ex=POSTED_TTL_S)
-        pipe.set(thread_key, ts, ex=REPEAT_WINDOW_S, nx=True)
+        pipe.set(posted_key, delivery.ts, ex=POSTED_TTL_S)
+        pipe.set(thread_key, delivery.thread_ts or delivery.ts, ex=REPEAT_WINDOW_S, nx=True)
         pipe.xack(STREAM, GROUP, entry_id)
         pipe.execute()
-        self.posted += 1
-        return ts
+        return delivery.ts
 
-    def post(self, veto: Veto, thread_ts: str | None) -> str:
-        """chat.postMessage until Slack accepts it; returns its ts. Raises Stopped on stop."""
+    def post(self, veto: Veto, thread_ts: str | None) -> Delivery:
+        """chat.postMessage until Slack accepts it. Raises Stopped on stop.
+
+        After an attempt whose answer never came (timeout, dropped connection, 504) the message
+        may be in Slack: the channel is searched for it before the next attempt, and a message
+        found there is returned (``found=True``) instead of posting a second one."""
         message = verdict_answer(veto.body, veto=True)
         text, blocks = message.text, message.blocks
         if thread_ts:
             text = "Again: " + text
+        metadata = {"event_type": VETO_EVENT_TYPE, "event_payload": {"event_id": veto.event_id}}
+        started = self.clock()
         attempt = 0
+        unsure = False  # the last attempt may have reached Slack
         while True:
             if self.stop_event.is_set():
                 raise Stopped
+            if unsure:
+                found = self.find_posted(veto, thread_ts, started - LOOKUP_MARGIN_S)
+                if found is not None:
+                    log.info(
+                        "veto %s reached Slack although its answer was lost (ts %s); not posting it again",
+                        veto.event_id,
+                        found.ts,
+                    )
+                    return found
+                unsure = False
             try:
                 kwargs: dict[str, Any] = {
                     "channel": self.channel,
                     "text": clip(text, 3000),
                     "unfurl_links": False,
                     "unfurl_media": False,
+                    "metadata": metadata,
                 }
                 if blocks:
                     kwargs["blocks"] = blocks
                 if thread_ts:
                     kwargs["thread_ts"] = thread_ts
                 resp = self.slack.chat_postMessage(**kwargs)
-                return str(resp["ts"])
+                return Delivery(str(resp["ts"]), thread_ts)
             except SlackApiError as exc:
                 status = exc.response.status_code
                 error = _slack_error(exc)
@@ -325,6 +427,7 @@ class Notifier:
                     blocks = []
                     continue
                 else:
+                    unsure = status in _UNSURE_STATUSES
                     wait = self._backoff(attempt)
                     log.warning(
                         "Slack refused veto %s (HTTP %s, %s); retrying in %.1f s",
@@ -333,7 +436,8 @@ class Notifier:
                         error or "no error code",
                         wait,
                     )
-            except (SlackClientError, OSError, ValueError) as exc:
+            except _TRANSPORT_ERRORS as exc:
+                unsure = True
                 wait = self._backoff(attempt)
                 log.warning(
                     "cannot reach Slack posting veto %s (%s); retrying in %.1f s",
@@ -345,6 +449,118 @@ class Notifier:
             if self.stop_event.wait(wait):
                 raise Stopped
 
+    # --- is it in Slack already? ----------------------------------------------------------
+
+    def find_posted(
+        self, veto: Veto, thread_ts: str | None, oldest: float | None, *, top_level_too: bool = False
+    ) -> Delivery | None:
+        """The message of this veto if it is in the channel (its metadata carries the event id).
+
+        Searched: the thread ``thread_ts`` (``conversations.replies``) when given, else -- or also,
+        with ``top_level_too`` -- the top-level messages since ``oldest`` (``conversations.history``,
+        no bound when None). None when not found, and when Slack refused the lookup or could not
+        be asked (warned once per process; the caller posts: at least once, never lost).
+        Raises Stopped on stop."""
+        try:
+            if thread_ts:
+                hit = self._search(veto, thread_ts, None)
+                if hit is not None or not top_level_too:
+                    return hit
+            return self._search(veto, None, oldest)
+        except LookupFailed as exc:
+            self._lookup_failed(veto, exc)
+            return None
+
+    def _search(self, veto: Veto, thread_ts: str | None, oldest: float | None) -> Delivery | None:
+        cursor: str | None = None
+        for _page in range(LOOKUP_MAX_PAGES):
+            reply = self._lookup(thread_ts, oldest, cursor)
+            for msg in reply.get("messages") or []:
+                if isinstance(msg, dict) and _carries(msg, veto.event_id):
+                    ts = str(msg.get("ts"))
+                    root = msg.get("thread_ts")
+                    return Delivery(ts, str(root) if root and str(root) != ts else None, found=True)
+            cursor = (reply.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return None
+        log.info(
+            "veto %s is not among the %d messages searched in %s (more there); posting it",
+            veto.event_id,
+            LOOKUP_MAX_PAGES * LOOKUP_PAGE,
+            f"the thread {thread_ts}" if thread_ts else "the channel",
+        )
+        return None
+
+    def _lookup(self, thread_ts: str | None, oldest: float | None, cursor: str | None) -> Any:
+        """One page of conversations.replies (``thread_ts``) or conversations.history."""
+        tries = 0
+        while True:
+            if self.stop_event.is_set():
+                raise Stopped
+            tries += 1
+            try:
+                if thread_ts:
+                    return self.slack.conversations_replies(
+                        channel=self.channel,
+                        ts=thread_ts,
+                        include_all_metadata=True,
+                        limit=LOOKUP_PAGE,
+                        cursor=cursor,
+                    )
+                return self.slack.conversations_history(
+                    channel=self.channel,
+                    oldest=None if oldest is None or oldest <= 0 else f"{oldest:.6f}",
+                    include_all_metadata=True,
+                    limit=LOOKUP_PAGE,
+                    cursor=cursor,
+                )
+            except SlackApiError as exc:
+                status, error = exc.response.status_code, _slack_error(exc)
+                if status == 429 and tries < LOOKUP_TRIES:
+                    if self.stop_event.wait(_retry_after(exc.response.headers, self.retry_after_max_s)):
+                        raise Stopped from None
+                    continue
+                if status == 200 and error == "thread_not_found":  # the thread is gone, and ours with it
+                    return {"messages": []}
+                if status == 200 and error in _ACCESS_ERRORS:
+                    data = exc.response.data if isinstance(exc.response.data, dict) else {}
+                    needed = data.get("needed")
+                    raise LookupFailed(
+                        "access", f"Slack: {error}" + (f", needs {needed}" if needed else "")
+                    ) from exc
+                raise LookupFailed("transient", f"HTTP {status}, {error or 'no error code'}") from exc
+            except _TRANSPORT_ERRORS as exc:
+                raise LookupFailed("transient", type(exc).__name__) from exc
+
+    def _lookup_failed(self, veto: Veto, exc: LookupFailed) -> None:
+        if exc.kind in _warned:
+            log.info(
+                "cannot look in channel %s for veto %s (%s); posting it, it may show twice",
+                self.channel,
+                veto.event_id,
+                exc.reason,
+            )
+            return
+        _warned.add(exc.kind)
+        if exc.kind == "access":
+            log.warning(
+                "cannot look in channel %s whether veto %s is there already (%s): %s "
+                "(said once; until the scope is added and the app reinstalled, a veto may show twice "
+                "after a restart)",
+                self.channel,
+                veto.event_id,
+                exc.reason,
+                _HISTORY_HINT,
+            )
+        else:
+            log.warning(
+                "cannot look in channel %s whether veto %s is there already (%s); posting it again, "
+                "so it may show twice (said once; further lookup failures are logged at info level)",
+                self.channel,
+                veto.event_id,
+                exc.reason,
+            )
+
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_max_s, self.backoff_base_s * 2 ** min(attempt, 10))
 
@@ -352,6 +568,29 @@ class Notifier:
 def _slack_error(exc: SlackApiError) -> str:
     data = getattr(exc.response, "data", None)
     return str(data.get("error") or "") if isinstance(data, dict) else ""
+
+
+def _carries(message: dict[str, Any], event_id: str) -> bool:
+    """Does this Slack message carry the metadata of the veto ``event_id``?"""
+    meta = message.get("metadata")
+    if not isinstance(meta, dict) or meta.get("event_type") != VETO_EVENT_TYPE:
+        return False
+    payload = meta.get("event_payload")
+    return isinstance(payload, dict) and str(payload.get("event_id")) == event_id
+
+
+def _event_time(body: dict[str, Any]) -> float | None:
+    """The event's ``time`` (ISO 8601; UTC when it names no zone) as epoch seconds, or None."""
+    raw = body.get("time")
+    if not isinstance(raw, str):
+        return None
+    try:
+        when = datetime.fromisoformat(raw.strip())
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _retry_after(headers: Any, cap: float) -> float:

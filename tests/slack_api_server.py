@@ -7,13 +7,28 @@ In-process::
         client.chat_postMessage(channel="C1", text="hi")
         slack.calls("chat.postMessage")            # [{"method", "params", "status", ...}]
         slack.fail("chat.postMessage", status=429, times=2, retry_after=1)
+        slack.fail("conversations.history", status=200, error="missing_scope")  # {"ok": false, ...}
+        slack.lose_answer("chat.postMessage", hang=2)  # carried out, but no answer comes back
         slack.wait_for("chat.postMessage", 1)
+        slack.messages("C1")                       # what the channel holds, oldest first
+
+Posted messages are kept per channel (``ts``, ``thread_ts``, ``text``, ``blocks``, ``metadata``)
+and read back like Slack: ``conversations.history`` (``channel``, ``oldest``, ``latest``,
+``limit``, ``cursor``; top-level messages only, newest first; a thread's parent carries
+``thread_ts``, ``reply_count`` and ``latest_reply``) and ``conversations.replies`` (``channel``,
+``ts`` -> the parent, then its replies oldest first; ``thread_not_found`` for an unknown ts). Both
+include a message's ``metadata`` only when ``include_all_metadata`` is true, and page with
+``has_more`` and ``response_metadata.next_cursor``. ``chat.postMessage`` refuses metadata that is
+not ``{"event_type": str, "event_payload": {...}}`` (``invalid_metadata_format``).
+Message ``ts`` values are the wall clock in microseconds, strictly increasing.
 
 As a subprocess (``python tests/slack_api_server.py [--port 0]``) it prints one JSON line
 ``{"url": ".../api/", "base": "..."}`` on stdout and serves until killed. The same controls
-are HTTP endpoints: ``GET /_test/calls[?method=chat.postMessage]``, ``POST /_test/fail``
-(JSON ``{"method", "status", "times", "retry_after"}``), ``POST /_test/delay``
-(``{"method", "seconds"}``), ``POST /_test/reset``.
+are HTTP endpoints: ``GET /_test/calls[?method=chat.postMessage]``,
+``GET /_test/messages[?channel=C1]``, ``POST /_test/fail``
+(JSON ``{"method", "status", "times", "retry_after", "error"}``), ``POST /_test/lose_answer``
+(``{"method", "times", "hang"}``), ``POST /_test/delay`` (``{"method", "seconds"}``),
+``POST /_test/reset`` (``{"messages": true}`` also empties the channels).
 
 Slash-command ``response_url``s can point here: ``slack.response_url("abc")`` -> POSTs to it are
 recorded as method ``"response_url"`` with ``params["_path_id"] == "abc"``.
@@ -36,7 +51,23 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
 TEAM_ID = "T0TEST"
+#: what a missing_scope answer says is ``needed`` (the real Slack names the scopes too)
+NEEDED_SCOPES = {
+    "conversations.history": "channels:history,groups:history,mpim:history,im:history",
+    "conversations.replies": "channels:history,groups:history,mpim:history,im:history",
+    "chat.postMessage": "chat:write",
+}
+
+
+class _AnswerLost(Exception):
+    """The call was carried out but its answer is never sent (after ``hang`` seconds the
+    connection is closed)."""
+
+    def __init__(self, hang: float) -> None:
+        super().__init__(hang)
+        self.hang = hang
 
 
 class SlackApiServer:
@@ -45,7 +76,8 @@ class SlackApiServer:
         self._calls: list[dict[str, Any]] = []
         self._faults: dict[str, list[dict[str, Any]]] = {}
         self._delays: dict[str, float] = {}
-        self._ts = 0
+        self._messages: dict[str, list[dict[str, Any]]] = {}
+        self._last_ts_us = 0
         #: the WebSocket URL apps.connections.open hands out (to an xapp- token); None refuses
         self.socket_mode_url: str | None = None
         self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
@@ -105,21 +137,43 @@ class SlackApiServer:
         error: str | None = None,
     ) -> None:
         """The next ``times`` calls of ``method`` answer ``status`` (429 carries Retry-After;
-        status 200 answers ``{"ok": false, "error": error}``)."""
+        status 200 answers ``{"ok": false, "error": error}``, e.g. ``error="missing_scope"``, which
+        also names the ``needed`` scopes like Slack). The call is not carried out."""
         with self._lock:
             self._faults.setdefault(method, []).extend(
                 [{"status": status, "retry_after": retry_after, "error": error}] * times
             )
 
+    def lose_answer(self, method: str, times: int = 1, hang: float = 0.0) -> None:
+        """The next ``times`` calls of ``method`` are carried out (a post is in the channel, the
+        call is recorded with ``answer_lost``) but the client never gets the answer: the
+        connection is held ``hang`` seconds (longer than the client's timeout: it times out),
+        then closed without a word (with ``hang=0`` at once: the client sees the connection drop)."""
+        with self._lock:
+            self._faults.setdefault(method, []).extend([{"lose": True, "hang": float(hang)}] * times)
+
     def delay(self, method: str, seconds: float) -> None:
         with self._lock:
             self._delays[method] = seconds
 
-    def reset(self) -> None:
+    def reset(self, messages: bool = False) -> None:
+        """Forget the calls, faults and delays; with ``messages`` empty the channels too."""
         with self._lock:
             self._calls.clear()
             self._faults.clear()
             self._delays.clear()
+            if messages:
+                self._messages.clear()
+
+    def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """The messages posted (to ``channel``, or anywhere), oldest first, as stored."""
+        with self._lock:
+            return [
+                dict(m, channel=c)
+                for c, msgs in self._messages.items()
+                if channel is None or c == channel
+                for m in msgs
+            ]
 
     def wait_for(
         self, method: str, count: int = 1, timeout: float = 10.0, *, ok_only: bool = True
@@ -135,9 +189,10 @@ class SlackApiServer:
     # --- answering -----------------------------------------------------------------------
 
     def _next_ts(self) -> str:
+        """A message ts like Slack's: the wall clock (``seconds.microseconds``), never repeated."""
         with self._lock:
-            self._ts += 1
-            return f"{1_700_000_000 + self._ts}.{self._ts:06d}"
+            self._last_ts_us = max(int(time.time() * 1_000_000), self._last_ts_us + 1)
+            return f"{self._last_ts_us // 1_000_000}.{self._last_ts_us % 1_000_000:06d}"
 
     def _take_fault(self, method: str) -> dict[str, Any] | None:
         with self._lock:
@@ -155,11 +210,21 @@ class SlackApiServer:
             time.sleep(delay)
         call: dict[str, Any] = {"method": method, "params": params, "authed": authed, "time": time.time()}
         fault = self._take_fault(method)
+        if fault is not None and fault.get("lose"):
+            body = self._answer(method, params) if authed else {"ok": False, "error": "not_authed"}
+            self._record(
+                {**call, "status": 200, "ok": bool(body.get("ok")), "response": body, "answer_lost": True}
+            )
+            raise _AnswerLost(fault["hang"])
         if fault is not None:
             status = fault["status"]
             headers = {"Content-Type": "application/json"}
             if status == 200:  # Slack's "ok": false answers, e.g. error="invalid_blocks"
-                raw = json.dumps({"ok": False, "error": fault["error"] or "internal_error"}).encode()
+                body = {"ok": False, "error": fault["error"] or "internal_error"}
+                if body["error"] == "missing_scope":
+                    body["needed"] = NEEDED_SCOPES.get(method, "")
+                    body["provided"] = "chat:write,commands"
+                raw = json.dumps(body).encode()
             elif status == 429:
                 headers["Retry-After"] = str(fault["retry_after"] if fault["retry_after"] is not None else 1)
                 body = {"ok": False, "error": fault["error"] or "ratelimited"}
@@ -193,11 +258,21 @@ class SlackApiServer:
             channel = params.get("channel")
             if not channel:
                 return {"ok": False, "error": "channel_not_found"}
-            ts = params.get("ts") if method == "chat.update" else self._next_ts()
-            message = {"text": params.get("text", ""), "ts": ts, "user": BOT_USER_ID}
-            if params.get("thread_ts"):
-                message["thread_ts"] = params["thread_ts"]
-            return {"ok": True, "channel": channel, "ts": ts, "message": message}
+            metadata = params.get("metadata")
+            if metadata is not None and not _valid_metadata(metadata):
+                return {"ok": False, "error": "invalid_metadata_format"}
+            if method == "chat.update":
+                ts = params.get("ts")
+                with self._lock:
+                    for stored in self._messages.get(channel, []):
+                        if stored["ts"] == ts:
+                            stored["text"] = params.get("text", "")
+                message = {"text": params.get("text", ""), "ts": ts, "user": BOT_USER_ID}
+            else:
+                message = self._store(channel, params)
+            return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+        if method in ("conversations.history", "conversations.replies"):
+            return self._read(method, params)
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
         if method == "views.publish":
@@ -212,6 +287,93 @@ class SlackApiServer:
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D0TEST"}}
         return {"ok": True}
+
+    def _store(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "text": params.get("text", ""),
+            "ts": self._next_ts(),
+        }
+        for key in ("thread_ts", "blocks", "metadata"):
+            if params.get(key):
+                message[key] = params[key]
+        with self._lock:
+            self._messages.setdefault(channel, []).append(message)
+        return dict(message)
+
+    def _read(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        with self._lock:
+            stored = [dict(m) for m in self._messages.get(channel, [])]
+        replies: dict[str, list[dict[str, Any]]] = {}
+        for m in stored:
+            if m.get("thread_ts") and m["thread_ts"] != m["ts"]:
+                replies.setdefault(m["thread_ts"], []).append(m)
+        if method == "conversations.replies":
+            ts = params.get("ts")
+            hit = next((m for m in stored if m["ts"] == ts), None)
+            root = hit and (hit.get("thread_ts") or hit["ts"])
+            parent = next((m for m in stored if m["ts"] == root), None)
+            if parent is None:
+                return {"ok": False, "error": "thread_not_found"}
+            chosen = [parent, *replies.get(parent["ts"], [])]
+        else:
+            oldest, latest = _float(params.get("oldest"), 0.0), _float(params.get("latest"), float("inf"))
+            chosen = [
+                m
+                for m in reversed(stored)
+                if not (m.get("thread_ts") and m["thread_ts"] != m["ts"]) and oldest < float(m["ts"]) < latest
+            ]
+        limit = max(1, min(999, int(_float(params.get("limit"), 100))))
+        start = int(str(params.get("cursor") or "next:0").removeprefix("next:") or 0)
+        page = chosen[start : start + limit]
+        more = start + limit < len(chosen)
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        out = []
+        for m in page:
+            m = dict(m)
+            if not with_metadata:
+                m.pop("metadata", None)
+            thread = replies.get(m["ts"])
+            if thread:
+                m.update(
+                    thread_ts=m["ts"],
+                    reply_count=len(thread),
+                    reply_users_count=1,
+                    reply_users=[BOT_USER_ID],
+                    latest_reply=thread[-1]["ts"],
+                )
+            out.append(m)
+        return {
+            "ok": True,
+            "messages": out,
+            "has_more": more,
+            "response_metadata": {"next_cursor": f"next:{start + limit}" if more else ""},
+        }
+
+
+def _valid_metadata(metadata: Any) -> bool:
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            return False
+    return (
+        isinstance(metadata, dict)
+        and isinstance(metadata.get("event_type"), str)
+        and isinstance(metadata.get("event_payload"), dict)
+    )
+
+
+def _float(value: Any, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
 
 
 def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
@@ -241,6 +403,9 @@ def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
             if parts.path == "/_test/calls":
                 method = parse_qs(parts.query).get("method", [None])[0]
                 self._json(200, server.calls(method))
+            elif parts.path == "/_test/messages":
+                channel = parse_qs(parts.query).get("channel", [None])[0]
+                self._json(200, server.messages(channel))
             elif parts.path.startswith("/api/"):
                 params = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 self._api(parts.path[len("/api/") :], params)
@@ -257,7 +422,7 @@ def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
                 else:
                     params = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
                     params.update({k: v[0] for k, v in parse_qs(parts.query).items()})
-                    for key in ("blocks", "attachments", "view"):
+                    for key in ("blocks", "attachments", "view", "metadata"):
                         if isinstance(params.get(key), str):
                             with contextlib.suppress(ValueError):
                                 params[key] = json.loads(params[key])
@@ -282,7 +447,13 @@ def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
             params.pop("token", None)
             if method == "apps.connections.open":  # only the kind of token is kept, never the token
                 params["_app_token"] = token.startswith("xapp-")
-            self._send(*server.handle(method, params, authed))
+            try:
+                answer = server.handle(method, params, authed)
+            except _AnswerLost as lost:
+                time.sleep(lost.hang)
+                self.close_connection = True  # no status line, no body: the client hears nothing
+                return
+            self._send(*answer)
 
         def _control(self, action: str, params: dict[str, Any]) -> None:
             actions: dict[str, Callable[[], None]] = {
@@ -293,8 +464,11 @@ def _handler_for(server: SlackApiServer) -> type[BaseHTTPRequestHandler]:
                     params.get("retry_after"),
                     params.get("error"),
                 ),
+                "lose_answer": lambda: server.lose_answer(
+                    params["method"], int(params.get("times", 1)), float(params.get("hang", 0))
+                ),
                 "delay": lambda: server.delay(params["method"], float(params.get("seconds", 0))),
-                "reset": server.reset,
+                "reset": lambda: server.reset(bool(params.get("messages"))),
             }
             if action not in actions:
                 self._json(404, {"ok": False, "error": "unknown_control"})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +17,7 @@ import pytest
 import redis
 from slack_sdk import WebClient
 
-from bot.notifier import GROUP, POSTED_KEY, STREAM, Notifier
+from bot.notifier import GROUP, POSTED_KEY, STREAM, THREAD_KEY, Notifier
 from tests.bot_helpers import REDIS_URL, veto_event
 from tests.slack_api_server import SlackApiServer
 
@@ -279,3 +281,307 @@ def test_redis_outage_is_waited_out_not_fatal(slack):
     n.stop()
     t.join(5)
     assert not t.is_alive()
+
+
+# --- exactly once across a crash between the post and its record -----------------------------
+
+VETO_METADATA_TYPE = "migration_guard_veto"
+
+
+class _Killed(BaseException):
+    """The notifier process dying (not an Exception: nothing in the notifier catches it)."""
+
+
+class _DiesBeforeRecording:
+    """The notifier's Redis, except that the process 'dies' right before the record-and-ack
+    transaction: the post went out, nothing of it is recorded, the entry stays pending."""
+
+    def __init__(self, store: redis.Redis) -> None:
+        self._store = store
+
+    def pipeline(self, *args, **kwargs):
+        raise _Killed
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+def post_then_die(store, slack, consumer: str, count: int = 1) -> list[str]:
+    """``consumer`` reads the next ``count`` entries and posts each, dying before recording it."""
+    dying = make(_DiesBeforeRecording(store), slack, consumer=consumer)
+    reply = store.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count)
+    ids = []
+    for entry_id, fields in reply[0][1]:
+        with pytest.raises(_Killed):
+            dying.handle(entry_id, fields)
+        ids.append(entry_id)
+    return ids
+
+
+def recorded(store, *events: dict):
+    """Every one of ``events`` recorded as posted, and nothing left pending."""
+    return all(store.get(POSTED_KEY.format(id=ev["id"])) for ev in events) and pending(store) == 0
+
+
+def now_iso(offset_s: float = 0.0) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset_s))
+
+
+def lookups(slack) -> list[dict]:
+    return [c for c in slack.calls() if c["method"] in ("conversations.history", "conversations.replies")]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(10)
+    return proc.pid
+
+
+@pytest.fixture()
+def fresh_warnings(monkeypatch):
+    """The once-per-process lookup warnings, as in a process that has not warned yet."""
+    import bot.notifier as notifier_module
+
+    monkeypatch.setattr(notifier_module, "_warned", set())
+
+
+@pytest.mark.parametrize("how", ["own pending", "dead consumer on this host", "consumer on another host"])
+def test_killed_between_post_and_record_is_found_in_slack_and_not_posted_again(store, slack, how):
+    make(store, slack).ensure_group()
+    ev = publish(store, time=now_iso(-30))
+    first = {
+        "own pending": "c1",
+        "dead consumer on this host": f"{socket.gethostname()}-{dead_pid()}",
+        "consumer on another host": "elsewhere-1",
+    }[how]
+    post_then_die(store, slack, first)
+    (post,) = slack.calls("chat.postMessage", ok_only=True)  # Slack has it; Redis knows nothing
+    assert post["params"]["metadata"] == {
+        "event_type": VETO_METADATA_TYPE,
+        "event_payload": {"event_id": ev["id"]},
+    }
+    assert store.get(POSTED_KEY.format(id=ev["id"])) is None and pending(store) == 1
+    if how == "consumer on another host":
+        time.sleep(0.3)
+    restarted = make(store, slack, consumer="c1" if how == "own pending" else "c2", claim_idle_s=0.2)
+    run_until(restarted, lambda: pending(store) == 0)
+
+    assert len(slack.calls("chat.postMessage")) == 1  # not posted a second time
+    assert store.get(POSTED_KEY.format(id=ev["id"])) == post["response"]["ts"]
+    assert store.get(THREAD_KEY.format(key="lab:101:lab:node3")) == post["response"]["ts"]
+    (lookup,) = lookups(slack)
+    p = lookup["params"]
+    assert lookup["method"] == "conversations.history" and p["channel"] == "C0VETO"
+    assert p["include_all_metadata"] == "1" and p["limit"] == "200"
+    event_time = calendar.timegm(time.strptime(ev["time"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(float(p["oldest"]) - (event_time - 600)) < 1  # 10 minutes before the event
+    assert restarted.posted == 0
+
+
+def test_a_redelivered_veto_that_never_reached_slack_is_posted_once(store, slack):
+    make(store, slack).ensure_group()
+    ev = publish(store)
+    store.xreadgroup(GROUP, "c1", {STREAM: ">"})  # read, then the process died before posting
+    n = make(store, slack, consumer="c1")
+    run_until(n, lambda: pending(store) == 0)
+    (post,) = slack.calls("chat.postMessage")
+    assert post["ok"] and post["params"]["metadata"]["event_payload"] == {"event_id": ev["id"]}
+    assert [c["method"] for c in lookups(slack)] == ["conversations.history"]
+    assert n.posted == 1
+
+
+@pytest.mark.parametrize("hang", [0.0, 1.5], ids=["connection dropped", "answer after the client timeout"])
+def test_lost_post_answer_the_retry_finds_it_and_posts_once(store, slack, hang):
+    slack.lose_answer("chat.postMessage", hang=hang)  # Slack posts it; the answer never arrives
+    client = WebClient(token="xoxb-test", base_url=slack.url, retry_handlers=[], timeout=0.5)
+    n = Notifier(store, client, "C0VETO", block_ms=100, backoff_base_s=0.05)
+    n.ensure_group()
+    ev = publish(store)
+    run_until(n, lambda: recorded(store, ev))
+
+    (post,) = slack.calls("chat.postMessage")
+    assert post["answer_lost"] and post["ok"]
+    assert [m["text"] for m in slack.messages("C0VETO")] == [post["params"]["text"]]  # once in the channel
+    (lookup,) = lookups(slack)
+    assert lookup["method"] == "conversations.history" and lookup["params"]["include_all_metadata"] == "1"
+    assert lookup["time"] > post["time"]
+    assert store.get(POSTED_KEY.format(id=ev["id"])) == post["response"]["ts"]
+
+
+def test_lost_answer_of_a_thread_repeat_the_retry_looks_in_the_thread(store, slack):
+    client = WebClient(token="xoxb-test", base_url=slack.url, retry_handlers=[], timeout=0.5)
+    n = Notifier(store, client, "C0VETO", block_ms=100, backoff_base_s=0.05)
+    n.ensure_group()
+    first = publish(store)
+    run_until(n, lambda: recorded(store, first))
+    (parent,) = slack.calls("chat.postMessage")
+    slack.lose_answer("chat.postMessage")
+    again = publish(store)
+    n = Notifier(store, client, "C0VETO", block_ms=100, backoff_base_s=0.05)
+    run_until(n, lambda: recorded(store, again))
+
+    lost = slack.calls("chat.postMessage")[1:]
+    assert len(lost) == 1 and lost[0]["answer_lost"]
+    assert lost[0]["params"]["thread_ts"] == parent["response"]["ts"]
+    assert [(c["method"], c["params"]["ts"]) for c in lookups(slack)] == [
+        ("conversations.replies", parent["response"]["ts"])
+    ]
+    assert store.get(POSTED_KEY.format(id=again["id"])) == lost[0]["response"]["ts"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "says"),
+    [
+        (200, "missing_scope", "add channels:history (and groups:history for a private channel)"),
+        (503, None, "HTTP 503"),
+    ],
+    ids=["missing_scope", "Slack 5xx"],
+)
+def test_lookup_refused_warns_once_and_posts_again(store, slack, caplog, fresh_warnings, status, error, says):
+    make(store, slack).ensure_group()
+    vetoes = [publish(store, vmid=101), publish(store, vmid=102)]
+    post_then_die(store, slack, "c1", count=2)
+    slack.fail("conversations.history", status=status, error=error, times=2)
+    caplog.set_level("INFO", logger="bot.notifier")
+    run_until(make(store, slack, consumer="c1"), lambda: pending(store) == 0)
+
+    posts = slack.calls("chat.postMessage", ok_only=True)
+    assert len(posts) == 4  # at least once: each veto twice, none lost
+    assert [c["status"] for c in lookups(slack)] == [status, status]
+    warned = [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "cannot look" in r.getMessage()
+    ]
+    assert len(warned) == 1, warned
+    assert says in warned[0] and "posting" in warned[0] and "C0VETO" in warned[0]
+    for ev, post in zip(vetoes, posts[2:], strict=True):
+        assert store.get(POSTED_KEY.format(id=ev["id"])) == post["response"]["ts"]
+
+
+def test_missing_scope_warning_tells_the_operator_what_to_add(store, slack, caplog, fresh_warnings):
+    make(store, slack).ensure_group()
+    publish(store)
+    post_then_die(store, slack, "c1")
+    slack.fail("conversations.history", status=200, error="missing_scope")
+    caplog.set_level("WARNING", logger="bot.notifier")
+    run_until(make(store, slack, consumer="c1"), lambda: pending(store) == 0)
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    text = warning.getMessage()
+    assert "missing_scope" in text and "needs channels:history" in text
+    assert text.endswith(
+        "posting again (said once; until the scope is added and the app reinstalled, a veto may show twice "
+        "after a restart)"
+    )
+
+
+def test_new_entries_make_no_history_call(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    events = [publish(store, vmid=101), publish(store, vmid=101), publish(store, vmid=102)]  # 2nd: thread
+    slack.fail("chat.postMessage", status=429, retry_after=0)  # Slack did not post: no lookup
+    slack.fail("chat.postMessage", status=503)
+    run_until(n, lambda: recorded(store, *events))
+    assert lookups(slack) == []
+    assert [c["method"] for c in slack.calls()] == ["chat.postMessage"] * 5
+    posts = slack.calls("chat.postMessage", ok_only=True)
+    assert all(p["params"]["metadata"]["event_type"] == VETO_METADATA_TYPE for p in posts)
+    assert posts[1]["params"]["thread_ts"] == posts[0]["response"]["ts"]
+
+
+def test_thread_repeat_redelivered_is_looked_for_in_the_thread(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    first = publish(store)
+    run_until(n, lambda: recorded(store, first))
+    (parent,) = slack.calls("chat.postMessage")
+    again = publish(store)
+    post_then_die(store, slack, "c1")
+    reply = slack.calls("chat.postMessage")[1]
+    assert reply["params"]["thread_ts"] == parent["response"]["ts"]
+    run_until(make(store, slack, consumer="c1"), lambda: pending(store) == 0)
+
+    assert len(slack.calls("chat.postMessage")) == 2
+    (lookup,) = lookups(slack)
+    assert lookup["method"] == "conversations.replies"
+    assert (
+        lookup["params"]["ts"] == parent["response"]["ts"] and lookup["params"]["include_all_metadata"] == "1"
+    )
+    assert store.get(POSTED_KEY.format(id=again["id"])) == reply["response"]["ts"]
+
+
+def test_thread_repeat_redelivered_that_went_to_the_top_level_is_found_there(store, slack):
+    """The first attempt posted at the top level; meanwhile another consumer started the thread."""
+    n = make(store, slack)
+    n.ensure_group()
+    first = publish(store)
+    post_then_die(store, slack, "c1")  # top level, not recorded
+    publish(store)
+    run_until(make(store, slack, consumer="c2"), lambda: len(slack.calls("chat.postMessage")) == 2)
+    # c2 took the newer veto and started a thread with it; c1's entry is still pending
+    top, newer = slack.calls("chat.postMessage")
+    assert "thread_ts" not in top["params"] and "thread_ts" not in newer["params"]
+    run_until(make(store, slack, consumer="c1"), lambda: pending(store) == 0)
+    assert len(slack.calls("chat.postMessage")) == 2
+    assert [c["method"] for c in lookups(slack)] == ["conversations.replies", "conversations.history"]
+    assert store.get(POSTED_KEY.format(id=first["id"])) == top["response"]["ts"]
+
+
+@pytest.mark.parametrize("when", [None, "garbage", 1700000000], ids=["missing", "garbage", "not a string"])
+def test_event_without_a_readable_time_is_looked_for_without_oldest(store, slack, when):
+    make(store, slack).ensure_group()
+    ev = veto_event()
+    if when is None:
+        del ev["time"]
+    else:
+        ev["time"] = when
+    store.xadd(STREAM, {"event": json.dumps(ev)})
+    post_then_die(store, slack, "c1")
+    run_until(make(store, slack, consumer="c1"), lambda: pending(store) == 0)
+    (lookup,) = lookups(slack)
+    assert "oldest" not in lookup["params"]
+    assert len(slack.calls("chat.postMessage")) == 1
+
+
+def test_lookup_pages_through_a_busy_channel(store, slack, monkeypatch):
+    import bot.notifier as notifier_module
+
+    monkeypatch.setattr(notifier_module, "LOOKUP_PAGE", 2)
+    make(store, slack).ensure_group()
+    ev = publish(store)
+    post_then_die(store, slack, "c1")
+    chatter = WebClient(token="xoxb-test", base_url=slack.url, retry_handlers=[])
+    for i in range(5):
+        chatter.chat_postMessage(channel="C0VETO", text=f"chatter {i}")
+    run_until(make(store, slack, consumer="c1"), lambda: pending(store) == 0)
+    pages = lookups(slack)
+    assert [c["params"].get("cursor") for c in pages] == [None, "next:2", "next:4"]
+    assert len(slack.calls("chat.postMessage")) == 6  # the veto once, and the chatter
+    assert store.get(POSTED_KEY.format(id=ev["id"])) == slack.calls("chat.postMessage")[0]["response"]["ts"]
+
+
+def test_stop_during_a_rate_limited_lookup_ends_promptly_and_keeps_the_entry(store, slack):
+    make(store, slack).ensure_group()
+    publish(store)
+    post_then_die(store, slack, "c1")
+    slack.fail("conversations.history", status=429, retry_after=60)
+    n = make(store, slack, consumer="c1")
+    t = threading.Thread(target=n.run, daemon=True)
+    t.start()
+    slack.wait_for("conversations.history", 1, ok_only=False)
+    time.sleep(0.2)
+    started = time.monotonic()
+    n.stop()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - started < 2
+    assert pending(store) == 1 and len(slack.calls("chat.postMessage")) == 1  # kept for the next start
+
+
+def test_gateway_timeout_is_checked_before_posting_again(store, slack):
+    """A 504 is Slack's edge giving up waiting: the post may have happened, so it is looked for."""
+    slack.fail("chat.postMessage", status=504)  # this one was not carried out: nothing to find
+    n = make(store, slack)
+    n.ensure_group()
+    ev = publish(store)
+    run_until(n, lambda: recorded(store, ev))
+    assert [c["status"] for c in slack.calls("chat.postMessage")] == [504, 200]
+    assert [c["method"] for c in lookups(slack)] == ["conversations.history"]
+    assert len(slack.messages("C0VETO")) == 1

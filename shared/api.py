@@ -19,7 +19,7 @@ from typing import Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import (
@@ -291,8 +291,23 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
             return json_response(await service.across().targets(vmid, name))
         return json_response(await service.targets(vmid))
 
-    @app.post("/v1/decisions", dependencies=auth)
-    async def decide(request: Request, decision: DecisionRequest) -> Response:
+    @app.post(
+        "/v1/decisions",
+        dependencies=auth,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": DecisionRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def decide(request: Request) -> Response:
+        # the body is read here, after the token check: a caller without a valid token gets 401
+        # whatever it sent, never a parse error (FastAPI parses a declared body before auth)
+        try:
+            decision = DecisionRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
         outcome = await service.decide(decision.model_dump())
         body = outcome.body
         if "text/plain" in request.headers.get("accept", ""):

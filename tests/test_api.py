@@ -340,6 +340,24 @@ def test_post_decision_malformed_422(client):
         "/v1/decisions", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
     )
     assert answer.status_code == 422
+    assert answer.json()["error"]["message"].startswith("body: Invalid JSON"), answer.text
+    answer = client.post(
+        "/v1/decisions",
+        json={"vmid": 101, "target": "pve2", "remote": True, "remote_unknown": "perhaps"},
+        headers=AUTH,
+    )
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == "remote_unknown"
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"vmid": "x"}', b""])
+def test_post_decision_without_a_valid_token_is_401_whatever_the_body(client, body):
+    """The token is checked before the body is read: no parse error leaks to an unknown caller."""
+    answer = client.post(
+        "/v1/decisions",
+        content=body,
+        headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthorized"
 
 
 def test_same_node_is_bad_input(client):

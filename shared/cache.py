@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
 from .errors import (
+    NodeUnreachable,
     ProxmoxError,
     ProxmoxNotFound,
     ProxmoxNotImplemented,
@@ -211,12 +212,7 @@ class FactsCache:
             self.stats.l1_hits += 1
             self._on_hit(kind, "l1")
             return hit[0], now - hit[1]
-        future = self._inflight.get(key)
-        if future is None:
-            future = asyncio.ensure_future(self._refresh(key, ttl, load, codec))
-            self._inflight[key] = future
-            future.add_done_callback(lambda _f: self._inflight.pop(key, None))
-            future.add_done_callback(_swallow)
+        future = self._load_once(key, ttl, load, codec)
         stale = hit
         if stale is None:
             try:
@@ -239,10 +235,43 @@ class FactsCache:
         except (TimeoutError, ProxmoxError) as exc:
             if isinstance(exc, ProxmoxError) and not _stale_may_answer(exc):
                 raise
-            self._unhealthy_until = time.monotonic() + 5.0
+            if not isinstance(exc, NodeUnreachable):  # one node down is not Proxmox down
+                self._unhealthy_until = time.monotonic() + 5.0
             self.stats.stale_answers += 1
             self._on_hit(kind, "stale")
             return stale[0], self.clock() - stale[1]
+
+    async def renew(
+        self,
+        key: str,
+        ttl: float,
+        load: Callable[[], Awaitable[T]],
+        codec: Codec[T],
+    ) -> tuple[T, float]:
+        """The value when it is younger than ``ttl``, else a new one, waited for to the end (one
+        load in flight is joined). Never an old value instead: a failed load raises. For the
+        background refresher, and for re-reading a value just proven wrong."""
+        hit = self._l1.get(key)
+        if hit is not None and self.clock() - hit[1] < ttl:
+            return hit[0], self.clock() - hit[1]
+        return await asyncio.shield(self._load_once(key, ttl, load, codec))
+
+    def cancel(self) -> None:
+        """Stop the loads in flight (the service is closing)."""
+        for future in list(self._inflight.values()):
+            future.cancel()
+
+    def _load_once(
+        self, key: str, ttl: float, load: Callable[[], Awaitable[T]], codec: Codec[T]
+    ) -> asyncio.Future:
+        """The load of ``key`` in flight, started now if there is none (single-flight)."""
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._refresh(key, ttl, load, codec))
+            self._inflight[key] = future
+            future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+            future.add_done_callback(_swallow)
+        return future
 
     async def _refresh(
         self, key: str, ttl: float, load: Callable[[], Awaitable[T]], codec: Codec[T]
@@ -266,7 +295,7 @@ class FactsCache:
         try:
             value = await load()
         except ProxmoxError as exc:
-            if _stale_may_answer(exc):
+            if _stale_may_answer(exc) and not isinstance(exc, NodeUnreachable):
                 self._unhealthy_until = time.monotonic() + 5.0
             raise
         self._unhealthy_until = 0.0

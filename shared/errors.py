@@ -83,6 +83,11 @@ class ProxmoxUnreachable(ProxmoxError):
     code = "cluster-unreachable"
 
 
+class NodeUnreachable(ProxmoxUnreachable):
+    """The API answered, but could not reach one node (595: the node is down or cut off).
+    Proxmox itself is healthy: other facts are still asked for, not answered from the cache."""
+
+
 class ProxmoxAuthError(ProxmoxError):
     """401: the token is wrong, expired or revoked."""
 

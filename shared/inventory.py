@@ -22,6 +22,7 @@ from proxmoxer.core import ResourceException
 
 from .errors import (
     HostDataError,
+    NodeUnreachable,
     ProxmoxAuthError,
     ProxmoxError,
     ProxmoxNotFound,
@@ -190,7 +191,7 @@ class ClusterReader:
         if status == 501:
             return ProxmoxNotImplemented(f"Proxmox at {self.where} does not offer {what} (501)")
         if status == 595 or "no route to host" in detail.lower():
-            return ProxmoxUnreachable(f"Proxmox could not reach the node for {what} ({status}: {detail})")
+            return NodeUnreachable(f"Proxmox could not reach the node for {what} ({status}: {detail})")
         if "does not exist" in detail or status == 404:
             return ProxmoxNotFound(f"Proxmox says {what} does not exist: {detail}")
         return ProxmoxError(f"Proxmox at {self.where} failed {what} ({status}): {detail or exc}")

@@ -31,10 +31,12 @@ class InventoryRefresher:
     def __init__(self, service: Any) -> None:
         self.service = service
         s = service.settings
+        #: renew a value older than this (half its lifetime)
         self.list_ttl = s.cache_list_ttl / 2
         self.node_ttl = s.cache_node_ttl / 2
         self.interval = max(MIN_INTERVAL_S, min(self.list_ttl, self.node_ttl))
         self.rounds = 0
+        self.good_rounds = 0
         self.failing: str | None = None
 
     @property
@@ -63,17 +65,23 @@ class InventoryRefresher:
             )
         except GuardError as exc:
             if self.failing is None:
+                meanwhile = (
+                    "checks answer from the last known facts, labelled with their age"
+                    if self.good_rounds
+                    else "checks without cached facts answer unknown (cluster-unreachable)"
+                )
                 log.warning(
-                    "cannot refresh cluster %s's nodes and VM list: %s; checks answer from the last "
-                    "known facts, retrying every %.0f s",
+                    "cannot refresh cluster %s's nodes and VM list: %s; %s; retrying every %.0f s",
                     service.cluster,
                     exc,
+                    meanwhile,
                     self.interval,
                 )
             self.failing = str(exc)
             return
         finally:
             self.rounds += 1
+        self.good_rounds += 1
         if self.failing is not None:
             log.info("cluster %s answers again: its nodes and VM list are fresh", service.cluster)
             self.failing = None

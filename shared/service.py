@@ -133,6 +133,7 @@ class GuardService:
     async def close(self) -> None:
         if self._across is not None:
             await self._across.close()
+        self.cache.cancel()  # background refreshes must not start Proxmox calls after shutdown
         self.pool.shutdown(wait=False, cancel_futures=True)
         await self.store.close()
 
@@ -147,39 +148,48 @@ class GuardService:
 
     # --- facts -------------------------------------------------------------------------------
 
-    # ``ttl`` below: the background refresher (shared/refresher.py) asks with a shorter lifetime,
-    # so a value is renewed before a check would find it expired.
+    # ``renew_after`` below: read anew when the value is older than that and wait for the new one
+    # (errors raise, no old value instead). The background refresher (shared/refresher.py) passes
+    # half the lifetime, so a check never finds the value expired.
 
-    async def vm_list(self, ttl: float | None = None) -> tuple[list[VmSummary], float]:
-        return await self.cache.get(
-            "vms",
-            self.settings.cache_list_ttl if ttl is None else ttl,
-            lambda: self._run(self.reader.vms),
-            VMS,
+    def _cached(self, key: str, ttl: float, renew_after: float | None, load: Any, codec: Any) -> Any:
+        if renew_after is not None:
+            return self.cache.renew(key, renew_after, load, codec)
+        return self.cache.get(key, ttl, load, codec)
+
+    async def vm_list(self, renew_after: float | None = None) -> tuple[list[VmSummary], float]:
+        got: tuple[list[VmSummary], float] = await self._cached(
+            "vms", self.settings.cache_list_ttl, renew_after, lambda: self._run(self.reader.vms), VMS
         )
+        return got
 
-    async def node_list(self, ttl: float | None = None) -> tuple[list[NodeFacts], float]:
-        return await self.cache.get(
-            "nodes",
-            self.settings.cache_list_ttl if ttl is None else ttl,
-            lambda: self._run(self.reader.nodes),
-            NODES,
+    async def node_list(self, renew_after: float | None = None) -> tuple[list[NodeFacts], float]:
+        got: tuple[list[NodeFacts], float] = await self._cached(
+            "nodes", self.settings.cache_list_ttl, renew_after, lambda: self._run(self.reader.nodes), NODES
         )
+        return got
 
-    async def qemu_flags(self, ttl: float | None = None) -> dict[str, frozenset[str]] | None:
+    async def qemu_flags(self, renew_after: float | None = None) -> dict[str, frozenset[str]] | None:
+        """Node -> the QEMU flags its KVM offers; None where the cluster has no such report (then
+        the CPU is judged on cpuinfo.flags) or, for checks, when it cannot be read now."""
         try:
-            flags, _ = await self.cache.get(
+            flags, _ = await self._cached(
                 "cpuflags",
-                self.settings.cache_node_ttl if ttl is None else ttl,
+                self.settings.cache_node_ttl,
+                renew_after,
                 lambda: self._run(self.reader.cluster_cpu_flags),
                 FLAGS,
             )
-        except ProxmoxError:  # the CPU is then judged on cpuinfo.flags
+        except ProxmoxError:
+            if renew_after is not None:  # the refresher reports it
+                raise
             return None
         return flags
 
-    async def find_vm(self, vmid: int) -> VmSummary:
-        vms, _ = await self.vm_list()
+    async def find_vm(self, vmid: int, *, fresh: bool = False) -> VmSummary:
+        """The VM's row of the VM list. ``fresh``: from a list read within the last second (the
+        cached one just proved wrong: the VM was not where it said)."""
+        vms, _ = await self.vm_list(renew_after=1.0) if fresh else await self.vm_list()
         for vm in vms:
             if vm.vmid == vmid:
                 return vm
@@ -203,10 +213,13 @@ class GuardService:
         config = await config_task
         return vm_facts_from(self.cluster, node, vmid, config, status)
 
-    async def _node_status(self, name: str, ttl: float | None = None) -> tuple[NodeFacts, float]:
-        facts, age = await self.cache.get(
+    async def _node_status(
+        self, name: str, renew_after: float | None = None
+    ) -> tuple[NodeFacts, float]:
+        facts, age = await self._cached(
             f"node:{name}",
-            self.settings.cache_node_ttl if ttl is None else ttl,
+            self.settings.cache_node_ttl,
+            renew_after,
             lambda: self._run(self.reader.node_facts, name),
             NODE,
         )
@@ -378,13 +391,20 @@ class GuardService:
                 if guess is None:
                     raise
             # the VM is not where the caller or the last VM list said (it moved): ask the cluster
-            summary = await self.find_vm(vmid)
+            summary = await self.find_vm(vmid, fresh=True)
             return await self.vm(summary.node, vmid)
 
         vm_task = asyncio.ensure_future(locate())
         nodes_task = asyncio.ensure_future(self.node_list())
         flags_task = asyncio.ensure_future(self.qemu_flags())
-        target_task = asyncio.ensure_future(self._node_status(target))
+        async def target_facts() -> tuple[NodeFacts, float] | None:
+            """None when the last node list says the target is offline: not asked (595 anyway)."""
+            known = self.cache.peek("nodes")
+            if known is not None and any(n.name == target and not n.online for n in known[0]):
+                return None
+            return await self._node_status(target)
+
+        target_task = asyncio.ensure_future(target_facts())
 
         async def source_facts() -> tuple[NodeFacts, float]:
             return await self._node_status(await where_task)
@@ -424,8 +444,11 @@ class GuardService:
             if not online.get(name, False):
                 node_facts.append(self._offline(name))
                 continue
-            if task is source_task and name != where_task.result():
-                # the VM is not where the caller or the last VM list said: its real node's facts
+            if (task is source_task and name != where_task.result()) or (
+                task is target_task and task.exception() is None and task.result() is None
+            ):
+                # the VM is not where the caller or the last VM list said, or the target is back
+                # online since the last node list: that node's facts now
                 try:
                     facts, age = await self._node_status(name)
                 except ProxmoxUnreachable as err:
@@ -436,7 +459,9 @@ class GuardService:
                     return self._unreachable(vmid, target, vm.node, failure, now, vm=vm)
                 if failure is not None:
                     raise failure
-                facts, age = task.result()
+                got = task.result()
+                assert got is not None  # a target not asked (None) is read in the branch above
+                facts, age = got
             node_facts.append(self._with_flags(facts, flags))
             ages.append(age)
         found: Precondition | None = None

@@ -23,6 +23,11 @@ T = TypeVar("T")
 
 #: seconds a Redis command may take before the store counts as down
 COMMAND_TIMEOUT_S = 0.5
+#: connections to Redis; more concurrent commands (a node evacuation: hundreds of decisions at
+#: once) wait for a free one instead of failing as if Redis were down
+MAX_CONNECTIONS = 64
+#: seconds a command may wait for a free connection (then the store counts as down)
+POOL_WAIT_S = 2.0
 
 
 def connect(url: str) -> tuple[Any, str]:
@@ -30,16 +35,24 @@ def connect(url: str) -> tuple[Any, str]:
     if not url:
         import fakeredis
 
-        return fakeredis.FakeAsyncRedis(decode_responses=True), "embedded"
+        return fakeredis.FakeAsyncRedis(
+            decode_responses=True,
+            connection_pool_class=aioredis.BlockingConnectionPool,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
+        ), "embedded"
     try:
-        client = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
             decode_responses=True,
             socket_timeout=COMMAND_TIMEOUT_S,
             socket_connect_timeout=COMMAND_TIMEOUT_S,
             retry_on_timeout=False,
             health_check_interval=0,
         )
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     except ValueError as exc:
         raise ConfigError(
             f"MIGRATION_GUARD_REDIS_URL is wrong: {exc} (expected e.g. redis://127.0.0.1:6379/0)"

@@ -9,7 +9,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from shared.cache import NODE, VM, Codec, FactsCache, facts_hash, node_from, node_to
-from shared.errors import ProxmoxUnreachable, StoreUnavailable
+from shared.errors import NodeUnreachable, ProxmoxUnreachable, StoreUnavailable
 from shared.facts import NodeFacts, VmFacts
 from shared.hosts import HostCpu
 from shared.store import Store
@@ -144,6 +144,55 @@ def test_stale_answer_when_proxmox_is_slow_then_fresh_value_lands():
         await asyncio.sleep(0.4)  # the refresh goes on in the background
         assert (await cache.get("k", 5, slow, PLAIN))[0] == "new"
         assert slow.calls == 1
+
+    run(go())
+
+
+def test_one_node_down_does_not_make_the_cache_answer_old_facts_elsewhere():
+    """A 595 for one node (NodeUnreachable) says nothing about Proxmox: other refreshes still
+    wait their grace for the fresh value. Proxmox itself down (ProxmoxUnreachable) does."""
+
+    async def go(error):
+        clock = Clock()
+        cache, _ = make(clock, grace=0.5)
+        await cache.get("vm:1", 5, Loader("old"), PLAIN)
+        with pytest.raises(ProxmoxUnreachable):
+            await cache.get("node:pve5", 300, Loader(error=error), PLAIN)
+        clock.now += 10
+        return await cache.get("vm:1", 5, Loader("new", delay=0.05), PLAIN)
+
+    assert run(go(NodeUnreachable("no route to host (node pve5 is offline)")))[0] == "new"
+    assert run(go(ProxmoxUnreachable("cannot reach Proxmox at pve1:8006: refused")))[0] == "old"
+
+
+def test_renew_waits_for_the_new_value_and_raises_instead_of_answering_old():
+    async def go():
+        clock = Clock()
+        cache, _ = make(clock, grace=0.01)
+        await cache.get("vms", 10, Loader("old"), PLAIN)
+        clock.now += 6
+        assert await cache.renew("vms", 10, Loader("unused"), PLAIN) == ("old", 6.0)  # young enough
+        assert await cache.renew("vms", 5, Loader("new", delay=0.05), PLAIN) == ("new", 0.0)
+        clock.now += 6
+        with pytest.raises(ProxmoxUnreachable):
+            await cache.renew("vms", 5, Loader(error=ProxmoxUnreachable("down")), PLAIN)
+        slow = Loader("joined", delay=0.05)
+        got = await asyncio.gather(cache.get("vms", 1, slow, PLAIN), cache.renew("vms", 1, slow, PLAIN))
+        assert slow.calls == 1 and got[1] == ("joined", 0.0)  # one load in flight, joined
+
+    run(go())
+
+
+def test_cancel_stops_loads_in_flight():
+    async def go():
+        cache, _ = make()
+        slow = Loader("late", delay=5)
+        task = asyncio.ensure_future(cache.renew("k", 5, slow, PLAIN))
+        await asyncio.sleep(0.01)
+        cache.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cache.peek("k") is None
 
     run(go())
 

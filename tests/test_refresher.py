@@ -224,11 +224,6 @@ def test_one_node_failing_is_an_outage_of_the_round(pve, redis7, caplog):
     assert "pve3" in records[0].getMessage()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: once a round has succeeded, the cache answers every later round from the "
-    "last known facts (stale-while-revalidate), so round() never sees the outage and never logs it",
-)
 def test_an_outage_after_a_good_round_is_logged_once(pve, redis7, caplog):
     clock = Clock()
     service = service_for(pve, clock)

@@ -14,5 +14,6 @@ echo "== engine (issue 2)";            $PY benchmarks/engine.py
 echo "== service (issue 8)";           $PY benchmarks/service.py
 echo "== hook (issue 7)";              $PY benchmarks/hook.py
 echo "== evacuation (issue 5)";        $PY benchmarks/evacuation.py
+echo "== evacuation, first request of a service without the refresher"; $PY benchmarks/evacuation.py --cold
 echo "== memory (issue 5)";            $PY benchmarks/memory.py --vms "${MEMORY_VMS:-10000}"
 echo "== matrix endpoint (issue 5)";   $PY benchmarks/matrix.py --vms "${MATRIX_VMS:-10000}"

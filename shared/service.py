@@ -364,7 +364,9 @@ class GuardService:
                 outcome = await self._cold(vmid, target, source, precheck)
         finally:
             self.metrics.latency.observe(time.perf_counter() - started)
-        self.metrics.verdict(outcome.body["verdict"])
+        # from the verdict, not the body: building the body here would undo the serialised-prefix
+        # fast path of a warm answer (Outcome.json_bytes)
+        self.metrics.verdict(outcome.verdict.verdict if outcome.verdict else outcome.body["verdict"])
         return outcome
 
     def _last_known_node(self, vmid: int) -> str | None:

@@ -156,8 +156,11 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     async def lifespan(app: FastAPI):
         tasks = [asyncio.create_task(flusher())]
         if refresh:  # every cluster the service reads (MIGRATION_GUARD_CLUSTERS_FILE too)
-            for one in service.across().services.values():
-                tasks.append(asyncio.create_task(InventoryRefresher(one).run()))
+            refreshers = [InventoryRefresher(one) for one in service.across().services.values()]
+            # the inventory is read before the service listens: its first check is as quick as
+            # any later one (one round trip for the VM's own facts)
+            await asyncio.gather(*(r.first_round() for r in refreshers))
+            tasks += [asyncio.create_task(r.run(after_first=True)) for r in refreshers]
         try:
             yield
         finally:

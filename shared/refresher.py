@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,10 +87,40 @@ class InventoryRefresher:
             log.info("cluster %s answers again: its nodes and VM list are fresh", service.cluster)
             self.failing = None
 
-    async def run(self) -> None:
-        """Until cancelled."""
+    async def first_round(self) -> None:
+        """The round before the service listens: bounded by the Proxmox timeout (then the service
+        starts without its inventory and the next rounds read it); logs what it read."""
         if not self.enabled:
             return
+        service = self.service
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self.round(), service.settings.pve_timeout + 1)
+        except TimeoutError:
+            log.warning(
+                "cluster %s did not answer within %.0f s at start-up: serving without its nodes and "
+                "VM list, reading them in the background",
+                service.cluster,
+                service.settings.pve_timeout + 1,
+            )
+            return
+        if self.failing is None:
+            nodes = service.cache.peek("nodes")
+            vms = service.cache.peek("vms")
+            log.info(
+                "cluster %s: %d nodes and %d VMs read in %.0f ms",
+                service.cluster,
+                len(nodes[0]) if nodes else 0,
+                len(vms[0]) if vms else 0,
+                (time.monotonic() - started) * 1000,
+            )
+
+    async def run(self, *, after_first: bool = False) -> None:
+        """Until cancelled. ``after_first``: ``first_round`` was just done, wait before the next."""
+        if not self.enabled:
+            return
+        if after_first:
+            await asyncio.sleep(self.interval)
         while True:
             try:
                 await self.round()

@@ -272,6 +272,35 @@ def test_the_lifespan_reads_the_inventory_without_any_request(pve, redis7):
     assert vm_paths(seen) == [], seen
 
 
+def test_the_service_reads_its_inventory_before_it_listens(pve, redis7, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    service = service_for(pve)
+    app = create_app(service, (TOKEN,), refresh=True)
+    with TestClient(app):
+        # no waiting: start-up itself read it, so the first check asks only for its VM
+        assert set(pve.requests()) >= INVENTORY, pve.requests()
+        assert service.cache.peek("vms") is not None and service.cache.peek("nodes") is not None
+        (line,) = [r.getMessage() for r in refresher_records(caplog)]
+        assert re.fullmatch(r"cluster lab: 5 nodes and \d+ VMs read in \d+ ms", line), line
+
+
+def test_start_up_does_not_wait_longer_than_the_proxmox_timeout(pve, redis7, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    pve.set_faults(hang=True)
+    service = service_for(pve, pve_timeout=1)
+    app = create_app(service, (TOKEN,), refresh=True)
+    started = time.monotonic()
+    try:
+        with TestClient(app) as c:
+            took = time.monotonic() - started
+            assert c.get("/healthz").status_code == 200  # it serves, without its inventory
+    finally:
+        pve.set_faults()
+    assert took < 4.0, took
+    messages = [r.getMessage() for r in refresher_records(caplog)]
+    assert any("did not answer" in m or "cannot refresh cluster lab" in m for m in messages), messages
+
+
 def test_without_refresh_the_lifespan_reads_nothing(pve, redis7):
     service = service_for(pve)
     app = create_app(service, (TOKEN,), refresh=False)

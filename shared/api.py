@@ -138,8 +138,9 @@ def _vmid(text: str) -> int:
 
 
 def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool = False) -> FastAPI:
-    """The HTTP API. ``refresh``: keep the cluster's nodes and VM list fresh in the background
-    while the app runs (``serve`` turns it on per MIGRATION_GUARD_INVENTORY_REFRESH)."""
+    """The HTTP API. ``refresh``: read every cluster's nodes and VM list at start-up, before the
+    app takes requests, and keep them fresh in the background while it runs (``serve`` turns it
+    on per MIGRATION_GUARD_INVENTORY_REFRESH)."""
     token_bytes = tuple(t.encode() for t in tokens if t)
 
     async def flusher() -> None:

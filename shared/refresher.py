@@ -7,9 +7,10 @@ running, a check for a VM whose facts are not cached waits for one parallel roun
 Proxmox, not two (finding the VM's node in the VM list, then reading its config there), and a
 burst of decisions for one node reads each VM once and no node at all.
 
-Each value is renewed when it is older than half its lifetime, so checks never find it expired.
-While Proxmox does not answer, checks use the last known facts (the cache's stale answers); this
-loop logs the outage once and its end once.
+``serve`` runs a first round before it listens (``first_round``, bounded by the Proxmox timeout),
+so even its first check finds them. Each value is then renewed when it is older than half its
+lifetime, so checks never find it expired. While Proxmox does not answer, checks use the last
+known facts (the cache's stale answers); this loop logs the outage once and its end once.
 """
 
 from __future__ import annotations

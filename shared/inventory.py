@@ -9,6 +9,7 @@ Calls are synchronous (proxmoxer uses requests); the service runs them in thread
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import Counter
@@ -122,6 +123,8 @@ class ClusterReader:
         self.timeout = timeout
         self.stats = stats or CallStats()
         self._cpu_flags_unsupported = False
+        if verify_ssl is True:  # requests' own environment rule, read once (see below)
+            verify_ssl = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._api = ProxmoxAPI(
             self.host,
             port=self.port,
@@ -137,6 +140,10 @@ class ClusterReader:
         session = self._api._store["session"]
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
         session.mount("https://", adapter)
+        # requests reads the proxy variables (HTTPS_PROXY, NO_PROXY, ...) and ~/.netrc anew on
+        # every request: a fifth of a call's CPU here. They are read once, with the same meaning.
+        session.proxies = requests.utils.get_environ_proxies(f"https://{self.host}:{self.port}/")
+        session.trust_env = False
 
     @property
     def where(self) -> str:

@@ -45,6 +45,25 @@ def test_verify_ssl_false_also_works(demo):
     assert len(reader_for(demo, verify_ssl=False).nodes()) == 4
 
 
+def test_proxy_and_ca_environment_read_once_with_requests_meaning(demo, monkeypatch):
+    """HTTPS_PROXY / NO_PROXY and REQUESTS_CA_BUNDLE keep their usual meaning, read when the reader
+    is made (requests would re-read them on every call)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = reader_for(demo)._api._store["session"]
+    assert session.trust_env is False
+    assert session.proxies.get("https") == "http://proxy.example:3128"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    bypassed = reader_for(demo)
+    assert bypassed._api._store["session"].proxies == {}
+    assert len(bypassed.nodes()) == 4  # the proxy variable set, the call still goes direct
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", demo.ca_path)
+    trusting = reader_for(demo, verify_ssl=True)
+    assert trusting._api._store["session"].auth.verify_ssl == demo.ca_path
+    assert len(trusting.nodes()) == 4  # the test server's CA from the environment
+
+
 def test_cpu_flags_endpoint_names_every_node(demo):
     flags = reader_for(demo).cluster_cpu_flags()
     assert set(flags) == {"pve-epyc1", "pve-xeon-bdw", "pve-xeon-csl", "pve-atom1"}

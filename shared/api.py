@@ -175,7 +175,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     app = FastAPI(title="migration-guard", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
 
-    def authorize(request: Request) -> None:
+    async def authorize(request: Request) -> None:  # async: no thread hop per request
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
@@ -227,7 +227,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     async def check(request: Request) -> Response:
         # the hot path: auth and parameters by hand (FastAPI's dependency and Query machinery
         # costs more than the warm check itself); same errors as the other routes
-        authorize(request)
+        await authorize(request)
         target = request.query_params.get("target")
         if not target:
             raise FieldError("target", "target: the target node is required, e.g. ?target=pve2")

@@ -13,6 +13,7 @@ from shared.errors import NodeUnreachable, ProxmoxUnreachable, StoreUnavailable
 from shared.facts import NodeFacts, VmFacts
 from shared.hosts import HostCpu
 from shared.store import Store
+from tests.clock import Clock
 
 PLAIN = Codec(lambda v: v, lambda v: v)
 
@@ -37,17 +38,10 @@ class FlakyRedis:
         return call
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def make(clock=None, client=None, grace=0.2):
     store = Store(client or fakeredis.FakeAsyncRedis(decode_responses=True), retry_s=0.0)
-    return FactsCache(store, namespace="t", stale_grace_s=grace, clock=clock or Clock()), store
+    return FactsCache(store, namespace="t", stale_grace_s=grace, clock=clock or Clock(1_000_000.0)), store
 
 
 class Loader:
@@ -80,7 +74,7 @@ def test_l1_fresh_answers_without_loading():
 
 def test_ttl_expiry_reloads():
     async def go():
-        clock = Clock()
+        clock = Clock(1_000_000.0)
         cache, _ = make(clock)
         load = Loader("a")
         await cache.get("k", 5, load, PLAIN)
@@ -118,7 +112,7 @@ def test_single_flight_shares_the_error_when_nothing_is_known():
 
 def test_stale_answer_with_age_when_proxmox_is_down():
     async def go():
-        clock = Clock()
+        clock = Clock(1_000_000.0)
         cache, _ = make(clock)
         await cache.get("k", 5, Loader("old"), PLAIN)
         clock.now += 42
@@ -131,7 +125,7 @@ def test_stale_answer_with_age_when_proxmox_is_down():
 
 def test_stale_answer_when_proxmox_is_slow_then_fresh_value_lands():
     async def go():
-        clock = Clock()
+        clock = Clock(1_000_000.0)
         cache, _ = make(clock, grace=0.05)
         await cache.get("k", 5, Loader("old"), PLAIN)
         clock.now += 10
@@ -153,7 +147,7 @@ def test_one_node_down_does_not_make_the_cache_answer_old_facts_elsewhere():
     wait their grace for the fresh value. Proxmox itself down (ProxmoxUnreachable) does."""
 
     async def go(error):
-        clock = Clock()
+        clock = Clock(1_000_000.0)
         cache, _ = make(clock, grace=0.5)
         await cache.get("vm:1", 5, Loader("old"), PLAIN)
         with pytest.raises(ProxmoxUnreachable):
@@ -167,7 +161,7 @@ def test_one_node_down_does_not_make_the_cache_answer_old_facts_elsewhere():
 
 def test_renew_waits_for_the_new_value_and_raises_instead_of_answering_old():
     async def go():
-        clock = Clock()
+        clock = Clock(1_000_000.0)
         cache, _ = make(clock, grace=0.01)
         await cache.get("vms", 10, Loader("old"), PLAIN)
         clock.now += 6
@@ -200,7 +194,7 @@ def test_cancel_stops_loads_in_flight():
 def test_store_shares_facts_between_instances_and_serves_stale_after_restart():
     async def go():
         redis = fakeredis.FakeAsyncRedis(decode_responses=True)
-        clock = Clock()
+        clock = Clock(1_000_000.0)
         first, _ = make(clock, redis)
         await first.get("k", 5, Loader("shared"), PLAIN)
         second, _ = make(clock, redis)

@@ -14,12 +14,10 @@ import redis as redis_sync
 from fastapi.testclient import TestClient
 
 from shared.api import create_app
-from shared.clusters import default_endpoint, reader_for
 from shared.pve_testserver import start_server
 from shared.refresher import InventoryRefresher
-from shared.service import GuardService
-from shared.store import Store, connect
-from tests.test_service_integration import SCENARIO, TOKEN, settings_for
+from tests.clock import Clock
+from tests.test_service_integration import SCENARIO, TOKEN, service_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,20 +57,6 @@ def pve(pve_server):
     yield pve_server
     pve_server.set_faults()
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def service_for(server, clock=time.time, **extra) -> GuardService:
-    """build_service's service, with the cache's clock given (to age facts without waiting)."""
-    settings = settings_for(server, redis_url=REDIS_URL, **extra)
-    client, kind = connect(settings.redis_url)
-    return GuardService(settings, reader_for(default_endpoint(settings)), Store(client, kind), clock=clock)
 
 
 def vm_paths(paths) -> list[str]:

@@ -20,6 +20,7 @@ from shared.events import EVENTS_STREAM
 from shared.pve_testserver import start_server
 from shared.service import build_service
 from shared.settings import load_settings
+from tests.clock import Clock
 from tests.redis_support import start_redis
 
 pytestmark = pytest.mark.integration
@@ -288,26 +289,24 @@ def redis_db7():
     client.close()
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
 
-    def __call__(self) -> float:
-        return self.now
-
-
-def _client7(server, clock=time.time, **extra) -> TestClient:
-    """client_for over Redis DB 7, with the service's clock given."""
+def service_for(server, clock=time.time, redis_url=REDIS_URL_7, **extra):
+    """build_service's service, with the clock of its cache given (to age facts without waiting)."""
     from shared.clusters import default_endpoint, reader_for
     from shared.service import GuardService
     from shared.store import Store, connect
 
-    settings = settings_for(server, redis_url=REDIS_URL_7, **extra)
+    settings = settings_for(server, redis_url=redis_url, **extra)
     redis_client, kind = connect(settings.redis_url)
-    service = GuardService(
+    return GuardService(
         settings, reader_for(default_endpoint(settings)), Store(redis_client, kind), clock=clock
     )
-    return TestClient(create_app(service, settings.bearer_tokens()), raise_server_exceptions=False)
+
+
+def _client7(server, clock=time.time, **extra) -> TestClient:
+    """client_for over Redis DB 7, with the service's clock given."""
+    service = service_for(server, clock, **extra)
+    return TestClient(create_app(service, service.settings.bearer_tokens()), raise_server_exceptions=False)
 
 
 def _decide(c, vmid, target, source="pve1"):
@@ -393,7 +392,7 @@ def _moved(vmid: int, node: str) -> dict:
 
 
 def test_check_without_source_finds_a_vm_that_moved_after_the_list_expired(pve, redis_db7):
-    clock = _Clock()
+    clock = Clock()
     with _client7(pve, clock) as c:
         assert check(c, 102, "pve3").json()["source"] == "pve1"  # the VM list is cached now
         pve.put_vm(_moved(102, "pve2"))
@@ -415,7 +414,7 @@ def test_check_without_source_finds_a_vm_that_moved_after_the_list_expired(pve, 
 
 
 def test_check_without_source_uses_an_expired_lists_guess_without_reading_the_list(pve, redis_db7):
-    clock = _Clock()
+    clock = Clock()
     with _client7(pve, clock) as c:
         assert check(c, 102, "pve3").json()["source"] == "pve1"
         clock.now += 11.0
@@ -428,7 +427,7 @@ def test_check_without_source_uses_an_expired_lists_guess_without_reading_the_li
 
 
 def test_check_without_source_finds_a_vm_that_moved_while_the_list_is_fresh(pve, redis_db7):
-    clock = _Clock()
+    clock = Clock()
     with _client7(pve, clock) as c:
         assert check(c, 102, "pve3").json()["source"] == "pve1"
         pve.put_vm(_moved(102, "pve2"))
@@ -460,7 +459,7 @@ def test_burst_of_500_decisions_records_every_decision_with_redis_up(pve, redis_
 
 def test_an_offline_target_in_the_node_list_is_not_asked(pve, redis_db7):
     pve.set_faults(node_offline="pve4")
-    clock = _Clock()
+    clock = Clock()
     with _client7(pve, clock) as c:
         assert c.get("/v1/cluster", headers=AUTH).status_code == 200  # the node list: pve4 offline
         pve.reset_counts()

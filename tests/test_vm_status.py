@@ -16,6 +16,7 @@ import pytest
 
 from shared.errors import ProxmoxError, ProxmoxUnreachable, UnknownVmError
 from shared.vm_status import VmStatusReader
+from tests.clock import Clock
 from tests.test_api import FakeReader, make_service
 
 #: node -> vmid -> (status, running machine)
@@ -67,17 +68,10 @@ class ScriptedReader:
         }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def make(reuse_s: float = 2.5, latency_s: float = 0.02) -> tuple[VmStatusReader, ScriptedReader, Clock]:
     reader = ScriptedReader()
-    clock = Clock()
+    clock = Clock(1000.0)
 
     async def run(fn, *args):
         await asyncio.sleep(latency_s)  # one Proxmox round trip

@@ -1,11 +1,13 @@
-"""A private redis-server process for tests that stop and restart Redis on purpose
-(never the shared one on 6379)."""
+"""Redis for the tests: a private redis-server process for tests that stop and restart Redis on
+purpose (never the shared one on 6379), and ``clean_db``, one emptied database of the shared one."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis as redis_sync
@@ -36,3 +38,20 @@ def start_redis(port: int) -> subprocess.Popen:
             time.sleep(0.05)
     proc.kill()
     pytest.skip("could not start a private redis-server")
+
+
+@contextlib.contextmanager
+def clean_db(url: str) -> Iterator[redis_sync.Redis]:
+    """The shared Redis at 127.0.0.1:6379, one database of it emptied before and after (the
+    test is skipped when Redis does not answer)."""
+    client = redis_sync.Redis.from_url(url, socket_timeout=1)
+    try:
+        client.ping()
+    except redis_sync.exceptions.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()

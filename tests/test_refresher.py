@@ -10,13 +10,13 @@ import re
 import time
 
 import pytest
-import redis as redis_sync
 from fastapi.testclient import TestClient
 
 from shared.api import create_app
 from shared.pve_testserver import start_server
 from shared.refresher import InventoryRefresher
 from tests.clock import Clock
+from tests.redis_support import clean_db
 from tests.test_service_integration import SCENARIO, TOKEN, service_for
 
 pytestmark = pytest.mark.integration
@@ -32,15 +32,8 @@ INVENTORY = LISTS | {"/cluster/qemu/cpu-flags"} | NODE_PATHS
 
 @pytest.fixture
 def redis7():
-    client = redis_sync.Redis.from_url(REDIS_URL, socket_timeout=1)
-    try:
-        client.ping()
-    except redis_sync.exceptions.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with clean_db(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from shared.pve_testserver import start_server
 from shared.service import build_service
 from shared.settings import load_settings
 from tests.clock import Clock
-from tests.redis_support import start_redis
+from tests.redis_support import clean_db, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -31,22 +31,10 @@ TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _redis_or_skip() -> redis_sync.Redis:
-    client = redis_sync.Redis.from_url(REDIS_URL, socket_timeout=1)
-    try:
-        client.ping()
-    except redis_sync.exceptions.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    return client
-
-
 @pytest.fixture
 def redis_db():
-    client = _redis_or_skip()
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with clean_db(REDIS_URL) as client:
+        yield client
 
 
 def scenario(**changes) -> dict:
@@ -278,15 +266,8 @@ REDIS_URL_7 = "redis://127.0.0.1:6379/7"
 
 @pytest.fixture
 def redis_db7():
-    client = redis_sync.Redis.from_url(REDIS_URL_7, socket_timeout=1)
-    try:
-        client.ping()
-    except redis_sync.exceptions.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with clean_db(REDIS_URL_7) as client:
+        yield client
 
 
 

@@ -127,13 +127,7 @@ def main() -> int:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        if not args.cold:  # until the refresher's first round is done (the request count settles)
-            seen, quiet_since = -1, time.monotonic()
-            while time.monotonic() - quiet_since < 1.0:
-                time.sleep(0.1)
-                now = server.request_count()
-                if now != seen or "/cluster/resources" not in server.requests():
-                    seen, quiet_since = now, time.monotonic()
+        # serve answers only once it has read the inventory (unless --cold turned that off)
         server.reset_counts()
         server.set_faults(latency_s=args.latency_ms / 1000)
         targets = ["pve2", "pve3", "pve4"]

@@ -233,8 +233,8 @@ def bench_cold(repeats: int) -> None:
             # connections set up (TLS done), like a service that has been running: a pool of them
             with concurrent.futures.ThreadPoolExecutor(8) as warm:
                 list(warm.map(lambda _: service.reader.nodes(), range(8)))
-            if inventory:  # what the background refresher of a running `serve` keeps fresh
-                await InventoryRefresher(service).round()
+            if inventory:  # what `serve` reads before it listens
+                await InventoryRefresher(service).first_round()
             server.reset_counts()
             try:
                 started = time.perf_counter()
@@ -286,7 +286,7 @@ def bench_burst(n: int) -> None:
         async def burst(inventory: bool):
             service = build_service(settings)
             if inventory:
-                await InventoryRefresher(service).round()
+                await InventoryRefresher(service).first_round()
             server.reset_counts()
             try:
                 started = time.perf_counter()

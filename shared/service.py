@@ -91,6 +91,13 @@ def _prefix_of(verdict: Verdict) -> bytes:
     return dumps(body)[:-1]
 
 
+def _judge(vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition | None) -> Verdict:
+    """``checks.evaluate`` for a source node the service reads: offline, its CPU is not known."""
+    if source.online:
+        return evaluate(vm, source, target, pre)
+    return evaluate(vm, None, target, pre, source_known=False)
+
+
 _PRECHECK_OFF = Precondition(checked=False, skipped_reason="the precondition check is turned off")
 
 
@@ -515,11 +522,7 @@ class GuardService:
         if hit is not None and hit[1] is source and hit[2] is target:
             verdict, prefix = hit[0], hit[3]
         else:
-            verdict = (
-                evaluate(vm, source if source.online else None, target, pre)
-                if source.online
-                else evaluate(vm, None, target, pre, source_known=False)
-            )
+            verdict = _judge(vm, source, target, pre)
             if len(self._verdicts) > 20_000:
                 self._verdicts.clear()
             prefix = _prefix_of(verdict)
@@ -809,11 +812,7 @@ class GuardService:
                     continue
                 cell = shared.get((alike, name))
                 if cell is None:
-                    v = (
-                        evaluate(vm, source, target)
-                        if source.online
-                        else evaluate(vm, None, target, source_known=False)
-                    )
+                    v = _judge(vm, source, target, None)
                     cell = shared[(alike, name)] = {
                         "verdict": v.verdict,
                         "code": v.deny_code if v.verdict != "allow" else "",

@@ -74,6 +74,3 @@ class VmStatusReader:
         rows: dict[int, dict] = await self._run(self._reader.node_vm_statuses, node)
         self._listed[node] = (rows, self._clock())
         return rows
-
-    def forget(self) -> None:
-        self._listed.clear()

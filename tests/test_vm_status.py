@@ -223,19 +223,6 @@ def test_the_reused_answer_is_for_its_own_node_only():
     assert reader.calls == Counter({"status/current": 1})
 
 
-def test_forget_drops_the_reused_answer():
-    statuses, reader, _ = make()
-
-    async def burst():
-        await asyncio.gather(*(statuses.status("pve1", v) for v in (101, 102)))
-
-    asyncio.run(burst())
-    reader.calls.clear()
-    statuses.forget()
-    asyncio.run(statuses.status("pve1", 103))
-    assert reader.calls == Counter({"status/current": 1})
-
-
 # --- through the service (FakeReader of tests/test_api.py) -------------------------------------------
 
 

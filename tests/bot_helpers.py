@@ -11,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-REDIS_URL = "redis://127.0.0.1:6379/2"
+from tests.redis_support import redis_url
+
+REDIS_URL = redis_url(2)
 TOKEN = "svc-test-token"
 NODES = ["node1", "node2", "node3"]
 

@@ -49,7 +49,7 @@ def stack():
     try:
         store.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        pytest.skip("no test Redis (is redis-server installed?)")
     store.flushdb()
     pve = pve_testserver.start_server(json.loads(SCENARIO.read_text()))
     tok = pve.token

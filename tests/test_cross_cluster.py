@@ -23,13 +23,14 @@ from shared import api, pve_testserver
 from shared import service as service_mod
 from shared import settings as settings_mod
 from shared.events import EVENTS_STREAM
+from tests.redis_support import redis_url
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "service" / "scenario.json").read_text())
 HOOK = ROOT / "hookscript" / "migration-guard-hook"
-REDIS_URL = "redis://127.0.0.1:6379/6"
+REDIS_URL = redis_url(6)
 TOKEN = "cross-cluster-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -102,7 +103,7 @@ def stack(tmp_path_factory):
     try:
         store.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        pytest.skip("no test Redis (is redis-server installed?)")
     store.flushdb()
     tmp = tmp_path_factory.mktemp("cross")
     amd = pve_testserver.start_server(amd_scenario())

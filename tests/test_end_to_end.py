@@ -5,8 +5,8 @@ Redis and the bot, and the same verdict is answered to `/canmove`.
 Processes: the Proxmox-shaped HTTPS server (tests/fixtures/e2e_cluster.json: an EPYC 9654 node and
 Xeon Gold 6230 / E5-2680 v3 nodes, real CPU data by cpu_ref from shared/data/cpus), the service
 (`migration-guard serve`, proxmoxer over HTTPS, Redis DB 4), the Slack-Web-API-shaped server
-(tests/slack_api_server.py) and the bot (`migration-guard bot --http`). Redis is the real one at
-127.0.0.1:6379 (DB 4, flushed at the start). Steps are separate tests sharing the one stack; the
+(tests/slack_api_server.py) and the bot (`migration-guard bot --http`). Redis is the real one: the
+test session's private Redis (DB 4, flushed at the start). Steps are separate tests sharing the one stack; the
 restart test runs last.
 """
 
@@ -36,11 +36,12 @@ from tests.e2e_support import (
     slash_command_body,
     wait_until,
 )
+from tests.redis_support import redis_url
 
 pytestmark = pytest.mark.integration
 
 SCENARIO = REPO / "tests" / "fixtures" / "e2e_cluster.json"
-REDIS_URL = "redis://127.0.0.1:6379/4"
+REDIS_URL = redis_url(4)
 SERVICE_TOKEN = "e2e-service-token"
 SIGNING_SECRET = "e2e-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-e2e-test"
@@ -158,7 +159,7 @@ def stack(tmp_path_factory):
     try:
         probe.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        pytest.skip("no test Redis (is redis-server installed?)")
     finally:
         probe.close()
     if not os.access(HOOK, os.X_OK) or not Path("/usr/bin/python3").is_file():

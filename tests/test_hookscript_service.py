@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_support import redis_url
 from tests.test_hookscript import run_hook, write_conf
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ settings_mod = pytest.importorskip("shared.settings")
 
 SCENARIO = Path(__file__).parent / "fixtures" / "service" / "scenario.json"
 CATALOG = Path(__file__).resolve().parents[1] / "shared" / "data" / "cpu_models.json"
-REDIS_URL = "redis://127.0.0.1:6379/3"
+REDIS_URL = redis_url(3)
 TOKEN = "hook-integration-token"
 
 
@@ -48,7 +49,7 @@ def service():
     try:
         store.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        pytest.skip("no test Redis (is redis-server installed?)")
     store.flushdb()
     pve = pve_testserver.start_server(scenario)
     tok = pve.token

@@ -16,12 +16,12 @@ from shared.api import create_app
 from shared.pve_testserver import start_server
 from shared.refresher import InventoryRefresher
 from tests.clock import Clock
-from tests.redis_support import clean_db
+from tests.redis_support import clean_db, redis_url
 from tests.test_service_integration import SCENARIO, TOKEN, service_for
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = "redis://127.0.0.1:6379/7"
+REDIS_URL = redis_url(7)
 LOGGER = "migration_guard.refresher"
 
 ONLINE = ("pve1", "pve2", "pve3", "pve4")  # pve5 is offline in the scenario

@@ -1,5 +1,5 @@
 """The service for real: proxmoxer speaking HTTPS to the Proxmox-shaped test server, real Redis
-(DB 1 of 127.0.0.1:6379, and a private redis-server for the kill test)."""
+(DB 1 of the test session's private Redis, and a private redis-server for the kill test)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from shared.pve_testserver import start_server
 from shared.service import build_service
 from shared.settings import load_settings
 from tests.clock import Clock
-from tests.redis_support import clean_db, start_redis
+from tests.redis_support import clean_db, redis_url, start_redis
 
 pytestmark = pytest.mark.integration
 
 SCENARIO = json.loads((Path(__file__).parent / "fixtures" / "service" / "scenario.json").read_text())
-REDIS_URL = "redis://127.0.0.1:6379/1"
+REDIS_URL = redis_url(1)
 TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -261,7 +261,7 @@ def test_redis_killed_mid_test_service_keeps_answering_and_recovers(pve):
 # --- node-wide VM status, one precondition per VM, none for the hook, the last VM list's guess ------
 # (real Redis DB 7 below; the clock is the service's own, moved forward to age facts without waiting)
 
-REDIS_URL_7 = "redis://127.0.0.1:6379/7"
+REDIS_URL_7 = redis_url(7)
 
 
 @pytest.fixture

@@ -1,0 +1,30 @@
+"""Test-session set-up shared by every test module.
+
+Redis: the tests never touch a Redis they did not start. Before any test module is imported, a
+private ``redis-server`` is started on a free loopback port (nothing kept on disk) and its URL is put
+in ``MIGRATION_GUARD_TEST_REDIS``; ``tests.redis_support.redis_url(db)`` hands out databases of it.
+To use a Redis of your own instead (one you are happy to have emptied), set
+``MIGRATION_GUARD_TEST_REDIS=redis://host:port`` before running pytest.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tests import redis_support
+
+_private = None
+
+
+def pytest_configure(config) -> None:
+    global _private
+    if os.environ.get(redis_support.ENV):
+        return
+    _private = redis_support.start_private_redis()
+    if _private is not None:
+        os.environ[redis_support.ENV] = f"redis://127.0.0.1:{_private.port}"
+
+
+def pytest_unconfigure(config) -> None:
+    if _private is not None:
+        _private.stop()

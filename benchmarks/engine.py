@@ -3,7 +3,8 @@
 Run: .venv/bin/python benchmarks/engine.py [--specs N] [--hosts N] [--catalog FILE]
 Prints verdicts/s for check_runnable (full verdicts with reasons) and for the boolean batch
 path runnable_matrix. Goal: >= 1,000,000 (spec, host) verdicts per second on one core.
-Hosts come from the real CPU fixtures (shared/data/cpus and ../shared/real-cpus when present),
+Hosts come from the real CPU fixtures (shared/data/cpus, plus the folder of extra dumps that
+MIGRATION_GUARD_TEST_EXTRA_CPUS names, when set),
 varied by dropping flags so that all 64 differ.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -41,12 +43,13 @@ VM_FLAGS = [
 
 def real_hosts() -> list[HostCpu]:
     hosts = []
-    for folder in (REPO / "shared" / "data" / "cpus", REPO / ".." / "shared" / "real-cpus"):
-        if folder.is_dir():
+    extra = os.environ.get("MIGRATION_GUARD_TEST_EXTRA_CPUS", "").strip()
+    for folder in (REPO / "shared" / "data" / "cpus", Path(extra) if extra else None):
+        if folder is not None and folder.is_dir():
             for path in sorted(folder.glob("*.json")):
                 hosts.append(host_from_json(json.loads(path.read_text()), path.stem))
     if not hosts:
-        sys.exit("no real CPU fixtures found (shared/data/cpus or ../shared/real-cpus)")
+        sys.exit("no real CPU fixtures found in shared/data/cpus (nor in MIGRATION_GUARD_TEST_EXTRA_CPUS)")
     return hosts
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.extra_cpus import SKIP_REASON, extra_cpus_dir
+
 REPO = Path(__file__).resolve().parents[1]
 EXE = REPO / ".venv" / "bin" / "migration-guard"
-REAL = REPO / ".." / "shared" / "real-cpus"
+REAL = extra_cpus_dir()
 
 pytestmark = [
     pytest.mark.integration,
@@ -219,8 +221,9 @@ def test_custom_models_file(hosts, tmp_path: Path) -> None:
     assert result.returncode == 0 and json.loads(result.stdout)[0]["runnable"] is True
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real-cpus is not there")
+@pytest.mark.skipif(REAL is None, reason=SKIP_REASON)
 def test_real_dumps_load_through_the_cli() -> None:
+    assert REAL is not None
     files = sorted(str(p) for p in REAL.glob("*.json"))
     result = run("check", "--cpu", "kvm64", *[x for f in files for x in ("--host", f)], "--json")
     assert result.returncode in (0, 1), result.stderr

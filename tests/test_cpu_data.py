@@ -3,7 +3,8 @@
 
 Checks that every entry carries its provenance, that aliases resolve the way QEMU registers them,
 spot checks of models whose features decide real verdicts (TSX, AVX-512, Proxmox's additions), and
-that no fixture is a copy of a ../shared/real-cpus dump (checked only when that folder is there)."""
+that no fixture is a copy of a dump of the optional extra CPU folder (MIGRATION_GUARD_TEST_EXTRA_CPUS,
+checked only when it names one)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from shared.cpu_models import GENERIC_LADDER, Catalog, catalog, load_catalog
+from tests.extra_cpus import SKIP_REASON, extra_cpus_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG_FILE = REPO / "shared" / "data" / "cpu_models.json"
 FIXTURES = REPO / "shared" / "data" / "cpus"
-REAL_CPUS = REPO.parent / "shared" / "real-cpus"
+REAL_CPUS = extra_cpus_dir()
 
 #: models that take the node's vendor (QEMU's generic types, Proxmox's x86-64-v*, passthrough)
 GENERIC = re.compile(r"^(qemu64|qemu32|kvm64|kvm32|x86-64-v[234](-AES)?|host|max|base)(-v\d+)?$")
@@ -209,15 +211,16 @@ def test_fixtures_cover_the_classes_the_demo_and_tests_need() -> None:
     assert any("avx512f" in f["flags"] for f in amd)  # Zen 4
 
 
-@pytest.mark.skipif(not REAL_CPUS.is_dir(), reason="../shared/real-cpus is not present")
+@pytest.mark.skipif(REAL_CPUS is None, reason=SKIP_REASON)
 def test_no_fixture_is_a_copy_of_a_real_cpus_dump() -> None:
+    assert REAL_CPUS is not None
     reference = {}
     for path in sorted(REAL_CPUS.glob("*.json")):
         data = load_fixture(path)
         reference[tuple(sorted(data["flags"]))] = path.name
     for path in fixture_files():
         key = tuple(sorted(load_fixture(path)["flags"]))
-        assert key not in reference, f"{path.name} has the flags of ../shared/real-cpus/{reference.get(key)}"
+        assert key not in reference, f"{path.name} has the flags of {REAL_CPUS / str(reference.get(key))}"
 
 
 # ---------------------------------------------------------------------------------------------

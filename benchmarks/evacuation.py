@@ -88,7 +88,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=500)
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--redis-url", default="", help="default: the embedded store")
+    parser.add_argument("--redis-url", default="memory://", help="default: the embedded store (memory://)")
     parser.add_argument(
         "--cold", action="store_true", help="refresher off: the evacuation is the service's first request"
     )
@@ -158,7 +158,7 @@ def main() -> int:
             f"VMs of pve1 to {len(targets)} targets, "
             f"{'empty caches' if args.cold else 'running service (nodes and VM list fresh)'}, "
             f"{args.latency_ms:g} ms Proxmox latency, "
-            f"store={'redis' if args.redis_url else 'embedded'}"
+            f"store={'embedded' if args.redis_url == 'memory://' else 'redis'}"
         )
         print(
             f"   wall {wall:.2f} s; latency p50 {statistics.median(times) * 1000:.0f} ms, "

@@ -14,9 +14,10 @@ import hmac
 import json
 import logging
 import re
-from typing import Literal
+import time
+from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -36,7 +37,10 @@ from .service import GuardService
 
 log = logging.getLogger("migration_guard.api")
 
-NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
+#: the whole value, \A...\Z: ``$`` would let a trailing newline through
+NODE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")
+#: a VM id as Proxmox writes it: ASCII digits only (no sign, underscore, dot or other scripts' digits)
+VMID = re.compile(r"\A[0-9]{1,9}\Z")
 JSON = "application/json"
 
 
@@ -88,7 +92,8 @@ def error_response(
 
 
 class DecisionRequest(BaseModel):
-    vmid: int = Field(ge=1, le=999_999_999)
+    #: strict: a JSON integer only (not true, 101.0 or "101")
+    vmid: int = Field(ge=1, le=999_999_999, strict=True)
     target: str
     source: str | None = None
     mode: Literal["enforce", "warn"] = "enforce"
@@ -111,6 +116,59 @@ class DecisionRequest(BaseModel):
         return value
 
 
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": {"code", "message"[, "field"]}}``."""
+
+    error: ErrorDetail
+
+
+def _errors(*statuses: int, ok: str = "") -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of the error answers a route can give (and ``ok``: its 200)."""
+    what = {
+        401: "no or a wrong bearer token (MIGRATION_GUARD_API_TOKENS)",
+        404: "no such VM, node, cluster or path",
+        405: "method not allowed (the Allow header names the methods)",
+        413: "the request body is larger than MIGRATION_GUARD_MAX_BODY_BYTES",
+        422: "malformed input; error.field names the parameter",
+        500: "internal error (the service log has the details)",
+        502: "Proxmox refused the service's token (auth, permission) or answered nonsense",
+        503: "Proxmox or Redis unreachable; a check answers verdict unknown",
+    }
+    out: dict[int | str, dict[str, Any]] = {200: {"description": ok}} if ok else {}
+    out.update({status: {"model": ErrorBody, "description": what[status]} for status in statuses})
+    return out
+
+
+#: the errors every /v1 route can answer
+V1_ERRORS = (401, 404, 405, 413, 422, 500, 502, 503)
+
+
+def _query(name: str, description: str, *, required: bool = False, schema: dict | None = None) -> dict:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+_VMID_PATH = {
+    "name": "vmid",
+    "in": "path",
+    "required": True,
+    "description": "the VM id: ASCII digits, 1 to 999999999",
+    "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+}
+_NODE_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$"}
+
+
 class FieldError(InputError):
     """Malformed input in one named field (HTTP 422 with ``field``)."""
 
@@ -128,13 +186,96 @@ def _node_name(value: str, field: str) -> str:
 
 
 def _vmid(text: str) -> int:
-    try:
-        vmid = int(text)
-    except ValueError:
-        raise FieldError("vmid", f"vmid: {text[:30]!r} is not a VM id (a number like 101)") from None
+    if not VMID.match(text):
+        raise FieldError("vmid", f"vmid: {text[:30]!r} is not a VM id (ASCII digits, like 101)")
+    vmid = int(text)
     if not 1 <= vmid <= 999_999_999:
         raise FieldError("vmid", f"vmid: {vmid} is out of range (1 to 999999999)")
     return vmid
+
+
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    methods: set[str] = set()
+    for route in app.routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes with 413 before reading past the limit, on every
+    route and before any token check: a declared Content-Length over the limit is refused unread; a
+    chunked (or under-declared) body is read only up to the limit. A body within the limit is
+    handed to the app whole."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = chunked = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = value
+        if length is None and chunked is None:  # no body (every GET the hook and the bot send)
+            await self.app(scope, receive, send)
+            return
+        if length is not None and (not length.strip().isdigit() or int(length) > self.limit):
+            await self._refuse(scope, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(scope, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: dict, send: Any) -> None:
+        path = scope.get("path", "")
+        log.warning("refused a request body over %d bytes on %s", self.limit, path)
+        message = (
+            f"the request body is larger than {self.limit} bytes "
+            "(MIGRATION_GUARD_MAX_BODY_BYTES); nothing was read or done"
+        )
+        accept = b""
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value
+        if path == "/v1/decisions" and b"text/plain" in accept:
+            fields = {"verdict": "unknown", "code": "too-large", "exit": 5, "decision": "", "line": message}
+            body, ctype = _key_values(fields).encode(), b"text/plain; charset=utf-8"
+        else:
+            body, ctype = _dumps({"error": {"code": "too-large", "message": message}}), JSON.encode()
+        headers = [
+            (b"content-type", ctype),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # the unread rest of the body is not waited for
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool = False) -> FastAPI:
@@ -174,6 +315,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
 
     app = FastAPI(title="migration-guard", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
+    app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
 
     async def authorize(request: Request) -> None:  # async: no thread hop per request
         header = request.headers.get("authorization", "")
@@ -211,7 +353,14 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"no such path {request.url.path}"
-        return error_response(request, exc.status_code, code, message)
+        allowed = ""
+        if exc.status_code == 405:  # Allow: every method of every route of this path
+            allowed = ", ".join(_methods_of(app, request.url.path))
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+        response = error_response(request, exc.status_code, code, message)
+        if allowed:
+            response.headers["Allow"] = allowed
+        return response
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
@@ -223,7 +372,20 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     # --- routes ------------------------------------------------------------------------------
 
     # first: the router tries routes in order, and this is the one asked most
-    @app.get("/v1/vms/{vmid}/check")
+    @app.get(
+        "/v1/vms/{vmid}/check",
+        summary="Can the VM live-migrate to the target node?",
+        responses=_errors(*V1_ERRORS, ok="the verdict (allow, deny or unknown) with its reasons"),
+        openapi_extra={
+            "security": [{"bearer": []}],
+            "parameters": [
+                _VMID_PATH,
+                _query("target", "the target node", required=True, schema=_NODE_SCHEMA),
+                _query("target_cluster", "the target's cluster (cross-cluster)", schema=_NODE_SCHEMA),
+                _query("source_cluster", "the VM's cluster (cross-cluster)", schema=_NODE_SCHEMA),
+            ],
+        },
+    )
     async def check(request: Request) -> Response:
         # the hot path: auth and parameters by hand (FastAPI's dependency and Query machinery
         # costs more than the warm check itself); same errors as the other routes
@@ -253,8 +415,21 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
             return str(exc) or "no answer in time"
         return ""
 
-    @app.get("/readyz")
-    async def readyz() -> Response:
+    ready_cache: list = [0.0, None]  # [monotonic expiry, (body, status)]
+    ready_lock = asyncio.Lock()
+
+    async def readiness() -> tuple[dict, int]:
+        """Redis and every cluster's API asked once per MIGRATION_GUARD_READYZ_CACHE_S: a load
+        balancer polling /readyz does not call Proxmox on each poll."""
+        async with ready_lock:  # one probe at a time; the polls meanwhile share its answer
+            now = time.monotonic()
+            if ready_cache[1] is not None and now < ready_cache[0]:
+                return ready_cache[1]
+            answer = await probe()
+            ready_cache[:] = [time.monotonic() + service.settings.readyz_cache_s, answer]
+            return answer
+
+    async def probe() -> tuple[dict, int]:
         # the other clusters of MIGRATION_GUARD_CLUSTERS_FILE: one down degrades, it does not
         # make the service unready (the nodes of this cluster still get their answers)
         others = [s for s in service.across().services.values() if s is not service]
@@ -282,22 +457,44 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
                 s.cluster: f"unreachable: {error}" if error else "ok"
                 for s, error in zip(others, other_errors, strict=True)
             }
-        return json_response(body, 200 if proxmox == "ok" else 503)
+        return body, 200 if proxmox == "ok" else 503
+
+    @app.get(
+        "/readyz",
+        responses={
+            200: {"description": "ready or degraded; the details only with a valid bearer token"},
+            503: {"description": "unready: this cluster's Proxmox API does not answer"},
+        },
+    )
+    async def readyz(request: Request) -> Response:
+        body, status = await readiness()
+        try:
+            await authorize(request)
+        except AuthError:  # without the token: the state only, no hosts, token ids or errors
+            return json_response({"status": body["status"]}, status)
+        return json_response({**body, "events_pending": service.events.pending}, status)
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/vms/{vmid}/targets", dependencies=auth)
-    async def targets(vmid: int, all_clusters: bool = False, source_cluster: str | None = None) -> Response:
+    @app.get("/v1/vms/{vmid}/targets", dependencies=auth, responses=_errors(*V1_ERRORS))
+    async def targets(
+        vmid: str = Path(description="the VM id: ASCII digits, 1 to 999999999", pattern="^[0-9]{1,9}$"),
+        all_clusters: bool = Query(False, description="every cluster the service reads"),
+        source_cluster: str | None = Query(None, description="the VM's cluster (cross-cluster)"),
+    ) -> Response:
+        number = _vmid(vmid)
         if all_clusters or source_cluster:  # every cluster the service reads (issue 6)
             name = _node_name(source_cluster, "source_cluster") if source_cluster else None
-            return json_response(await service.across().targets(vmid, name))
-        return json_response(await service.targets(vmid))
+            return json_response(await service.across().targets(number, name))
+        return json_response(await service.targets(number))
 
     @app.post(
         "/v1/decisions",
         dependencies=auth,
+        summary="The hook's question at pre-start: decide, record and announce a veto",
+        responses=_errors(*V1_ERRORS, ok="the verdict with decision_id, exit and line"),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -327,22 +524,26 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
             return Response(text, status_code=outcome.status, media_type="text/plain")
         return json_response(body, outcome.status)
 
-    @app.get("/v1/decisions", dependencies=auth)
+    @app.get("/v1/decisions", dependencies=auth, responses=_errors(*V1_ERRORS))
     async def decisions(
-        limit: int = Query(50, ge=1, le=1000), vmid: int | None = Query(None, ge=1)
+        limit: int = Query(50, ge=1, le=1000, description="how many, newest first"),
+        vmid: str | None = Query(None, description="only this VM's decisions", pattern="^[0-9]{1,9}$"),
     ) -> Response:
-        return json_response({"decisions": await service.events.recent(limit, vmid)})
+        number = _vmid(vmid) if vmid is not None else None
+        return json_response({"decisions": await service.events.recent(limit, number)})
 
-    @app.get("/v1/cluster", dependencies=auth)
+    @app.get("/v1/cluster", dependencies=auth, responses=_errors(*V1_ERRORS))
     async def cluster() -> Response:
         return json_response(await service.cluster_view())
 
-    @app.get("/v1/cluster/recommendation", dependencies=auth)
-    async def recommendation(nodes: str | None = None) -> Response:
+    @app.get("/v1/cluster/recommendation", dependencies=auth, responses=_errors(*V1_ERRORS))
+    async def recommendation(
+        nodes: str | None = Query(None, description="comma-separated node names (default: every online node)")
+    ) -> Response:
         names = [_node_name(n.strip(), "nodes") for n in nodes.split(",") if n.strip()] if nodes else None
         return json_response(await service.recommendation(names))
 
-    @app.get("/v1/matrix", dependencies=auth)
+    @app.get("/v1/matrix", dependencies=auth, responses=_errors(*V1_ERRORS))
     async def matrix() -> Response:
         return json_response(await service.matrix())
 

@@ -436,6 +436,13 @@ class GuardService:
                 raise exc
             return task.result()
 
+        if source is not None and nodes_task.exception() is None:
+            names = {n.name for n in nodes_task.result()[0]}
+            if source not in names:  # the caller's source is no node: not a Proxmox fault (502)
+                raise UnknownNodeError(
+                    f"cluster {self.cluster} has no node {source} (the source given); "
+                    f"its nodes are {', '.join(sorted(names))}"
+                )
         try:
             vm, vm_age = result(vm_task)
             nodes, nodes_age = result(nodes_task)
@@ -587,14 +594,20 @@ class GuardService:
 
     async def decide(self, request: dict) -> Outcome:
         vmid, target = int(request["vmid"]), str(request["target"])
-        if request.get("remote") or request.get("target_cluster") or request.get("source_cluster"):
-            outcome = await self.across().decide_check(request)
-        else:
-            # no precondition here: the hook asks at pre-start on the target, after Proxmox's own
-            # migrate checks passed (storage, local resources, or the operator's --force). Asked
-            # again now, the check fails on the VM's migrate lock, and a local device moved with
-            # --force would read as a veto.
-            outcome = await self.check(vmid, target, request.get("source") or None, precheck=False)
+        try:
+            if request.get("remote") or request.get("target_cluster") or request.get("source_cluster"):
+                outcome = await self.across().decide_check(request)
+            else:
+                # no precondition here: the hook asks at pre-start on the target, after Proxmox's
+                # own migrate checks passed (storage, local resources, or the operator's --force).
+                # Asked again now, the check fails on the VM's migrate lock, and a local device
+                # moved with --force would read as a veto.
+                outcome = await self.check(vmid, target, request.get("source") or None, precheck=False)
+        except ProxmoxError as exc:
+            # Proxmox refused or answered nonsense (HTTP 502): the hook falls back to its fail
+            # policy, and the audit log says why no verdict was given
+            await self._record_failure(request, exc)
+            raise
         body = outcome.body
         verdict = outcome.verdict
         now = self.clock()
@@ -682,6 +695,38 @@ class GuardService:
         body["code"] = code
         body["line"] = line
         return outcome
+
+    async def _record_failure(self, request: dict, exc: GuardError) -> None:
+        now = self.clock()
+        vmid, target = int(request["vmid"]), str(request["target"])
+        line = f"could not judge the migration of VM {vmid} to {target}: {exc}"
+        record = {
+            "id": new_id(now),
+            "time": iso_utc(now),
+            "vmid": vmid,
+            "name": "",
+            "source": request.get("source") or "",
+            "target": target,
+            "source_cluster": request.get("source_cluster") or self.cluster,
+            "target_cluster": request.get("target_cluster") or self.cluster,
+            "verdict": "unknown",
+            "code": exc.code,
+            "exit": 5,
+            "mode": request.get("mode") or "enforce",
+            "cpu": "",
+            "reasons": [{"code": exc.code, "message": str(exc)}],
+            "suggestion": None,
+            "line": line,
+            "facts_age_s": None,
+            "requested_source": request.get("source"),
+            "smbios_uuid": request.get("smbios_uuid"),
+            "requested_cpu": request.get("cpu"),
+            "remote": request.get("remote"),
+            "policy": None,
+            "status": 503 if isinstance(exc, ProxmoxUnreachable) else 502,
+        }
+        self.metrics.decisions.labels("unknown").inc()
+        await self.events.record(record)
 
     async def cluster_view(self) -> dict:
         nodes, age = await self.node_list()
@@ -848,5 +893,9 @@ def build_service(settings: Settings) -> GuardService:
     reader = reader_for(default_endpoint(settings))
     client, kind = connect(settings.redis_url)
     service = GuardService(settings, reader, Store(client, kind))
+    if kind == "redis":  # what waits for Redis survives a restart (the embedded store never waits)
+        from .events import Spool
+
+        service.events.attach_spool(Spool(settings.state_dir))
     service.across()  # reads MIGRATION_GUARD_CLUSTERS_FILE now: a bad file stops start-up
     return service

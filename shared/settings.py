@@ -26,11 +26,20 @@ _HELP = {
     "pve_token_value": "the API token secret (a UUID)",
     "pve_verify_ssl": "true, false, or the path of the cluster's CA file (/etc/pve/pve-root-ca.pem)",
     "pve_timeout": "seconds to wait for one Proxmox API call, e.g. 5",
-    "redis_url": "e.g. redis://127.0.0.1:6379/0 (unset: an embedded in-process store)",
+    "redis_url": "e.g. redis://127.0.0.1:6379/0 (or memory:// for an in-process store that forgets "
+    "everything at restart)",
     "api_tokens": "comma-separated bearer tokens the API accepts",
     "listen": "host:port to serve on, e.g. 127.0.0.1:8080",
     "clusters_file": "a JSON/TOML file listing the other clusters to read (docs/cross-cluster.md)",
+    "max_body_bytes": "the largest request body the API reads, in bytes, e.g. 65536",
+    "readyz_cache_s": "seconds one /readyz answer is reused, e.g. 3",
+    "state_dir": "a folder the service may write, e.g. /var/lib/migration-guard",
 }
+
+#: where the service keeps vetoes queued while Redis is down, unless MIGRATION_GUARD_STATE_DIR says
+DEFAULT_STATE_DIR = "/var/lib/migration-guard"
+#: the explicit opt-in to the in-process store outside the demo
+MEMORY_URL = "memory://"
 
 
 class Settings(BaseSettings):
@@ -60,6 +69,13 @@ class Settings(BaseSettings):
     inventory_refresh: bool = True
     #: the other clusters the service reads (cross-cluster checks, issue 6); "" = only this one
     clusters_file: str = ""
+    #: the largest request body any route reads (larger: 413 before the body is read)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: seconds one /readyz answer is reused, so polling it does not call Proxmox each time
+    readyz_cache_s: float = Field(default=3.0, ge=0, le=300)
+    #: the service's own files: vetoes and decisions queued while Redis is down (spool), kept
+    #: across restarts until Redis takes them
+    state_dir: str = DEFAULT_STATE_DIR
 
     @field_validator("pve_verify_ssl")
     @classmethod
@@ -71,6 +87,14 @@ class Settings(BaseSettings):
             return "false"
         if not Path(value).is_file():
             raise ValueError(f"{value} is neither true/false nor an existing CA file")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and value != MEMORY_URL and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value[:60]!r} is neither redis://, rediss://, unix:// nor {MEMORY_URL}")
         return value
 
     @field_validator("listen")

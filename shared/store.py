@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from .errors import ConfigError, StoreUnavailable
+from .settings import MEMORY_URL
 
 T = TypeVar("T")
 
@@ -31,8 +32,9 @@ POOL_WAIT_S = 2.0
 
 
 def connect(url: str) -> tuple[Any, str]:
-    """-> (an asyncio Redis client, "redis" | "embedded"). An empty url gives the embedded store."""
-    if not url:
+    """-> (an asyncio Redis client, "redis" | "embedded"). An empty url or ``memory://`` gives the
+    embedded store (``serve`` accepts only ``memory://``, the explicit opt-in, outside the demo)."""
+    if not url or url == MEMORY_URL:
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests import redis_support
 
 _private = None
@@ -28,3 +30,9 @@ def pytest_configure(config) -> None:
 def pytest_unconfigure(config) -> None:
     if _private is not None:
         _private.stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path_factory, monkeypatch) -> None:
+    """Each test's services keep their spool in a folder of their own, never /var/lib."""
+    monkeypatch.setenv("MIGRATION_GUARD_STATE_DIR", str(tmp_path_factory.mktemp("state")))

@@ -72,6 +72,8 @@ class Proc:
         self._dir = tempfile.TemporaryDirectory(prefix=f"e2e-{name}-")
         self.stdout_path = Path(self._dir.name) / "stdout"
         self.stderr_path = Path(self._dir.name) / "stderr"
+        if "MIGRATION_GUARD_STATE_DIR" not in env:  # its spool in a folder of its own, never /var/lib
+            env = {**env, "MIGRATION_GUARD_STATE_DIR": str(Path(self._dir.name) / "state")}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.popen = subprocess.Popen(
                 list(argv), env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL

@@ -590,10 +590,10 @@ def test_readyz_degraded_when_redis_down(reader):
     from tests.test_cache import FlakyRedis
 
     flaky = FlakyRedis()
-    service = make_service(reader, flaky)
+    service = make_service(reader, flaky, readyz_cache_s=0)
     with TestClient(create_app(service, (TOKEN,)), raise_server_exceptions=False) as c:
         flaky.down = True
-        body = c.get("/readyz").json()
+        body = c.get("/readyz", headers=AUTH).json()
         assert body["status"] == "degraded" and body["redis"] == "down"
         answer = c.post("/v1/decisions", json={"vmid": 101, "target": "pve3"}, headers=AUTH).json()
         assert answer["verdict"] == "deny" and answer["event_queued"] is True
@@ -606,7 +606,7 @@ def test_readyz_degraded_when_redis_down(reader):
 
 def test_readyz_503_when_proxmox_unreachable(reader, client):
     reader.error = ProxmoxUnreachable("cannot reach Proxmox at pve1:8006")
-    answer = client.get("/readyz")
+    answer = client.get("/readyz", headers=AUTH)
     assert answer.status_code == 503 and answer.json()["proxmox"] == "unreachable"
 
 

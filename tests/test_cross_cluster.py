@@ -133,6 +133,7 @@ def stack(tmp_path_factory):
         pve_verify_ssl=amd.ca_path,
         pve_cluster_name="amd",
         clusters_file=str(tmp / "clusters.json"),
+        readyz_cache_s=0,
         api_tokens=TOKEN,
         redis_url=REDIS_URL,
         pve_timeout=2,

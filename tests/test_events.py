@@ -35,7 +35,7 @@ def event(i: int) -> dict:
 def test_publish_writes_one_event_field_of_json():
     async def go():
         redis = fakeredis.FakeAsyncRedis(decode_responses=True)
-        log = EventLog(Store(redis))
+        log = EventLog(Store(redis, "embedded"))
         assert await log.publish(event(1)) is True
         entries = await redis.xrange(EVENTS_STREAM)
         assert len(entries) == 1
@@ -49,7 +49,7 @@ def test_publish_writes_one_event_field_of_json():
 def test_decisions_newest_first_with_limit_and_vmid_filter():
     async def go():
         redis = fakeredis.FakeAsyncRedis(decode_responses=True)
-        log = EventLog(Store(redis))
+        log = EventLog(Store(redis, "embedded"))
         for i in range(10):
             await log.record({"id": str(i), "vmid": 101 if i % 2 else 102})
         got = await log.recent(3)
@@ -64,7 +64,7 @@ def test_decisions_newest_first_with_limit_and_vmid_filter():
 def test_events_queued_while_redis_down_then_published_in_order():
     async def go():
         flaky = FlakyRedis()
-        log = EventLog(Store(flaky, retry_s=0.0))
+        log = EventLog(Store(flaky, "embedded", retry_s=0.0))
         flaky.down = True
         assert await log.publish(event(1)) is False
         assert await log.publish(event(2)) is False
@@ -85,7 +85,7 @@ def test_events_queued_while_redis_down_then_published_in_order():
 def test_queue_is_bounded():
     async def go():
         flaky = FlakyRedis()
-        log = EventLog(Store(flaky, retry_s=0.0))
+        log = EventLog(Store(flaky, "embedded", retry_s=0.0))
         flaky.down = True
         for i in range(PENDING_LIMIT + 5):
             await log.publish(event(i))

@@ -58,7 +58,7 @@ def service_env(pve, port: int, **extra: str) -> dict[str, str]:
         "MIGRATION_GUARD_PVE_CLUSTER_NAME": "lab",
         "MIGRATION_GUARD_PVE_TIMEOUT": "2",
         "MIGRATION_GUARD_LISTEN": f"127.0.0.1:{port}",
-        "MIGRATION_GUARD_REDIS_URL": "",
+        "MIGRATION_GUARD_REDIS_URL": "memory://",
     }
     values.update({f"MIGRATION_GUARD_{k.upper()}": v for k, v in extra.items()})
     return base_env(**values)
@@ -165,7 +165,8 @@ def test_redis_stopped_and_restarted_under_load_no_500_and_every_veto_published_
             outage_mark = load.mark()
             proxmox_before = pve.request_count()
             ready = wait_until(
-                lambda: (r := httpx.get(base + "/readyz", timeout=5).json())["redis"] == "down" and r,
+                lambda: (r := httpx.get(base + "/readyz", headers=AUTH, timeout=5).json())["redis"] == "down"
+                and r,
                 10,
                 "/readyz to report Redis down",
                 service,
@@ -182,13 +183,13 @@ def test_redis_stopped_and_restarted_under_load_no_500_and_every_veto_published_
 
             redis_proc = start_redis(redis_port)
             wait_until(
-                lambda: httpx.get(base + "/readyz", timeout=5).json()["status"] == "ready",
+                lambda: httpx.get(base + "/readyz", headers=AUTH, timeout=5).json()["status"] == "ready",
                 15,
                 "/readyz to be ready again",
                 service,
             )
             wait_until(
-                lambda: httpx.get(base + "/readyz", timeout=5).json()["events_pending"] == 0,
+                lambda: httpx.get(base + "/readyz", headers=AUTH, timeout=5).json()["events_pending"] == 0,
                 15,
                 "the queued events to be written",
                 service,
@@ -203,7 +204,7 @@ def test_redis_stopped_and_restarted_under_load_no_500_and_every_veto_published_
         # the load has stopped: a veto answered in the last second may still wait for the
         # one-second flush (the store backs off for a second after a failure); then all are out
         wait_until(
-            lambda: httpx.get(base + "/readyz", timeout=5).json()["events_pending"] == 0,
+            lambda: httpx.get(base + "/readyz", headers=AUTH, timeout=5).json()["events_pending"] == 0,
             15,
             "the last queued events to be written",
             service,

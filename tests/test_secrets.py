@@ -90,6 +90,8 @@ def test_service_process_never_prints_a_secret(pve):
         MIGRATION_GUARD_PVE_CLUSTER_NAME="lab",
         MIGRATION_GUARD_PVE_TIMEOUT="2",
         MIGRATION_GUARD_LISTEN=f"127.0.0.1:{port}",
+        MIGRATION_GUARD_READYZ_CACHE_S="0",
+        MIGRATION_GUARD_REDIS_URL="memory://",
         **SLACK,
     )
     proc = Proc("service", cli_argv("serve", "--log-level", "debug"), env)

@@ -62,6 +62,7 @@ def settings_for(server, redis_url=REDIS_URL, **extra):
         pve_cluster_name="lab",
         redis_url=redis_url,
         pve_timeout=2,
+        readyz_cache_s=0,
     )
     values.update(extra)
     return load_settings(None, **values)
@@ -94,7 +95,7 @@ def test_check_over_https_with_real_redis(pve, redis_db):
         assert (lines["verdict"], lines["code"], lines["exit"]) == ("deny", "missing-flags", "2")
         entries = redis_db.xrange(EVENTS_STREAM)
         assert json.loads(entries[-1][1][b"event"])["id"] == lines["decision"]
-        assert c.get("/readyz").json() == {
+        assert c.get("/readyz", headers=AUTH).json() == {
             "status": "ready",
             "degraded": False,
             "store": "redis",
@@ -216,7 +217,7 @@ def test_proxmox_down_without_facts_is_unknown_503(pve, redis_db):
         assert answer.status_code == 503
         body = answer.json()
         assert body["verdict"] == "unknown" and body["reasons"][0]["code"] == "cluster-unreachable"
-        ready = c.get("/readyz")
+        ready = c.get("/readyz", headers=AUTH)
         assert ready.status_code == 503 and ready.json()["proxmox"] == "unreachable"
     pve.set_faults()
 
@@ -242,14 +243,14 @@ def test_redis_killed_mid_test_service_keeps_answering_and_recovers(pve):
             body = c.post("/v1/decisions", json={"vmid": 101, "target": "pve3"}, headers=AUTH).json()
             assert body["verdict"] == "deny" and body["event_queued"] is True
             assert check(c, 102, "pve2").json()["verdict"] == "allow"  # facts straight from Proxmox
-            ready = c.get("/readyz").json()
+            ready = c.get("/readyz", headers=AUTH).json()
             assert ready["status"] == "degraded" and ready["redis"] == "down" and ready["events_pending"] == 2
             assert c.get("/v1/decisions", headers=AUTH).json()["decisions"][0]["vmid"] == 101
             proc = start_redis(port)
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and c.get("/readyz").json()["events_pending"]:
+            while time.monotonic() < deadline and c.get("/readyz", headers=AUTH).json()["events_pending"]:
                 time.sleep(0.2)
-            ready = c.get("/readyz").json()
+            ready = c.get("/readyz", headers=AUTH).json()
             assert ready["status"] == "ready" and ready["events_pending"] == 0
             entries = redis_sync.Redis(port=port).xrange(EVENTS_STREAM)
             assert [json.loads(f[b"event"])["vmid"] for _, f in entries] == [101]

@@ -8,7 +8,9 @@ import logging
 import sys
 
 from ..errors import ConfigError
-from ..settings import load_settings, split_listen
+from ..settings import MEMORY_URL, Settings, load_settings, split_listen
+
+log = logging.getLogger("migration_guard.serve")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +52,14 @@ def run(args: argparse.Namespace) -> int:
         settings = demo.settings
     else:
         settings = load_settings(args.config, **overrides)
+        settings.require_proxmox()  # a missing Proxmox setting is named first
+        _check_store(settings)
+    if settings.verify_ssl is False:
+        log.warning(
+            "MIGRATION_GUARD_PVE_VERIFY_SSL=false: the Proxmox API's certificate is not checked, so "
+            "anyone on the path can pose as Proxmox and its token; set it to the cluster's CA file "
+            "(/etc/pve/pve-root-ca.pem)"
+        )
     try:
         host, port = split_listen(settings.listen)
     except ValueError as exc:
@@ -74,6 +84,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if demo is not None:
             demo.stop()
+
+
+def _check_store(settings: Settings) -> None:
+    """Outside the demo the service needs Redis (decisions, veto events, the shared cache), or
+    the explicit opt-in ``memory://``, which is warned about at every start."""
+    if not settings.redis_url:
+        raise ConfigError(
+            "MIGRATION_GUARD_REDIS_URL is not set: the service keeps decisions, veto events and its "
+            "cache in Redis; set e.g. redis://127.0.0.1:6379/0 (or memory:// for an in-process store "
+            "that forgets everything at restart)"
+        )
+    if settings.redis_url == MEMORY_URL:
+        log.warning(
+            "MIGRATION_GUARD_REDIS_URL=memory://: decisions and veto events live in this process only; "
+            "they are lost at restart, the Slack bot never sees a veto, and workers share nothing"
+        )
 
 
 def _announce(server, demo) -> None:

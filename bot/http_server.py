@@ -1,10 +1,12 @@
 """``--http`` mode: Slack's Events API / slash commands on ``POST /slack/events``.
 
-A Starlette app served by uvicorn. Bolt verifies each request's signature with
-SLACK_SIGNING_SECRET and refuses bad or stale (> 5 minutes) ones with 401; on top of that a
-signature seen before within those 5 minutes is a replay and gets 401 too, and bodies over
-``MAX_BODY`` bytes get 413. Bolt's dispatch (which may call auth.test) runs in a worker thread
-so the event loop never blocks.
+A Starlette app served by uvicorn. Before a byte of the body is read, a request without Slack's
+signature headers or with a stale (> 5 minutes) timestamp gets 401, and a declared body over
+``MAX_BODY`` bytes 413; a body without a declared length (chunked) is read only up to
+``MAX_BODY``. A body that is not the JSON (or form) Slack sends gets 400. Bolt then verifies
+the signature with SLACK_SIGNING_SECRET (401 when wrong); a signature seen before within those 5
+minutes is a replay and gets 401 too. Bolt's dispatch (which may call auth.test) runs in a
+worker thread so the event loop never blocks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import uvicorn
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_bolt.request.internals import parse_body
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -55,12 +58,21 @@ def starlette_app(app: App) -> Starlette:
     guard = ReplayGuard()
 
     async def events(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY:
-            return JSONResponse({"error": "request too large"}, status_code=413)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "request too large"}, status_code=413)
+        refused = _refuse_unread(request)
+        if refused is not None:
+            return refused
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # a chunked body: read only up to the limit
+            size += len(chunk)
+            if size > MAX_BODY:
+                log.warning("refused a Slack request whose body is over %d bytes", MAX_BODY)
+                return JSONResponse({"error": "request too large"}, status_code=413)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not _parses(body, request.headers.get("content-type")):
+            log.warning("refused a request to %s whose body is not the JSON or form Slack sends", PATH)
+            return JSONResponse({"error": "malformed body"}, status_code=400)
         signature = request.headers.get("x-slack-signature", "")
         if signature and not guard.first_time(signature):
             log.warning("refused a replayed Slack request (same signature seen in the last 5 minutes)")
@@ -73,6 +85,31 @@ def starlette_app(app: App) -> Starlette:
         return JSONResponse({"ok": True})
 
     return Starlette(routes=[Route(PATH, events, methods=["POST"]), Route("/healthz", health)])
+
+
+def _refuse_unread(request: Request) -> Response | None:
+    """401 or 413 from the headers alone, before a byte of the body is read."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.strip().isdigit() or int(length) > MAX_BODY):
+        log.warning("refused a Slack request whose declared body is over %d bytes", MAX_BODY)
+        return JSONResponse({"error": "request too large"}, status_code=413)
+    timestamp = request.headers.get("x-slack-request-timestamp", "")
+    if not request.headers.get("x-slack-signature") or not timestamp.isdigit():
+        log.warning("refused an unsigned request to %s (no Slack signature headers)", PATH)
+        return JSONResponse({"error": "invalid request"}, status_code=401)
+    if abs(time.time() - int(timestamp)) > REPLAY_WINDOW_S:
+        log.warning("refused a Slack request with a stale timestamp (over 5 minutes off)")
+        return JSONResponse({"error": "invalid request"}, status_code=401)
+    return None
+
+
+def _parses(body: bytes, content_type: str | None) -> bool:
+    """Whether Bolt can parse the body (its own parser): JSON, or a form whose payload is JSON."""
+    try:
+        parsed = parse_body(body.decode("utf-8"), (content_type or "").split(";")[0].strip() or None)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return isinstance(parsed, dict)
 
 
 def bind(host: str, port: int) -> socket.socket:

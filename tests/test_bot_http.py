@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -367,3 +368,66 @@ def test_http_mode_as_a_subprocess(slack, service):
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0
     assert "xoxb-test" not in err and SECRET not in err
+
+
+# --- refused before the body is read ------------------------------------------------------------
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _stream(bot: Bot, headers: dict[str, str], mib: int) -> tuple[int | None, int]:
+    """POST ``mib`` MiB of chunked body; (status or None when the bot cut the upload, MiB sent)."""
+    sent = 0
+
+    def body():
+        nonlocal sent
+        block = b"x" * (1 << 20)
+        for _ in range(mib):
+            sent += 1
+            yield block
+
+    try:
+        answer = httpx.post(bot.url, content=body(), headers={"Content-Type": FORM, **headers}, timeout=60)
+    except httpx.HTTPError:
+        return None, sent
+    return answer.status_code, sent
+
+
+@pytest.mark.parametrize("signed_request", [False, True], ids=["unsigned", "signed"])
+def test_a_huge_chunked_body_is_refused_without_the_bot_growing(bot, signed_request):
+    headers = signed("") if signed_request else {}
+    before = _rss_mib()
+    status, sent = _stream(bot, headers, 300)
+    grown = _rss_mib() - before
+    assert status in (None, 401 if not signed_request else 413)
+    assert grown < 60, f"the bot grew by {grown:.0f} MiB reading a body it refuses"
+
+
+def test_an_unsigned_request_is_refused_before_its_body_is_read(bot):
+    big = "x" * (http_server.MAX_BODY - 10)
+    answer = httpx.post(bot.url, content=big.encode(), headers={"Content-Type": FORM}, timeout=10)
+    assert answer.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        ("{not json", "application/json"),
+        ("[1, 2]", "application/json"),
+        ("payload=%7Bnot+json", FORM),
+        ('{"type": "url_verification", "challenge": "x"', "application/json"),
+        ("\udcff", FORM),
+    ],
+)
+@pytest.mark.parametrize("good_signature", [True, False])
+def test_a_malformed_body_is_400_without_a_traceback(bot, caplog, body, ctype, good_signature):
+    raw = body.encode("utf-8", "surrogateescape")
+    headers = signed(raw.decode("latin-1")) if good_signature else signed("something else")
+    answer = httpx.post(bot.url, content=raw, headers={"Content-Type": ctype, **headers}, timeout=10)
+    assert answer.status_code == 400 and answer.json() == {"error": "malformed body"}
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -23,6 +23,7 @@ from shared.service import build_service
 from tests.e2e_support import Proc, cli_argv, free_port, wait_until
 from tests.redis_support import start_redis
 from tests.test_api import AUTH, TOKEN, FakeReader, make_service
+from tests.test_hardening_faults import AUTH as SERVICE_AUTH
 from tests.test_hardening_faults import scenario, service_env, start_service
 
 
@@ -120,7 +121,7 @@ def test_200_mb_streamed_is_refused_without_the_service_growing(pve, chunked):
                 sent += len(block)
                 yield block
 
-        headers = {**AUTH, "Content-Type": "application/json"}
+        headers = {**SERVICE_AUTH, "Content-Type": "application/json"}  # a token holder
         if not chunked:
             headers["Content-Length"] = str(200 << 20)
         try:

@@ -108,6 +108,11 @@ def _store(settings: BotSettings, *, ping: bool = True):  # -> redis.Redis
 
     if not settings.redis_url:
         raise ConfigError("MIGRATION_GUARD_REDIS_URL is not set; the notifier reads vetoes from Redis")
+    if settings.redis_url.strip() == "memory://":
+        raise ConfigError(
+            "MIGRATION_GUARD_REDIS_URL=memory:// is the service's in-process store, which the bot "
+            "cannot read; give the service and the bot the same redis:// URL"
+        )
     try:
         store = redis.Redis.from_url(
             settings.redis_url,

@@ -413,3 +413,11 @@ def test_a_state_dir_that_cannot_be_written_stops_start_with_one_line(tmp_path):
     blocker.write_text("")
     with pytest.raises(ConfigError, match=r"MIGRATION_GUARD_STATE_DIR=.*cannot write there"):
         Spool(blocker / "state")
+
+
+def test_the_bot_refuses_the_services_in_process_store_with_one_line():
+    from bot.cli import _store
+    from bot.settings import BotSettings
+
+    with pytest.raises(ConfigError, match="memory:// is the service's in-process store"):
+        _store(BotSettings(redis_url="memory://"))

@@ -69,8 +69,8 @@ def iso_utc(ts: float) -> str:
 
 class Spool:
     """The decisions and events waiting for Redis, as one JSON line each in ``SPOOL_FILE``:
-    rewritten whole (a temporary file renamed over it) whenever the queue changes, removed when
-    the queue is empty."""
+    appended to as entries are queued, rewritten whole (a temporary file renamed over it) after
+    entries were written to Redis, removed when nothing waits."""
 
     def __init__(self, state_dir: str | Path) -> None:
         self.dir = Path(state_dir)
@@ -104,6 +104,16 @@ class Spool:
             except (ValueError, KeyError, TypeError):
                 log.warning("spool %s line %d is damaged and skipped", self.path, number)
         return out
+
+    def append(self, stream: str, ident: str, text: str) -> None:
+        """One more entry at the end (written through to disk before returning)."""
+        try:
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"stream": stream, "id": ident, "text": text}) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            log.error("cannot write the spool %s (%s): a queued veto is kept in memory only", self.path, exc)
 
     def save(self, entries: list[tuple[str, str, str]]) -> None:
         try:
@@ -210,7 +220,8 @@ class EventLog:
             log.error("more than %d entries wait for Redis: the oldest is dropped", PENDING_LIMIT)
         queue.append((ident, text))
         if self.spool is not None:
-            self._save_spool()
+            stream = DECISIONS_STREAM if queue is self._pending_decisions else EVENTS_STREAM
+            self.spool.append(stream, ident, text)
             log.warning(
                 "Redis is down: %s %s spooled to %s (%d waiting)",
                 "veto event" if queue is self._pending_events else "decision",

@@ -421,3 +421,25 @@ def test_the_bot_refuses_the_services_in_process_store_with_one_line():
 
     with pytest.raises(ConfigError, match="memory:// is the service's in-process store"):
         _store(BotSettings(redis_url="memory://"))
+
+
+def test_a_damaged_spool_line_is_skipped_with_a_warning_and_the_rest_replayed(tmp_path, caplog):
+    import fakeredis
+
+    from shared.events import EventLog, Spool
+    from shared.store import Store
+
+    good = {"stream": EVENTS_STREAM, "id": "01GOOD", "text": json.dumps({"id": "01GOOD", "vmid": 101})}
+    (tmp_path / SPOOL_FILE).write_text("{not json\n" + json.dumps(good) + "\n")
+    redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+    caplog.set_level("INFO", logger="migration_guard.events")
+    log = EventLog(Store(redis, "embedded"), spool=Spool(tmp_path))
+    assert log.pending == 1 and "line 1 is damaged and skipped" in caplog.text
+
+    async def go() -> list:
+        assert await log.flush() == 1
+        return await redis.xrange(EVENTS_STREAM)
+
+    entries = asyncio.run(go())
+    assert [json.loads(f["event"])["id"] for _, f in entries] == ["01GOOD"]
+    assert not (tmp_path / SPOOL_FILE).exists()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from .errors import (
 from .events import iso_utc
 from .facts import NodeFacts, Precondition, VmFacts
 from .settings import Settings
+
+log = logging.getLogger("migration_guard.clusters")
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _KEYS = {"name", "host", "user", "token_name", "token_value", "token_value_file", "verify_ssl", "timeout"}
@@ -243,6 +246,13 @@ class ClusterSet:
             return {}
         out = {}
         for endpoint in load_clusters_file(path, default_timeout=home.settings.pve_timeout):
+            if endpoint.verify_ssl is False:
+                log.warning(
+                    "%s: cluster %s has verify_ssl = false: its certificate is not checked, so anyone "
+                    "on the path can pose as its Proxmox; give the path of its CA file instead",
+                    path,
+                    endpoint.name,
+                )
             out[endpoint.name] = GuardService(
                 home.settings, reader_for(endpoint), home.store, clock=home.clock
             )

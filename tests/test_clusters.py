@@ -150,3 +150,11 @@ def test_cluster_set_names_and_an_unknown_cluster(token):
         clusters.service("arm")
     assert "reads no cluster 'arm' (it reads amd, intel)" in str(err.value)
     assert "MIGRATION_GUARD_CLUSTERS_FILE" in str(err.value)
+
+
+def test_a_cluster_without_certificate_checks_is_warned_about_at_start(token, caplog):
+    path = write(token, {"clusters": [entry(verify_ssl=False), entry(name="arm", verify_ssl=True)]})
+    caplog.set_level("WARNING", logger="migration_guard.clusters")
+    ClusterSet(_Home("amd", settings(clusters_file=str(path))))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "cluster intel has verify_ssl = false" in warned[0]

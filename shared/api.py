@@ -40,7 +40,7 @@ log = logging.getLogger("migration_guard.api")
 #: the whole value, \A...\Z: ``$`` would let a trailing newline through
 NODE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")
 #: a VM id as Proxmox writes it: ASCII digits only (no sign, underscore, dot or other scripts' digits)
-VMID = re.compile(r"\A[0-9]{1,9}\Z")
+DIGITS = re.compile(r"\A[0-9]+\Z")
 JSON = "application/json"
 
 
@@ -186,11 +186,11 @@ def _node_name(value: str, field: str) -> str:
 
 
 def _vmid(text: str) -> int:
-    if not VMID.match(text):
+    if not DIGITS.match(text):
         raise FieldError("vmid", f"vmid: {text[:30]!r} is not a VM id (ASCII digits, like 101)")
-    vmid = int(text)
+    vmid = int(text) if len(text) <= 12 else 0
     if not 1 <= vmid <= 999_999_999:
-        raise FieldError("vmid", f"vmid: {vmid} is out of range (1 to 999999999)")
+        raise FieldError("vmid", f"vmid: {text[:30]} is out of range (1 to 999999999)")
     return vmid
 
 

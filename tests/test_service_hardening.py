@@ -141,7 +141,21 @@ def test_200_mb_streamed_is_refused_without_the_service_growing(pve, chunked):
 # --- VM ids and node names -----------------------------------------------------------------------
 
 
-BAD_VMIDS = ["+101", "1_01", "101.0", "\u0661\u0660\u0661", " 101", "101 ", "0x65", "1e2", "-101", "0", ""]
+BAD_VMIDS = [
+    "+101",
+    "1_01",
+    "101.0",
+    "\u0661\u0660\u0661",
+    " 101",
+    "101 ",
+    "0x65",
+    "1e2",
+    "-101",
+    "0",
+    "",
+    "1234567890",
+    "9" * 5000,
+]
 
 
 @pytest.mark.parametrize("vmid", BAD_VMIDS)

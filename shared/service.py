@@ -227,10 +227,27 @@ class GuardService:
             f"node:{name}",
             self.settings.cache_node_ttl,
             renew_after,
-            lambda: self._run(self.reader.node_facts, name),
+            lambda: self._run(self._read_node, name),
             NODE,
         )
         return self._known(facts), age
+
+    def _read_node(self, name: str) -> NodeFacts:
+        """``node_facts`` plus the node's Proxmox release and the CPU types it accepts (read at the
+        same time; a reader without ``node_release`` leaves them unknown)."""
+        release = getattr(self.reader, "node_release", None)
+        if release is None:
+            facts: NodeFacts = self.reader.node_facts(name)
+            return facts
+        other = self.pool.submit(release, name)
+        facts = self.reader.node_facts(name)
+        try:
+            pve, types, source = other.result()
+        except ProxmoxError:  # the status was read: the release data stands in for the list
+            return facts
+        return dataclasses.replace(
+            facts, pve_version=facts.pve_version or pve, cpu_types=types, cpu_types_source=source
+        )
 
     def _known(self, facts: NodeFacts) -> NodeFacts:
         """Facts that did not change keep their identity (keyed by their hash, computed once per

@@ -301,12 +301,15 @@ def _type_on_target(
             f"upgrade pve-qemu-kvm/qemu-server on {target.name} to {version} or later"
             + (" (with pve-qemu-kvm's cpu-models-x86_64.json)" if via_qemu else "")
         )
+    who = "both know" if source is not None else f"{target.name} knows"
+    same = names(spec.cputype) if spec.custom is None else None
+    if same is not None and same != spec.cputype:  # the same model under its other name
+        fixes.append(f"give the VM the same model under the name {who}: {same}")
     hosts = [n.cpu for n in (source, target) if n is not None and n.cpu is not None]
     both = engine.first_named(engine.recommend(hosts).ranked, names) if hosts else None
     if both is None and names("kvm64") is not None:
         both = names("kvm64")
-    if both is not None:
-        who = "both know" if source is not None else f"{target.name} knows"
+    if both is not None and both != same:
         fixes.append(f"give the VM a type {who}: {both}")
     reason = Reason(
         "cpu-type-unknown-on-target",

@@ -219,6 +219,28 @@ class Namer:
         return [a for a in self.accepts if all(a.accepts(n) is False for n in names)]
 
 
+def named_ranking(ranked: Sequence[str], nodes: Sequence[NodeFacts]) -> dict:
+    """A ranking (best first, catalog names) in names every node's Proxmox accepts
+    (``Broadwell-noTSX-IBRS`` where a node's list lacks ``Broadwell-v4``). A better type no name of
+    which every node knows is left out; ``reason`` says which and where."""
+    namer = Namer(nodes)
+    out: list[str] = []
+    skipped: list[str] = []
+    for name in ranked:
+        spelled = namer(name)
+        if spelled is None:
+            if not out:
+                lacking = ", ".join(f"{a.node} ({describe_release(a)})" for a in namer.lacking(name))
+                skipped.append(f"{name} would run, but only under that versioned name, which {lacking} lacks")
+            continue
+        if spelled not in out:
+            out.append(spelled)
+    reason = None
+    if skipped:
+        reason = "; ".join(skipped[:3]) + ": upgrade pve-qemu-kvm/qemu-server there to use it"
+    return {"recommended": out[0] if out else None, "ranked": out, "reason": reason}
+
+
 def describe_release(a: Accepts) -> str:
     return f"Proxmox VE {release_of(a.pve_version)}" if a.pve_version else "its Proxmox"
 

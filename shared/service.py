@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import engine
+from . import engine, pve_versions
 from .cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
 from .checks import SKIP_TAG, Verdict, evaluate, verdict_body
 from .cpu_spec import parse_cpu
@@ -713,7 +713,12 @@ class GuardService:
                 out.append({"name": summary.name, "online": summary.online, "error": str(got)})
                 continue
             node, node_age = got
-            best = engine.recommend([node.cpu]).recommended if node.cpu is not None else None
+            named = (
+                pve_versions.named_ranking(engine.recommend([node.cpu]).ranked, [node])
+                if node.cpu is not None
+                else {"recommended": None, "reason": None}
+            )
+            best = named["recommended"]
             out.append(
                 {
                     "name": node.name,
@@ -722,14 +727,19 @@ class GuardService:
                     "cpu_model": node.cpu_model,
                     "vendor": node.cpu.vendor if node.cpu else None,
                     "best_cpu_type": best,
+                    "best_cpu_note": named["reason"],
                     "flag_source": node.flag_source,
                     "pve_version": node.pve_version,
                     "kernel_version": node.kernel_version,
                     "qemu_version": node.qemu_version,
+                    "cpu_types_from": pve_versions.accepts_of(node).source or None,
                     "facts_age_s": round(node_age, 1),
                 }
             )
-        return {"cluster": self.cluster, "nodes": out, "checked_at": iso_utc(self.clock())}
+        view = {"cluster": self.cluster, "nodes": out, "checked_at": iso_utc(self.clock())}
+        known = [g[0] for g in facts if not isinstance(g, BaseException)]
+        view["rolling_upgrade"] = pve_versions.rolling_upgrade(known)
+        return view
 
     async def _online_hosts(self, names: list[str] | None) -> list[NodeFacts]:
         nodes, _ = await self.node_list()
@@ -768,6 +778,7 @@ class GuardService:
         unknown = [n.name for n in hosts_facts if n.cpu is None]
         hosts = [n.cpu for n in hosts_facts if n.cpu is not None]
         rec = engine.recommend(hosts)
+        named = pve_versions.named_ranking(rec.ranked, [n for n in hosts_facts if n.cpu is not None])
         vms = await self._all_vm_facts()
         at_risk = []
         for vm in vms:
@@ -778,7 +789,14 @@ class GuardService:
                 runs = [engine.check_runnable(spec, h) for h in hosts]
             except CpuSpecError:
                 continue
-            cannot = [{"node": r.host, "missing": list(r.missing)} for r in runs if not r.runnable]
+            cannot: list[dict[str, Any]] = [
+                {"node": r.host, "missing": list(r.missing)} for r in runs if not r.runnable
+            ]
+            # a node whose Proxmox does not define the type refuses it whatever its CPU offers
+            for n in hosts_facts:
+                defined = pve_versions.accepts_of(n).accepts(spec.cputype)
+                if defined is False and n.name not in {c["node"] for c in cannot}:
+                    cannot.append({"node": n.name, "missing": [], "type_unknown": True})
             if cannot:
                 at_risk.append(
                     {
@@ -793,8 +811,9 @@ class GuardService:
             "cluster": self.cluster,
             "nodes": [n.name for n in hosts_facts],
             "nodes_without_flags": unknown,
-            "recommended": rec.recommended,
-            "ranked": list(rec.ranked),
+            "recommended": named["recommended"],
+            "ranked": named["ranked"],
+            "reason": named["reason"],
             "blocked": [{"type": b.type, "node": b.host, "missing": list(b.missing)} for b in rec.blocked],
             "vms_at_risk": at_risk,
             "checked_at": iso_utc(self.clock()),

@@ -100,17 +100,20 @@ def _qemu_names() -> frozenset[str]:
 
 
 def _releases_for(pve_version: str) -> list[Release]:
-    """The qemu-server releases a node of this Proxmox release may run: same major, first
-    release not newer than the node's Proxmox X.Y."""
+    """The runs of qemu-server releases a node of this Proxmox release X.Y may run: those that
+    started no later than X.Y and were still current at X.Y (qemu-server's version follows the
+    Proxmox release it ships with); else every run of that major that started by X.Y."""
     major = major_of(pve_version)
     rel = version_tuple(release_of(pve_version))
     if major is None or not rel:
         return []
-    return [
+    started = [
         r
         for r in releases()
         if version_tuple(r.last)[:1] >= (major,) and version_tuple(r.first)[:2] <= rel
     ]
+    current = [r for r in started if version_tuple(r.last)[:2] >= rel]
+    return current or started
 
 
 def types_of_release(pve_version: str) -> tuple[frozenset[str], frozenset[str]]:

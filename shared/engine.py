@@ -1,8 +1,9 @@
 """The compatibility engine: pure functions over plain data, no I/O.
 
 Reason codes are stable strings; the service adds its own (target-offline,
-machine-unsupported, local-resources, storage-unavailable, bypassed,
-cluster-unreachable, source-unknown, flags-unknown, precheck-skipped).
+machine-unsupported, cpu-type-unknown-on-target, pve-downgrade, local-resources,
+storage-unavailable, bypassed, cluster-unreachable, source-unknown, flags-unknown,
+precheck-skipped).
 
 How a verdict is made: every QEMU feature gets a bit; a CPU type's requirement (its catalog
 features, the VM's flags, minus what the hypervisor supplies) and a host's offer (its flags

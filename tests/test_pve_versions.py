@@ -195,7 +195,8 @@ def test_newer_to_older_major_is_flagged_and_denied_where_it_fails(stack):
     http, _, _ = stack
     down_ok = _check(http, 206, "pve1")  # kvm64, machine 8.1, from 9.2 to 8.4: runs, but unsupported
     assert down_ok["verdict"] == "allow" and _codes(down_ok) == ["pve-downgrade"]
-    assert "Proxmox supports live migration only from older to newer releases" in down_ok["reasons"][0]["message"]
+    notice = down_ok["reasons"][0]["message"]
+    assert "Proxmox supports live migration only from older to newer releases" in notice
     down_bad = _check(http, 204, "pve1")  # machine pc-q35-10.1+pve0 on QEMU 9.2: fails
     assert down_bad["verdict"] == "deny"
     assert set(_codes(down_bad)) == {"pve-downgrade", "machine-unsupported"}
@@ -240,7 +241,8 @@ def test_cluster_view_shows_versions_and_the_rolling_upgrade(stack):
     assert nodes["pve3"]["best_cpu_type"] == "Cascadelake-Server-noTSX"
     assert "Cascadelake-Server-v5" in nodes["pve3"]["best_cpu_note"]
     assert view["rolling_upgrade"]["message"].startswith(
-        "rolling upgrade in progress: pve3 on 7.4; pve1, pve2 on 8.4; pve4 on 9.2; move VMs toward the newer nodes"
+        "rolling upgrade in progress: pve3 on 7.4; pve1, pve2 on 8.4; pve4 on 9.2; "
+        "move VMs toward the newer nodes"
     )
 
 
@@ -249,7 +251,9 @@ def test_cluster_view_shows_versions_and_the_rolling_upgrade(stack):
 
 def test_bot_says_no_with_the_fix(stack):
     a = answer(parse("can vm 201 move to pve3?"), stack[1])
-    assert a.text.startswith("NO: VM 201 (app-v2aes) cannot move to pve3 (CPU type x86-64-v2-AES), from pve1.")
+    assert a.text.startswith(
+        "NO: VM 201 (app-v2aes) cannot move to pve3 (CPU type x86-64-v2-AES), from pve1."
+    )
     assert "pve3 (Proxmox VE 7.4) does not define cpu type x86-64-v2-AES" in a.text
     assert "Suggestion: upgrade pve-qemu-kvm/qemu-server on pve3 to 8.0.4 or later" in a.text
     assert "Proxmox supports live migration only from older to newer releases" in a.text

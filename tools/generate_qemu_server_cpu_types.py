@@ -59,7 +59,8 @@ def version_key(v: str) -> tuple[int, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", type=Path)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent.parent / "shared/data/qemu_server_cpu_types.json")
+    default_out = Path(__file__).parent.parent / "shared/data/qemu_server_cpu_types.json"
+    parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args(argv)
     head = git(args.repo, "rev-parse", "HEAD").strip()
     rows = git(args.repo, "log", "--reverse", "--format=%H %ad %s", "--date=short").splitlines()

@@ -376,6 +376,8 @@ def _node_cpu_models(state: ClusterState, node: dict) -> list[dict]:
     models are listed to a token with Sys.Audit on /nodes (or Mapping.* on /mapping/cpu/<name>).
     A release before the endpoint answers 501 as pve-http-server does for an unknown method."""
     release = _node_release(state, node)
+    if "cpu_models" not in release:  # a scenario that does not give its release's list: none
+        return []
     models = release.get("cpu_models")
     if models is None:
         raise ApiError(501, f"Method 'GET /nodes/{node['name']}/capabilities/qemu/cpu' not implemented")

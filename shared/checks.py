@@ -282,7 +282,9 @@ def _type_on_target(
     """A deny reason (and the fix) when the target's Proxmox does not define the VM's cpu type:
     qemu-server's ``validate_vm_cpu_conf`` dies "Built-in cputype '...' is not defined" there."""
     accepts = pve_versions.accepts_of(target)
-    if accepts.accepts(spec.cputype) is not False:
+    if spec.cputype.startswith("custom-") or accepts.accepts(spec.cputype) is not False:
+        # custom models live in the cluster-wide cpu-models.conf; a node lists them only for a
+        # token that may see them, so their absence from a list proves nothing
         return None, None
     release = pve_versions.describe_release(accepts)
     how = (

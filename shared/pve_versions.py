@@ -169,8 +169,23 @@ class Accepts:
         return None
 
 
+_ACCEPTS: dict[int, tuple[NodeFacts, Accepts]] = {}
+
+
 def accepts_of(node: NodeFacts) -> Accepts:
-    """What ``node`` accepts, from its own list or its release's data."""
+    """What ``node`` accepts, from its own list or its release's data (cached per facts object:
+    the service keeps unchanged facts as one object)."""
+    hit = _ACCEPTS.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    found = _accepts_of(node)
+    if len(_ACCEPTS) > 4096:
+        _ACCEPTS.clear()
+    _ACCEPTS[id(node)] = (node, found)
+    return found
+
+
+def _accepts_of(node: NodeFacts) -> Accepts:
     if node.cpu_types_source == FROM_NODE and node.cpu_types:
         names = frozenset(node.cpu_types)
         return Accepts(node.name, names, names, FROM_NODE, node.pve_version)
@@ -184,17 +199,30 @@ def accepts_of(node: NodeFacts) -> Accepts:
     return Accepts(node.name, frozenset(), frozenset(), "", node.pve_version)
 
 
-def spellings(name: str) -> list[str]:
+_SPELLINGS: dict[tuple[str, int], tuple[str, ...]] = {}
+
+
+def spellings(name: str) -> tuple[str, ...]:
     """Every name of the model ``name`` means, best spelling first: the name itself, then QEMU's
     legacy alias names (``Broadwell-noTSX-IBRS``), then the versioned one (``Broadwell-v4``)."""
     cat = cpu_models.catalog()
+    key = (name, id(cat))
+    hit = _SPELLINGS.get(key)
+    if hit is None:
+        if len(_SPELLINGS) > 4096:
+            _SPELLINGS.clear()
+        hit = _SPELLINGS[key] = _spellings(name, cat)
+    return hit
+
+
+def _spellings(name: str, cat: cpu_models.Catalog) -> tuple[str, ...]:
     target = cat.resolve(name)
     if target is None:
-        return [name]
+        return (name,)
     same = [n for n in cat.models if n != name and cat.resolve(n) is target]
     # a plain name (no -vN) before a versioned one; shorter before longer
     same.sort(key=lambda n: (bool(re.search(r"-v\d+$", n)), len(n), n))
-    return [name, *same]
+    return (name, *same)
 
 
 class Namer:

@@ -293,3 +293,49 @@ def test_without_the_nodes_list_the_release_data_decides():
     assert body["verdict"] == "deny" and "cpu-type-unknown-on-target" in _codes(body)
     why = next(r["message"] for r in body["reasons"] if r["code"] == "cpu-type-unknown-on-target")
     assert "(the CPU types of that release's qemu-server)" in why
+
+
+# --- pure rules -----------------------------------------------------------------------------------------
+
+
+def _node(name: str, pve: str, types: tuple[str, ...] = (), source: str = ""):
+    from shared.facts import NodeFacts
+
+    return NodeFacts(
+        cluster="c", name=name, online=True, pve_version=pve, cpu_types=types, cpu_types_source=source
+    )
+
+
+def test_namer_spells_a_model_as_every_node_accepts_it():
+    pve8 = _node("a", "8.4.1", ("Broadwell-noTSX-IBRS", "kvm64"), "node")
+    pve9 = _node("b", "9.2.11", ("Broadwell-noTSX-IBRS", "Broadwell-v4", "kvm64"), "node")
+    names = pve_versions.Namer([pve8, pve9])
+    assert names("Broadwell-v4") == "Broadwell-noTSX-IBRS"
+    assert pve_versions.Namer([pve9])("Broadwell-v4") == "Broadwell-v4"
+    assert names("Cascadelake-Server-v5") is None
+    assert [a.node for a in names.lacking("Cascadelake-Server-v5")] == ["a", "b"]
+    # nothing known about any node: names pass unchanged (no guess)
+    assert pve_versions.Namer([_node("c", "")])("Broadwell-v4") == "Broadwell-v4"
+
+
+def test_release_data_that_cannot_tell_does_not_deny():
+    from shared.checks import evaluate
+    from shared.facts import VmFacts
+
+    # Proxmox VE 8.0 shipped qemu-server 8.0.3 (no x86-64-vN) and 8.0.4 (with): unsure, not denied
+    pve80 = _node("old", "8.0.3")
+    assert pve_versions.accepts_of(pve80).accepts("x86-64-v2-AES") is None
+    vm = VmFacts(cluster="c", vmid=1, node="new", status="stopped", cpu="x86-64-v2-AES")
+    verdict = evaluate(vm, _node("new", "8.4.1"), pve80)
+    assert "cpu-type-unknown-on-target" not in [r.code for r in verdict.reasons]
+    # Proxmox VE 7.4: no qemu-server 7.x knows it: denied even without the node's list
+    verdict = evaluate(vm, _node("new", "8.4.1"), _node("old", "7.4-17"))
+    assert verdict.verdict == "deny" and verdict.deny_code == "cpu-type-unknown-on-target"
+
+
+def test_one_release_is_no_rolling_upgrade():
+    assert pve_versions.rolling_upgrade([_node("a", "8.4.1"), _node("b", "8.4.2")]) is None
+    mixed = pve_versions.rolling_upgrade([_node("a", "8.4.1"), _node("b", "8.4.1"), _node("c", "9.2.11")])
+    assert mixed is not None and mixed["message"].startswith(
+        "rolling upgrade in progress: a, b on 8.4; c on 9.2; move VMs toward the newer nodes"
+    )

@@ -140,6 +140,7 @@ def evaluate(
     running = vm.status == "running"
     cpu_label = vm.cpu or "kvm64"
     flag_source = target.flag_source
+    notices: list[Reason] = []  # said after the reasons that decide
 
     def verdict(kind: str) -> Verdict:
         return Verdict(
@@ -148,7 +149,7 @@ def evaluate(
             source=source.name if source else vm.node,
             target=target.name,
             verdict=kind,
-            reasons=tuple(reasons),
+            reasons=tuple(reasons) + tuple(notices),
             cpu=cpu_label,
             model=model,
             suggestion=suggestion,
@@ -177,7 +178,7 @@ def evaluate(
     # which Proxmox each node runs: the names it accepts, and the direction of the move
     involved = [n for n in (source, target) if n is not None]
     names = pve_versions.Namer(involved)
-    reasons.extend(_release_notices(source, target))
+    notices.extend(_release_notices(source, target))
     type_reason, type_fix = _type_on_target(vm, spec, source, target, names)
     if type_reason is not None:
         reasons.append(type_reason)

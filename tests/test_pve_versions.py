@@ -259,6 +259,13 @@ def test_bot_says_no_with_the_fix(stack):
     assert "Proxmox supports live migration only from older to newer releases" in a.text
 
 
+def test_bot_targets_say_why_each_older_node_refuses(stack):
+    a = answer(parse("where can vm 202 go?"), stack[1])
+    assert a.text.startswith("VM 202 (db-bdw2) on pve4: can move to 0 of 3 other nodes.")
+    assert "pve1: no (pve1 (Proxmox VE 8.4) does not define cpu type Broadwell-v2" in a.text
+    assert "pve3: no (pve3 (Proxmox VE 7.4) does not define cpu type Broadwell-v2" in a.text
+
+
 def test_bot_recommends_a_name_every_node_accepts(stack):
     a = answer(parse("which cpu type should we use?"), stack[1])
     assert a.text.startswith("Recommended CPU type for pve1, pve2, pve3, pve4: Broadwell-noTSX-IBRS.")

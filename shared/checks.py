@@ -320,7 +320,7 @@ def _type_on_target(
         f"qemu-server there refuses to start VM {vm.vmid} "
         f"(\"Built-in cputype '{spec.cputype}' is not defined\")",
     )
-    return reason, ("; or ".join(fixes) if fixes else None)
+    return reason, (", or ".join(fixes) if fixes else None)
 
 
 def verdict_body(v: Verdict, *, checked_at: str, facts_age_s: float) -> dict:

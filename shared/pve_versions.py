@@ -133,15 +133,17 @@ def types_of_release(pve_version: str) -> tuple[frozenset[str], frozenset[str]]:
 
 
 def first_release_with(name: str) -> tuple[str, bool] | None:
-    """(the first qemu-server release that accepts ``name``, whether only through pve-qemu-kvm's
-    model list); None when no release does."""
-    for r in releases():
+    """(the first qemu-server release from which on every release accepts ``name``, whether only
+    through pve-qemu-kvm's model list); None when the newest release does not accept it."""
+    found: tuple[str, bool] | None = None
+    for r in reversed(releases()):
         if name in r.types:
-            return r.first, False
-    for r in releases():
-        if r.qemu_list and name in _qemu_names():
-            return r.first, True
-    return None
+            found = (r.first, False)
+        elif r.qemu_list and name in _qemu_names():
+            found = (r.first, True)
+        else:
+            break
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ LAST_VETOES = 5
 def home_view(service: Service, command: str = "/canmove") -> dict[str, Any]:
     """Each section is read on its own: one failing call leaves a one-line note, not an empty tab."""
     blocks: list[dict[str, Any]] = [bk.header("migration-guard: live migrations and CPU types")]
-    blocks.append(bk.section("*Nodes*\n" + _section(lambda: _nodes(service.cluster()))))
+    blocks.append(bk.section("*Nodes*\n" + _section(lambda: _nodes_and_versions(service.cluster()))))
     blocks.append(
         bk.section("*Recommended CPU type*\n" + _section(lambda: _recommended(service.recommendation(()))))
     )
@@ -54,8 +54,25 @@ def _nodes(cluster: Any) -> str:
             f"{code(_node_name(n))}{state} – {prose(cpu)}"
             + (f", {prose(vendor)}" if vendor else "")
             + (f" – best type {code(best)}" if best else "")
+            + _versions(n)
+            + (f" ({prose(str(n['best_cpu_note']))})" if n.get("best_cpu_note") else "")
         )
     return bk.bullets(lines, 40) if lines else "No nodes known yet."
+
+
+def _nodes_and_versions(cluster: Any) -> str:
+    """The node lines, each with its Proxmox and QEMU version, and a rolling upgrade flagged."""
+    text = _nodes(cluster)
+    upgrade = cluster.get("rolling_upgrade") if isinstance(cluster, dict) else None
+    if isinstance(upgrade, dict) and upgrade.get("message"):
+        text = ":arrows_counterclockwise: " + prose(str(upgrade["message"])) + "\n" + text
+    return text
+
+
+def _versions(n: dict[str, Any]) -> str:
+    pve, qemu = n.get("pve_version"), n.get("qemu_version")
+    parts = ([f"PVE {pve}"] if pve else []) + ([f"QEMU {qemu}"] if qemu else [])
+    return f" – {prose(', '.join(parts))}" if parts else ""
 
 
 def _recommended(rec: Any) -> str:

@@ -82,6 +82,7 @@ def node_to(n: NodeFacts) -> dict:
     d = {f: getattr(n, f) for f in NodeFacts.__slots__}
     d["cpu"] = _host_to(n.cpu)
     d["machines"] = list(n.machines)
+    d["cpu_types"] = list(n.cpu_types)
     return d
 
 
@@ -89,6 +90,7 @@ def node_from(d: dict) -> NodeFacts:
     d = dict(d)
     d["cpu"] = _host_from(d.get("cpu"))
     d["machines"] = tuple(d.get("machines") or ())
+    d["cpu_types"] = tuple(d.get("cpu_types") or ())
     return NodeFacts(**d)
 
 
@@ -148,6 +150,8 @@ def facts_hash(node: NodeFacts) -> str:
             node.kernel_version,
             node.qemu_version,
             " ".join(node.machines),
+            node.cpu_types_source,
+            " ".join(sorted(node.cpu_types)),
         )
     )
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()

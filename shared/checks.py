@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import engine
+from . import engine, pve_versions
 from .cpu_spec import CpuSpec, parse_cpu
 from .engine import Reason
-from .errors import CpuSpecError
+from .errors import CpuSpecError, GuardError
 from .facts import NodeFacts, Precondition, VmFacts
 
 SKIP_TAG = "migration-guard-skip"
@@ -34,6 +34,7 @@ DENY_CODES = frozenset(
         "target-offline",
         "local-resources",
         "storage-unavailable",
+        "cpu-type-unknown-on-target",
     }
 )
 #: codes that leave the verdict unknown unless something denies
@@ -139,6 +140,7 @@ def evaluate(
     running = vm.status == "running"
     cpu_label = vm.cpu or "kvm64"
     flag_source = target.flag_source
+    notices: list[Reason] = []  # said after the reasons that decide
 
     def verdict(kind: str) -> Verdict:
         return Verdict(
@@ -147,7 +149,7 @@ def evaluate(
             source=source.name if source else vm.node,
             target=target.name,
             verdict=kind,
-            reasons=tuple(reasons),
+            reasons=tuple(reasons) + tuple(notices),
             cpu=cpu_label,
             model=model,
             suggestion=suggestion,
@@ -173,6 +175,17 @@ def evaluate(
         reasons.append(Reason(exc.code, f"the VM's cpu value cannot be judged: {exc}"))
         return verdict("unknown")
 
+    # which Proxmox each node runs: the names it accepts, and the direction of the move
+    involved = [n for n in (source, target) if n is not None]
+    names = pve_versions.Namer(involved)
+    notices.extend(_release_notices(source, target))
+    type_reason, type_fix = _type_on_target(vm, spec, source, target, names)
+    if type_reason is not None:
+        reasons.append(type_reason)
+        suggestion = type_fix
+        model = engine.requirement(spec).model
+        return verdict("deny")
+
     if target.cpu is None:
         reasons.append(
             Reason(
@@ -189,7 +202,9 @@ def evaluate(
         )
         return verdict("unknown")
 
-    result = engine.check_migration(spec, source_cpu if source_known else None, target.cpu, running=running)
+    result = engine.check_migration(
+        spec, source_cpu if source_known else None, target.cpu, running=running, names=names
+    )
     model = result.model
     missing = result.missing
     suggestion = result.suggestion
@@ -242,6 +257,70 @@ def evaluate(
                     )
                 )
     return verdict(kind)
+
+
+def _release_notices(source: NodeFacts | None, target: NodeFacts) -> list[Reason]:
+    """A notice when the move goes from a newer to an older Proxmox major release."""
+    if source is None or not source.pve_version or not target.pve_version:
+        return []
+    src, dst = pve_versions.major_of(source.pve_version), pve_versions.major_of(target.pve_version)
+    if src is None or dst is None or src <= dst:
+        return []
+    newer, older = pve_versions.release_of(source.pve_version), pve_versions.release_of(target.pve_version)
+    return [
+        Reason(
+            "pve-downgrade",
+            f"{source.name} runs Proxmox VE {newer} and {target.name} runs {older}: Proxmox supports "
+            f"live migration only from older to newer releases; upgrade {target.name} first or move "
+            f"the VM toward a node on {newer}",
+        )
+    ]
+
+
+def _type_on_target(
+    vm: VmFacts, spec: CpuSpec, source: NodeFacts | None, target: NodeFacts, names: pve_versions.Namer
+) -> tuple[Reason | None, str | None]:
+    """A deny reason (and the fix) when the target's Proxmox does not define the VM's cpu type:
+    qemu-server's ``validate_vm_cpu_conf`` dies "Built-in cputype '...' is not defined" there."""
+    accepts = pve_versions.accepts_of(target)
+    if spec.cputype.startswith("custom-") or accepts.accepts(spec.cputype) is not False:
+        # custom models live in the cluster-wide cpu-models.conf; a node lists them only for a
+        # token that may see them, so their absence from a list proves nothing
+        return None, None
+    release = pve_versions.describe_release(accepts)
+    how = (
+        "its own list of CPU types"
+        if accepts.source == pve_versions.FROM_NODE
+        else "the CPU types of that release's qemu-server"
+    )
+    fixes = []
+    try:
+        first = pve_versions.first_release_with(spec.cputype)
+    except GuardError:
+        first = None
+    if spec.custom is None and first is not None:
+        version, via_qemu = first
+        fixes.append(
+            f"upgrade pve-qemu-kvm/qemu-server on {target.name} to {version} or later"
+            + (" (with pve-qemu-kvm's cpu-models-x86_64.json)" if via_qemu else "")
+        )
+    who = "both know" if source is not None else f"{target.name} knows"
+    same = names(spec.cputype) if spec.custom is None else None
+    if same is not None and same != spec.cputype:  # the same model under its other name
+        fixes.append(f"give the VM the same model under the name {who}: {same}")
+    hosts = [n.cpu for n in (source, target) if n is not None and n.cpu is not None]
+    both = engine.first_named(engine.recommend(hosts).ranked, names) if hosts else None
+    if both is None and names("kvm64") is not None:
+        both = names("kvm64")
+    if both is not None and both != same:
+        fixes.append(f"give the VM a type {who}: {both}")
+    reason = Reason(
+        "cpu-type-unknown-on-target",
+        f"{target.name} ({release}) does not define cpu type {spec.cputype} ({how}): "
+        f"qemu-server there refuses to start VM {vm.vmid} "
+        f"(\"Built-in cputype '{spec.cputype}' is not defined\")",
+    )
+    return reason, (", or ".join(fixes) if fixes else None)
 
 
 def verdict_body(v: Verdict, *, checked_at: str, facts_age_s: float) -> dict:

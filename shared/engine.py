@@ -1,8 +1,9 @@
 """The compatibility engine: pure functions over plain data, no I/O.
 
 Reason codes are stable strings; the service adds its own (target-offline,
-machine-unsupported, local-resources, storage-unavailable, bypassed,
-cluster-unreachable, source-unknown, flags-unknown, precheck-skipped).
+machine-unsupported, cpu-type-unknown-on-target, pve-downgrade, local-resources,
+storage-unavailable, bypassed, cluster-unreachable, source-unknown, flags-unknown,
+precheck-skipped).
 
 How a verdict is made: every QEMU feature gets a bit; a CPU type's requirement (its catalog
 features, the VM's flags, minus what the hypervisor supplies) and a host's offer (its flags
@@ -21,7 +22,7 @@ verdict is ``need & ~offered``. Decisions documented here:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +33,8 @@ from .flags import canonical, linux_name, rules
 from .hosts import HostCpu
 
 VerdictKind = Literal["allow", "deny", "unknown"]
+#: spells a catalog type name as every node involved accepts it; None when some node accepts none
+Namer = Callable[[str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,9 +479,12 @@ def _where(hosts: Sequence[HostCpu]) -> str:
     return f"on all of {', '.join(names)}"
 
 
-def _suggestion(hosts: Sequence[HostCpu], spec: CpuSpec | None = None) -> str | None:
+def _suggestion(
+    hosts: Sequence[HostCpu], spec: CpuSpec | None = None, spell: Namer | None = None
+) -> str | None:
     """The best type that runs on every one of ``hosts``; when only the VM's own ``+flags`` stand in
-    the way, the same type without them."""
+    the way, the same type without them. ``spell``: spells a type as every node's Proxmox accepts
+    it (None where some node accepts no name of it: the next type is taken)."""
     if spec is not None and spec.flags and not spec.is_passthrough:
         lacking = 0
         req = requirement(spec)
@@ -494,20 +500,35 @@ def _suggestion(hosts: Sequence[HostCpu], spec: CpuSpec | None = None) -> str | 
                 dropped = ", ".join("+" + n for n in culprits)
                 return f"{format_cpu(lighter)} (without {dropped}) runs {_where(hosts)}"
     rec = recommend(hosts)
-    if rec.recommended is None:
+    best = first_named(rec.ranked, spell)
+    if best is None:
         return None
-    return f"{rec.recommended} runs {_where(hosts)}"
+    return f"{best} runs {_where(hosts)}"
+
+
+def first_named(ranked: Sequence[str], names: Namer | None) -> str | None:
+    """The first of ``ranked`` that ``names`` can spell (spelled so); the first one without it."""
+    for name in ranked:
+        spelled = names(name) if names is not None else name
+        if spelled is not None:
+            return spelled
+    return None
 
 
 def check_migration(
-    spec: CpuSpec, source: HostCpu | None, target: HostCpu, *, running: bool = True
+    spec: CpuSpec,
+    source: HostCpu | None,
+    target: HostCpu,
+    *,
+    running: bool = True,
+    names: Namer | None = None,
 ) -> MigrationVerdict:
     """source None = unknown source (cross-cluster): named types judged on target alone,
     passthrough types -> unknown with code source-unknown."""
     req, cpu = _lookup(spec)
     both = [source, target] if source is not None and source.name != target.name else [target]
     if req.passthrough:
-        return _passthrough_migration(spec, req, cpu, source, target, running)
+        return _passthrough_migration(spec, req, cpu, source, target, running, names)
     nested_vendor = source.vendor if (running and source is not None) else target.vendor
     run = _run(cpu, req, target, nested_vendor)
     if run.runnable:
@@ -522,11 +543,18 @@ def check_migration(
                 f"{target.name} is {_VENDOR_WORD[target.vendor]}: stop the VM and start it there instead",
             )
         )
-    return MigrationVerdict("deny", tuple(reasons), _suggestion(both, spec), cpu, req.model, run.missing)
+    suggestion = _suggestion(both, spec, names)
+    return MigrationVerdict("deny", tuple(reasons), suggestion, cpu, req.model, run.missing)
 
 
 def _passthrough_migration(
-    spec: CpuSpec, req: Requirement, cpu: str, source: HostCpu | None, target: HostCpu, running: bool
+    spec: CpuSpec,
+    req: Requirement,
+    cpu: str,
+    source: HostCpu | None,
+    target: HostCpu,
+    running: bool,
+    names: Namer | None = None,
 ) -> MigrationVerdict:
     if not running:
         return MigrationVerdict("allow", (), None, cpu, req.model)
@@ -540,7 +568,7 @@ def _passthrough_migration(
                     f"so it cannot be compared with {target.name}",
                 ),
             ),
-            _suggestion([target]),
+            _suggestion([target], spell=names),
             cpu,
             req.model,
         )
@@ -556,7 +584,7 @@ def _passthrough_migration(
                     "give the node's vendor (intel or amd)",
                 ),
             ),
-            _suggestion([source, target]),
+            _suggestion([source, target], spell=names),
             cpu,
             req.model,
         )
@@ -572,7 +600,7 @@ def _passthrough_migration(
                     f"{_VENDOR_WORD[target.vendor]}: the guest would crash after cutover",
                 ),
             ),
-            _suggestion([source, target]),
+            _suggestion([source, target], spell=names),
             cpu,
             req.model,
         )
@@ -589,7 +617,7 @@ def _passthrough_migration(
                     "the guest would crash after cutover",
                 ),
             ),
-            _suggestion([source, target]),
+            _suggestion([source, target], spell=names),
             cpu,
             req.model,
             missing,

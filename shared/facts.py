@@ -26,6 +26,10 @@ class NodeFacts:
     #: machine types the node's QEMU offers, e.g. ("pc-q35-9.0", "pc-i440fx-9.0", ...)
     machines: tuple[str, ...] = ()
     fetched_at: float = 0.0
+    #: the cpu: types the node's Proxmox accepts (its /capabilities/qemu/cpu list), () when unknown
+    cpu_types: tuple[str, ...] = ()
+    #: "node" (the node's own list) or "" (not read: shared.pve_versions falls back to release data)
+    cpu_types_source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,6 +282,43 @@ class ClusterReader:
             fetched_at=time.time(),
         )
 
+    # --- the node's Proxmox release and the CPU types it accepts ----------------------------------
+
+    def node_release(self, name: str) -> tuple[str, tuple[str, ...], str]:
+        """(the node's pve-manager version from ``/nodes/{node}/version``, the ``cpu:`` types its
+        Proxmox accepts from ``/nodes/{node}/capabilities/qemu/cpu`` (qemu-server
+        ``PVE/API2/Qemu/CPU.pm``: built-in, Proxmox's own and custom models), "node" as their
+        source). A release without the list (501/404) or a token that may not read it (403) gives
+        ``()`` and "": the guard then uses the release's data (shared/pve_versions.py)."""
+
+        def version() -> str:
+            try:
+                row = self._call(
+                    "node-version",
+                    f"the version of node {name}",
+                    lambda: self._api.nodes(name).version.get(),
+                )
+            except (ProxmoxNotImplemented, ProxmoxNotFound, ProxmoxPermissionError):
+                return ""
+            return str((row or {}).get("version") or "")
+
+        def cpu_types() -> tuple[tuple[str, ...], str]:
+            try:
+                rows = self._call(
+                    "node-cpu-types",
+                    f"the CPU types of node {name}",
+                    lambda: self._api.nodes(name).capabilities.qemu.cpu.get(),
+                )
+            except (ProxmoxNotImplemented, ProxmoxNotFound, ProxmoxPermissionError):
+                return (), ""
+            names = tuple(
+                sorted({str(r["name"]) for r in rows or () if isinstance(r, dict) and r.get("name")})
+            )
+            return (names, "node") if names else ((), "")
+
+        pve, (types, source) = _both(version, cpu_types)
+        return pve, types, source
+
     # --- VMs ------------------------------------------------------------------------------------
 
     def vms(self) -> list[VmSummary]:

@@ -295,7 +295,7 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
         }
         if name not in state.faults.drop_flags and not node.get("drop_flags"):
             cpuinfo["flags"] = " ".join(cpu.get("flags") or ())
-        version = _pve_version(state.scenario)
+        version = _node_pve_version(state.scenario, node)
         return {
             "cpuinfo": cpuinfo,
             "pveversion": f"pve-manager/{version}/0123abcd",
@@ -316,7 +316,9 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
             for m in machines
         ]
     if rest == ["capabilities", "qemu", "cpu"]:
-        return []
+        return _node_cpu_models(state, node)
+    if rest == ["version"]:
+        return _node_version(state, node)
     if rest == ["qemu"]:  # qemu-server's vmlist: VMs the token may audit; ``full`` adds the QMP fields
         full = query.get("full") in ("1", "true")
         return [
@@ -336,6 +338,65 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
             raise ApiError(500, f"Configuration file 'nodes/{name}/qemu-server/{vmid}.conf' does not exist")
         return _vm_route(state, node, vm, rest[2:], query)
     raise ApiError(501, f"Method 'GET /nodes/{name}/{'/'.join(rest)}' not implemented")
+
+
+# --- each node's own Proxmox release: its version and the CPU types its qemu-server accepts --------
+# A scenario node may carry its own ``pve_version`` (a cluster in a rolling upgrade); the answers of
+# a release are scenario data under ``pve_releases["X.Y"]`` (shaped after that release's own answers).
+
+
+def _node_pve_version(scenario: dict, node: dict) -> str:
+    return str(node.get("pve_version") or _pve_version(scenario))
+
+
+def _node_release(state: ClusterState, node: dict) -> dict:
+    version = _node_pve_version(state.scenario, node)
+    release = ".".join(str(p) for p in _version_tuple(version.replace("-", "."))[:2])
+    return dict((state.scenario.get("pve_releases") or {}).get(release) or {})
+
+
+def _node_version(state: ClusterState, node: dict) -> dict:
+    """pve-manager ``PVE/API2/Nodes.pm`` ``version`` (``PVE::pvecfg::version_info``): the node's
+    pve-manager version, its release (X.Y) and the git commit it was built from."""
+    version = _node_pve_version(state.scenario, node)
+    parts = _version_tuple(version.replace("-", "."))
+    return {
+        "version": version,
+        "release": ".".join(str(p) for p in parts[:2]),
+        "repoid": str(node.get("repoid") or "0123abcd"),
+    }
+
+
+def _node_cpu_models(state: ClusterState, node: dict) -> list[dict]:
+    """qemu-server ``PVE/API2/Qemu/CPU.pm`` ``index`` (since qemu-server 6.2-1), which returns
+    ``PVE/QemuServer/CPUConfig.pm`` ``get_cpu_models(1)``: every built-in model with its vendor
+    (``custom: 0``), Proxmox's own x86-64-vN types (with ``abstract: 1`` from qemu-server 9.1.13 on),
+    then each custom model of /etc/pve/virtual-guest/cpu-models.conf as ``custom-<name>`` with the
+    vendor of its reported model, kept only when that reported model is a built-in one. Custom
+    models are listed to a token with Sys.Audit on /nodes (or Mapping.* on /mapping/cpu/<name>).
+    A release before the endpoint answers 501 as pve-http-server does for an unknown method."""
+    release = _node_release(state, node)
+    if "cpu_models" not in release:  # a scenario that does not give its release's list: none
+        return []
+    models = release.get("cpu_models")
+    if models is None:
+        raise ApiError(501, f"Method 'GET /nodes/{node['name']}/capabilities/qemu/cpu' not implemented")
+    abstract = bool(release.get("abstract_flag"))
+    vendors = {str(m["name"]): str(m.get("vendor") or "default") for m in models}
+    answer: list[dict] = []
+    for m in models:
+        row: dict[str, Any] = {"name": str(m["name"]), "custom": 0, "vendor": vendors[str(m["name"])]}
+        if m.get("abstract"):
+            if abstract:
+                row["abstract"] = 1
+            row["vendor"] = vendors.get("qemu64", "default")
+        answer.append(row)
+    if "Sys.Audit" in _privileges(state):
+        for custom in state.scenario.get("custom_cpu_models") or ():
+            reported = str(custom.get("reported-model") or "kvm64")
+            if reported in vendors:
+                answer.append({"name": f"custom-{custom['name']}", "custom": 1, "vendor": vendors[reported]})
+    return answer
 
 
 def _vm_status(node: dict, vm: dict, full: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import engine
+from . import engine, pve_versions
 from .cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
 from .checks import SKIP_TAG, Verdict, evaluate, verdict_body
 from .cpu_spec import parse_cpu
@@ -227,10 +227,27 @@ class GuardService:
             f"node:{name}",
             self.settings.cache_node_ttl,
             renew_after,
-            lambda: self._run(self.reader.node_facts, name),
+            lambda: self._run(self._read_node, name),
             NODE,
         )
         return self._known(facts), age
+
+    def _read_node(self, name: str) -> NodeFacts:
+        """``node_facts`` plus the node's Proxmox release and the CPU types it accepts (read at the
+        same time; a reader without ``node_release`` leaves them unknown)."""
+        release = getattr(self.reader, "node_release", None)
+        if release is None:
+            facts: NodeFacts = self.reader.node_facts(name)
+            return facts
+        other = self.pool.submit(release, name)
+        facts = self.reader.node_facts(name)
+        try:
+            pve, types, source = other.result()
+        except ProxmoxError:  # the status was read: the release data stands in for the list
+            return facts
+        return dataclasses.replace(
+            facts, pve_version=facts.pve_version or pve, cpu_types=types, cpu_types_source=source
+        )
 
     def _known(self, facts: NodeFacts) -> NodeFacts:
         """Facts that did not change keep their identity (keyed by their hash, computed once per
@@ -741,7 +758,12 @@ class GuardService:
                 out.append({"name": summary.name, "online": summary.online, "error": str(got)})
                 continue
             node, node_age = got
-            best = engine.recommend([node.cpu]).recommended if node.cpu is not None else None
+            named = (
+                pve_versions.named_ranking(engine.recommend([node.cpu]).ranked, [node])
+                if node.cpu is not None
+                else {"recommended": None, "reason": None}
+            )
+            best = named["recommended"]
             out.append(
                 {
                     "name": node.name,
@@ -750,14 +772,19 @@ class GuardService:
                     "cpu_model": node.cpu_model,
                     "vendor": node.cpu.vendor if node.cpu else None,
                     "best_cpu_type": best,
+                    "best_cpu_note": named["reason"],
                     "flag_source": node.flag_source,
                     "pve_version": node.pve_version,
                     "kernel_version": node.kernel_version,
                     "qemu_version": node.qemu_version,
+                    "cpu_types_from": pve_versions.accepts_of(node).source or None,
                     "facts_age_s": round(node_age, 1),
                 }
             )
-        return {"cluster": self.cluster, "nodes": out, "checked_at": iso_utc(self.clock())}
+        view = {"cluster": self.cluster, "nodes": out, "checked_at": iso_utc(self.clock())}
+        known = [g[0] for g in facts if not isinstance(g, BaseException)]
+        view["rolling_upgrade"] = pve_versions.rolling_upgrade(known)
+        return view
 
     async def _online_hosts(self, names: list[str] | None) -> list[NodeFacts]:
         nodes, _ = await self.node_list()
@@ -796,6 +823,7 @@ class GuardService:
         unknown = [n.name for n in hosts_facts if n.cpu is None]
         hosts = [n.cpu for n in hosts_facts if n.cpu is not None]
         rec = engine.recommend(hosts)
+        named = pve_versions.named_ranking(rec.ranked, [n for n in hosts_facts if n.cpu is not None])
         vms = await self._all_vm_facts()
         at_risk = []
         for vm in vms:
@@ -806,7 +834,14 @@ class GuardService:
                 runs = [engine.check_runnable(spec, h) for h in hosts]
             except CpuSpecError:
                 continue
-            cannot = [{"node": r.host, "missing": list(r.missing)} for r in runs if not r.runnable]
+            cannot: list[dict[str, Any]] = [
+                {"node": r.host, "missing": list(r.missing)} for r in runs if not r.runnable
+            ]
+            # a node whose Proxmox does not define the type refuses it whatever its CPU offers
+            for n in hosts_facts:
+                defined = pve_versions.accepts_of(n).accepts(spec.cputype)
+                if defined is False and n.name not in {c["node"] for c in cannot}:
+                    cannot.append({"node": n.name, "missing": [], "type_unknown": True})
             if cannot:
                 at_risk.append(
                     {
@@ -821,8 +856,9 @@ class GuardService:
             "cluster": self.cluster,
             "nodes": [n.name for n in hosts_facts],
             "nodes_without_flags": unknown,
-            "recommended": rec.recommended,
-            "ranked": list(rec.ranked),
+            "recommended": named["recommended"],
+            "ranked": named["ranked"],
+            "reason": named["reason"],
             "blocked": [{"type": b.type, "node": b.host, "missing": list(b.missing)} for b in rec.blocked],
             "vms_at_risk": at_risk,
             "checked_at": iso_utc(self.clock()),

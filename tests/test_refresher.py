@@ -26,7 +26,16 @@ LOGGER = "migration_guard.refresher"
 
 ONLINE = ("pve1", "pve2", "pve3", "pve4")  # pve5 is offline in the scenario
 LISTS = {"/nodes", "/cluster/resources"}
-NODE_PATHS = {p for n in ONLINE for p in (f"/nodes/{n}/status", f"/nodes/{n}/capabilities/qemu/machines")}
+NODE_PATHS = {
+    p
+    for n in ONLINE
+    for p in (
+        f"/nodes/{n}/status",
+        f"/nodes/{n}/capabilities/qemu/machines",
+        f"/nodes/{n}/version",
+        f"/nodes/{n}/capabilities/qemu/cpu",
+    )
+}
 INVENTORY = LISTS | {"/cluster/qemu/cpu-flags"} | NODE_PATHS
 
 

@@ -141,7 +141,16 @@ def test_burst_of_500_decisions_one_proxmox_call_per_resource(pve, redis_db7, in
     statuses = [p for p in counts if p.endswith("/status/current")]
     assert len(statuses) <= 1 and counts["/nodes/pve1/qemu"] == 1 and node_reads == 1
     nodes = ["pve1", *targets]
-    node_paths = {p for n in nodes for p in (f"/nodes/{n}/status", f"/nodes/{n}/capabilities/qemu/machines")}
+    node_paths = {
+        p
+        for n in nodes
+        for p in (
+            f"/nodes/{n}/status",
+            f"/nodes/{n}/capabilities/qemu/machines",
+            f"/nodes/{n}/version",  # the node's Proxmox release
+            f"/nodes/{n}/capabilities/qemu/cpu",  # the CPU types it accepts
+        )
+    }
     if inventory:
         assert sum(counts.values()) <= len(vmids) + len(nodes), counts
         assert set(counts) == configs | {"/nodes/pve1/qemu", *statuses}

@@ -274,7 +274,7 @@ class ClusterReader:
             self._cpu_flags_unsupported = False
         offered: dict[str, set[str]] = {}
         for row in rows:
-            nodes = row.get("supported-on") or ()
+            nodes = row.get("supported-on", [])  # optional in the schema
             if not isinstance(nodes, list):
                 raise ProxmoxBadAnswer(
                     f"Proxmox at {self.where} answered the cluster CPU flags with supported-on "

@@ -28,3 +28,11 @@ def pytest_configure(config) -> None:
 def pytest_unconfigure(config) -> None:
     if _private is not None:
         _private.stop()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Proxmox answers a wrong token only after 3 s (pve-http-server). The in-process test servers
+    answer it at once, except in tests/test_pve_conformance.py, which checks Proxmox's own delays."""
+    from shared import pve_testserver
+
+    pve_testserver.DEFAULT_AUTH_FAILURE_DELAY_S = 0.0

@@ -24,9 +24,9 @@ from proxmoxer.core import ResourceException
 
 from .errors import (
     HostDataError,
-    ProxmoxBadAnswer,
     NodeUnreachable,
     ProxmoxAuthError,
+    ProxmoxBadAnswer,
     ProxmoxError,
     ProxmoxNotFound,
     ProxmoxNotImplemented,
@@ -505,7 +505,8 @@ def vm_facts_from(
     """A VM's facts from its config and its status (a ``status/current`` answer or its row of
     ``GET /nodes/{node}/qemu?full=1``: the same fields)."""
     running = status.get("status") == "running"
-    pending = config.get("pending") if isinstance(config.get("pending"), dict) else {}
+    found = config.get("pending")
+    pending: dict = found if isinstance(found, dict) else {}
     pending_cpu = str(pending["cpu"]) if "cpu" in pending else None
     if pending_cpu == str(config.get("cpu") or ""):
         pending_cpu = None
@@ -592,14 +593,14 @@ def _bad_shape(kind: str, data: Any) -> str:
     want, keys = shape
     if not isinstance(data, want):
         return f"data {_kind_of(data)} where {'a list' if want is list else 'an object'} was expected"
-    if want is list:
+    if isinstance(data, list):
         for row in data:
             if not isinstance(row, dict):
                 return f"a row that is {_kind_of(row)}, not an object"
             missing = [k for k in keys if k not in row]
             if missing:
                 return f"a row without {missing[0]!r}"
-    else:
+    elif isinstance(data, dict):
         missing = [k for k in keys if k not in data]
         if missing:
             return f"an object without {missing[0]!r}"

@@ -401,10 +401,11 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
 
 
 #: QEMU machine versions (major.minor) QEMU keeps: pve-qemu-kvm lists every one up to its own
-QEMU_MACHINE_VERSIONS = (
-    "2.4 2.5 2.6 2.7 2.8 2.9 2.10 2.11 2.12 3.0 3.1 4.0 4.1 4.2 5.0 5.1 5.2 6.0 6.1 6.2 7.0 7.1 7.2 "
-    "8.0 8.1 8.2 9.0 9.1 9.2 10.0 10.1 10.2 11.0"
-).split()
+QEMU_MACHINE_VERSIONS = tuple(
+    f"{major}.{minor}"
+    for major, minors in ((2, 13), (3, 2), (4, 3), (5, 3), (6, 3), (7, 3), (8, 3), (9, 3), (10, 3), (11, 1))
+    for minor in range(4 if major == 2 else 0, minors)
+)
 
 #: qemu-server 9.2.6 ``$PVE_MACHINE_VERSION`` (PVE/QemuServer/Machine.pm): the "+pveN" revisions
 #: it knows per machine version (a node's scenario entry ``machine_revisions`` overrides it, e.g.

@@ -215,9 +215,11 @@ def route(state: ClusterState, path: str, query: dict[str, str]) -> Any:
     """The answer's ``data`` for a GET of ``path`` (below /api2/json). Raises ApiError."""
     sc = state.scenario
     parts = [unquote(p) for p in path.strip("/").split("/") if p]
+    # pve-manager PVE/API2.pm ``version``: version, release, repoid
     if parts == ["version"]:
         version = _pve_version(sc)
         return {"version": version, "release": ".".join(version.split(".")[:2]), "repoid": "0123abcd"}
+    # pve-manager PVE/API2/Nodes.pm ``index`` (Nodeinfo): one row per node, status online/offline
     if parts == ["nodes"]:
         _require(state, "Sys.Audit", "/nodes")
         return [
@@ -231,6 +233,7 @@ def route(state: ClusterState, path: str, query: dict[str, str]) -> Any:
             }
             for n in sc.get("nodes", [])
         ]
+    # pve-manager PVE/API2/Cluster.pm ``get_status``: cluster + node rows
     if parts == ["cluster", "status"]:
         nodes = sc.get("nodes", [])
         answer: list[dict] = [
@@ -257,6 +260,7 @@ def route(state: ClusterState, path: str, query: dict[str, str]) -> Any:
                 }
             )
         return answer
+    # pve-manager PVE/API2/Cluster.pm ``resources`` (type=vm): one row per guest
     if parts == ["cluster", "resources"]:
         kind = query.get("type")
         if kind not in (None, "vm"):
@@ -321,8 +325,8 @@ def _cpu_flags(state: ClusterState) -> list[dict[str, Any]]:
     each group by name. ``description`` only where qemu-server has one."""
     offered: dict[str, set[str]] = {name: set() for name in VM_SPECIFIC_FLAGS}
     for n in state.scenario.get("nodes", []):
-        if not state.online(n) and n.get("online") is False:
-            continue  # pvestatd of a node that never ran wrote no entry
+        if n.get("online") is False:
+            continue  # a node that is down: its pvestatd wrote no entry (kept from before otherwise)
         for flag in state.qemu_flags(n):
             offered.setdefault(flag, set()).add(n["name"])
             if flag in ("svm", "vmx"):
@@ -344,10 +348,11 @@ def _cpu_flags(state: ClusterState) -> list[dict[str, Any]]:
 
 def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str, str]) -> Any:
     node = state.node(name)
-    if node is None:
+    if node is None:  # pve-common PVE/Tools.pm / pve-http-server: the proxy cannot resolve the node
         raise ApiError(500, f"hostname lookup '{name}' failed - failed to get address info for: {name}")
-    if not state.online(node):
+    if not state.online(node):  # pveproxy: a node corosync knows to be offline, answered at once
         raise ApiError(595, f"no route to host (node {name} is offline)")
+    # pve-manager PVE/API2/Nodes.pm ``status`` (proxied to the node): cpuinfo, pveversion, kversion
     if rest == ["status"]:
         _require(state, "Sys.Audit", f"/nodes/{name}")
         cpu = _node_cpu(node)
@@ -377,6 +382,7 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
         # qemu-server knows ($PVE_MACHINE_VERSION in PVE/QemuServer/Machine.pm), newest first.
         # Its permission is ``user => 'all'``: no privilege check.
         return _machine_types(node)
+    # qemu-server PVE/API2/Qemu/CPU.pm ``index``: the node's CPU models (not modelled here: [])
     if rest == ["capabilities", "qemu", "cpu"]:
         return []
     if rest == ["qemu"]:  # qemu-server's vmlist: VMs the token may audit; ``full`` adds the QMP fields
@@ -509,6 +515,7 @@ def _vm_route(state: ClusterState, node: dict, vm: dict, rest: list[str], query:
     if rest == ["status", "current"]:
         _require(state, "VM.Audit", f"/vms/{vmid}")
         return _vm_status(node, vm, True, str(vmid) in state.faults.qmp_busy)
+    # qemu-server PVE/API2/Qemu.pm ``migrate_vm_precondition``: VM.Migrate, lock check, blockers per node
     if rest == ["migrate"]:
         _require(state, "VM.Migrate", f"/vms/{vmid}")
         lock = (vm.get("config") or {}).get("lock")

@@ -355,6 +355,12 @@ class ClusterReader:
             "the VM list (/cluster/resources)",
             lambda: self._api.cluster.resources.get(type="vm"),
         )
+        bad = next((r["vmid"] for r in rows if not str(r["vmid"]).isdigit()), None)
+        if bad is not None:
+            raise ProxmoxBadAnswer(
+                f"Proxmox at {self.where} answered the VM list (/cluster/resources) with vmid "
+                f"{_kind_of(bad)}, not a number"
+            )
         return [
             VmSummary(
                 cluster=self.name,

@@ -306,3 +306,22 @@ def test_e2e_powered_off_target_is_answered_within_the_hooks_budget(live, pve, c
     assert proc.returncode == 5, proc.stderr
     assert took < 3.5, took
     assert "pve2" in proc.stderr and "30 s" in proc.stderr, proc.stderr
+
+
+def test_a_hanging_node_does_not_mark_proxmox_down(pve, redis_db):
+    service = service_for(pve, redis_url=REDIS_URL, pve_timeout=1)
+
+    async def go():
+        try:
+            await service.check(102, "pve3", "pve1")
+            pve.set_faults(powered_off=["pve2"])
+            hanging = (await service.check(102, "pve2", "pve1")).body
+            return hanging, service.cache._unhealthy_until
+        finally:
+            pve.set_faults()
+            await service.close()
+
+    body, unhealthy_until = asyncio.run(go())
+    assert body["verdict"] == "unknown" and codes(body) == ["node-unreachable"], body
+    assert "pve2" in body["reasons"][0]["message"]
+    assert unhealthy_until == 0.0  # the other nodes' facts are still asked for, not answered stale

@@ -880,7 +880,7 @@ class GuardService:
         shared: dict[tuple, dict] = {}
         for vm in sorted(vms, key=lambda v: v.vmid):
             source = node_facts.get(vm.node) or NodeFacts(self.cluster, vm.node, False)
-            alike = (SKIP_TAG in vm.tags, vm.cpu, vm.status, vm.running_machine, vm.node)
+            alike = (SKIP_TAG in vm.tags, vm.cpu, vm.pending_cpu, vm.status, vm.running_machine, vm.node)
             cells = {}
             for name, target in node_facts.items():
                 if name == vm.node:

@@ -95,11 +95,44 @@ def _node_cpu(node: dict) -> dict:
     }
 
 
+#: QEMU's aliases among recorded property names (qemu-server PVE/QemuServer/CPUFlags.pm
+#: ``$qemu_cpu_flag_alias_map`` normalises the same kind of spelling drift)
+_QEMU_ALIASES = {"i64": "lm", "xd": "nx", "pclmuldq": "pclmulqdq", "sse3": "pni", "ffxsr": "fxsr-opt"}
+#: boolean properties of QEMU's x86 CPU object that are not CPUID flags (absent from pve-qemu-kvm's
+#: recognized-CPUID-flags list, so pvestatd's cpuflags-kvm entry never carries them)
+_NOT_CPUID_FLAGS = frozenset(
+    {
+        "check", "enforce", "kvm", "l3-cache", "legacy-cache", "full-cpuid-auto-level",
+        "fill-mtrr-mask", "cpuid-0xb", "vmware-cpuid-freq", "host-phys-bits", "tcg-cpuid",
+        "x-hv-synic-kvm-only", "lmce", "pmu", "migratable",
+    }
+)
+
+
+def kvm_expansion(ref: str) -> list[str]:
+    """A real host's recorded QMP ``query-cpu-model-expansion`` of ``host``
+    (``shared/data/kvm_expansions/<ref>.json``, each file naming its source), in the form pvestatd
+    stores in the ``cpuflags-kvm`` key-value entry (pve-manager PVE/Service/pvestatd.pm ->
+    qemu-server ``query_supported_cpu_flags``): ``_`` and ``.`` spelled ``-``, aliases folded,
+    only CPUID flags."""
+    entry = resources.files("shared").joinpath("data", "kvm_expansions", f"{ref}.json")
+    if not entry.is_file():
+        raise ConfigError(
+            f"scenario names kvm_ref {ref!r}, but shared/data/kvm_expansions/{ref}.json does not exist"
+        )
+    props = json.loads(entry.read_text(encoding="utf-8"))["true_props"]
+    flags = {_QEMU_ALIASES.get(p, p) for p in (str(p).replace("_", "-").replace(".", "-") for p in props)}
+    return sorted(f for f in flags if f not in _NOT_CPUID_FLAGS)
+
+
 def _qemu_flags(node: dict) -> list[str]:
-    """What the node's KVM offers in QEMU names: given by the scenario, else derived from the
-    node's /proc/cpuinfo flags with the engine's KVM rules (a simulation of pvestatd's report)."""
+    """What the node's KVM offers in QEMU names: given by the scenario (``qemu_flags``), or a real
+    host's recorded expansion (``kvm_ref``). Nodes with neither are still derived from the node's
+    /proc/cpuinfo flags with the engine's KVM rules (interim: to be replaced by recordings)."""
     if "qemu_flags" in node:
         return sorted(node["qemu_flags"])
+    if "kvm_ref" in node:
+        return kvm_expansion(node["kvm_ref"])
     from . import engine
     from .hosts import HostCpu, vendor_of
 

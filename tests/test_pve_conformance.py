@@ -170,3 +170,20 @@ def test_fault_injection_for_hostile_200_answers(pve, kind, starts):
     status, raw, _ = get(pve, "/nodes/pve1/status")
     assert status == 200 and raw.startswith(starts)
     assert get(pve, "/nodes/pve2/status")[0] == 200  # only the paths named
+
+
+def test_cpu_flags_of_a_node_come_from_its_recorded_kvm_expansion():
+    """pvestatd stores the QMP host expansion in the node's ``cpuflags-kvm`` entry (names
+    normalised), and ``query_available_cpu_flags`` lists that node under each of its flags. The
+    test server reads real recordings (shared/data/kvm_expansions, each naming its source)."""
+    sc = cluster()
+    sc["nodes"][0]["kvm_ref"] = "intel-skylake-sp-gold-6130"
+    sc["nodes"][3]["kvm_ref"] = "amd-zen1-epyc-7601"
+    intel, amd = sc["nodes"][0]["name"], sc["nodes"][3]["name"]
+    with start_server(sc) as server:
+        on = {r["name"]: set(r["supported-on"]) for r in data(server, "/cluster/qemu/cpu-flags")}
+    assert intel in on["avx512f"] and amd not in on["avx512f"]
+    assert amd in on["sha-ni"] and intel not in on["sha-ni"]
+    assert {intel, amd} <= on["sse4-2"] and {intel, amd} <= on["lahf-lm"]  # spelled as QEMU does
+    assert intel in on["nested-virt"] and intel in on["vmx"]  # vmx recorded on the Intel host
+    assert "sse4_2" not in on and "check" not in on and "i64" not in on

@@ -325,3 +325,25 @@ def test_a_hanging_node_does_not_mark_proxmox_down(pve, redis_db):
     assert body["verdict"] == "unknown" and codes(body) == ["node-unreachable"], body
     assert "pve2" in body["reasons"][0]["message"]
     assert unhealthy_until == 0.0  # the other nodes' facts are still asked for, not answered stale
+
+
+def test_cpu_flags_endpoint_appearing_after_an_upgrade_is_used_at_the_next_refresh(redis_db):
+    with start_server(dict(cluster(), pve_version="8.4.1")) as old:
+        clock = Clock()
+        service = service_for(old, clock, redis_url=REDIS_URL)
+
+        async def go():
+            try:
+                refresher = InventoryRefresher(service)
+                await refresher.round()
+                before = (await service.check(102, "pve2", "pve1")).body["flag_source"]
+                old.scenario["pve_version"] = "9.2.11"  # pve-manager upgraded on every node
+                clock.now += service.settings.cache_node_ttl / 2 + 1
+                await refresher.round()
+                clock.now += service.settings.cache_vm_ttl + 1
+                after = (await service.check(102, "pve2", "pve1")).body["flag_source"]
+                return before, after
+            finally:
+                await service.close()
+
+        assert asyncio.run(go()) == ("cpuinfo", "qemu-kvm")

@@ -185,6 +185,23 @@ def _node_name(value: str, field: str) -> str:
     return value
 
 
+#: the hookscript's time left for its answer, in milliseconds (the service answers before it)
+BUDGET_HEADER = "X-Migration-Guard-Budget-Ms"
+
+
+def _budget(request: Request) -> float | None:
+    """Seconds the caller still waits (``X-Migration-Guard-Budget-Ms``); None without the header
+    or with a value that is not a positive number of milliseconds (then it is ignored)."""
+    raw = request.headers.get(BUDGET_HEADER)
+    if not raw:
+        return None
+    try:
+        ms = float(raw)
+    except ValueError:
+        return None
+    return ms / 1000 if 0 < ms <= 600_000 else None
+
+
 def _vmid(text: str) -> int:
     if not DIGITS.match(text):
         raise FieldError("vmid", f"vmid: {text[:30]!r} is not a VM id (ASCII digits, like 101)")
@@ -509,7 +526,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
             decision = DecisionRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
-        outcome = await service.decide(decision.model_dump())
+        outcome = await service.decide(decision.model_dump(), budget_s=_budget(request))
         body = outcome.body
         if "text/plain" in request.headers.get("accept", ""):
             text = _key_values(

@@ -6,7 +6,7 @@ Pure: facts in, verdict out. The service gathers the facts; the API shapes the b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import engine, pve_versions
 from .cpu_spec import CpuSpec, parse_cpu
@@ -47,6 +47,8 @@ UNKNOWN_CODES = frozenset(
         "bad-cpu-spec",
         "unknown-model",
         "cluster-unreachable",
+        "proxmox-bad-answer",
+        "node-unreachable",
     }
 )
 
@@ -66,6 +68,8 @@ class Verdict:
     source_cluster: str
     target_cluster: str
     missing: tuple[str, ...] = ()
+    #: the cpu a pending change sets ("" = kvm64), None when no cpu change is pending
+    pending_cpu: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -123,6 +127,36 @@ def _version(text: str) -> tuple[int, ...] | None:
         return None
 
 
+def _machine_problem(vm: VmFacts, target: NodeFacts) -> str:
+    """Why ``target`` cannot run the machine the VM runs (``pc-q35-9.2+pve1``), "" when it can.
+    Its ``capabilities/qemu/machines`` list (qemu-server ``PVE/API2/Qemu/Machine.pm``) holds the
+    QEMU machine versions of pve-qemu-kvm and the ``+pveN`` revisions qemu-server knows
+    (``$PVE_MACHINE_VERSION`` in ``PVE/QemuServer/Machine.pm``); Proxmox refuses a version newer
+    than its QEMU and a revision its qemu-server does not know (``can_run_pve_machine_version``)."""
+    running = vm.running_machine
+    base, _, revision = running.partition("+")
+    listed = set(target.machines)
+    bases = {m.split("+", 1)[0] for m in listed}
+    wanted = _machine_version(running)
+    newest = max((v for v in (_machine_version(m) for m in listed) if v), default=None)
+    if base not in bases:
+        if wanted and newest and wanted[:2] > newest[:2]:
+            qemu = f" (QEMU {target.qemu_version})" if target.qemu_version else ""
+            return (
+                f"VM {vm.vmid} runs machine {running}, newer than any {target.name}'s QEMU{qemu} "
+                f"offers: update pve-qemu-kvm on {target.name} first"
+            )
+        return ""  # an older version the list leaves out: QEMU keeps old machine versions
+    if revision and revision != "pve0" and running not in listed:
+        known = sorted(m.split("+", 1)[1] for m in listed if m.startswith(base + "+"))
+        return (
+            f"VM {vm.vmid} runs machine {running}, but qemu-server on {target.name} knows "
+            f"{base} only up to {known[-1] if known else 'pve0'} (Proxmox refuses: \"Installed "
+            f"qemu-server ... is too old\"): update qemu-server on {target.name} first"
+        )
+    return ""
+
+
 def evaluate(
     vm: VmFacts,
     source: NodeFacts | None,
@@ -138,11 +172,39 @@ def evaluate(
     model = ""
     missing: tuple[str, ...] = ()
     running = vm.status == "running"
+    pending_note: Reason | None = None
+    if vm.pending_cpu is not None and vm.pending_cpu != vm.cpu:
+        later = vm.pending_cpu or "kvm64"
+        if running:
+            # a live migration starts the target with the CURRENT cpu (qemu-server applies
+            # pending changes at a start only without a migration state, vm_start_nolock)
+            after = evaluate(
+                replace(vm, cpu=vm.pending_cpu, pending_cpu=None), source, target, precondition,
+                source_known=source_known,
+            )
+            why = [r.message for r in after.reasons if r.code in DENY_CODES or r.code in UNKNOWN_CODES]
+            pending_note = Reason(
+                "pending-cpu",
+                f"cpu {later} is pending for VM {vm.vmid}: it applies at the VM's next reboot (a full "
+                f"stop and start); this live migration keeps cpu {vm.cpu or 'kvm64'}. After that reboot "
+                f"the verdict for {target.name} would be {after.verdict}"
+                + (f": {'; '.join(why)}" if after.verdict != "allow" and why else ""),
+            )
+        else:
+            # a stopped VM's start applies its pending changes first: judge the cpu it will run
+            pending_note = Reason(
+                "pending-cpu",
+                f"cpu {later} is pending for VM {vm.vmid}: its next start applies it, so it is "
+                f"judged with cpu {later} (current config: {vm.cpu or 'kvm64'})",
+            )
+            vm = replace(vm, cpu=vm.pending_cpu)
     cpu_label = vm.cpu or "kvm64"
     flag_source = target.flag_source
     notices: list[Reason] = []  # said after the reasons that decide
 
     def verdict(kind: str) -> Verdict:
+        if pending_note is not None:
+            reasons.append(pending_note)
         return Verdict(
             vmid=vm.vmid,
             name=vm.name,
@@ -157,6 +219,7 @@ def evaluate(
             source_cluster=source.cluster if source else vm.cluster,
             target_cluster=target.cluster,
             missing=missing,
+            pending_cpu=vm.pending_cpu,
         )
 
     if SKIP_TAG in vm.tags:
@@ -211,8 +274,21 @@ def evaluate(
     reasons.extend(result.reasons)
     kind = result.verdict
 
-    # the machine version the VM runs must exist in the target's QEMU
-    if running and vm.running_machine:
+    # the machine the VM runs (version and +pveN revision) must exist on the target
+    if running and not vm.running_machine:
+        reasons.append(
+            Reason(
+                "machine-check-skipped",
+                f"Proxmox did not say which machine VM {vm.vmid} runs (running-machine is missing "
+                "when QMP does not answer in time), so the machine version check was skipped",
+            )
+        )
+    elif running and target.machines:
+        problem = _machine_problem(vm, target)
+        if problem:
+            reasons.append(Reason("machine-unsupported", problem))
+            kind = "deny"
+    elif running and vm.running_machine:
         wanted = _machine_version(vm.running_machine)
         offered = _version(target.qemu_version) if target.qemu_version else None
         if wanted and offered and wanted[:2] > offered[:2]:
@@ -339,6 +415,7 @@ def verdict_body(v: Verdict, *, checked_at: str, facts_age_s: float) -> dict:
         "missing": list(v.missing),
         "suggestion": v.suggestion,
         "flag_source": v.flag_source,
+        "pending_cpu": v.pending_cpu,
         "checked_at": checked_at,
         "facts_age_s": round(facts_age_s, 1),
     }

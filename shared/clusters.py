@@ -35,6 +35,7 @@ from .errors import (
     ConfigError,
     GuardError,
     InputError,
+    ProxmoxBadAnswer,
     ProxmoxUnreachable,
     UnknownClusterError,
     UnknownNodeError,
@@ -293,7 +294,7 @@ class ClusterSet:
             return await src.check(vmid, target, source)
         try:
             vm, age = await self._locate(src, vmid, source)
-        except ProxmoxUnreachable as exc:
+        except (ProxmoxUnreachable, ProxmoxBadAnswer) as exc:
             return self._unreachable(vmid, target, src.cluster, dst.cluster, exc, source=source or "")
         return await self.judge(vm, src, dst, target, vm_age=age)
 
@@ -317,7 +318,7 @@ class ClusterSet:
         source_cluster = src.cluster if src is not None else "unknown"
         try:
             nodes, nodes_age = await dst.node_list()
-        except ProxmoxUnreachable as exc:
+        except (ProxmoxUnreachable, ProxmoxBadAnswer) as exc:
             return self._unreachable(vm.vmid, target, source_cluster, dst.cluster, exc, vm=vm)
         online = {n.name: n.online for n in nodes}
         if target not in online:
@@ -331,17 +332,19 @@ class ClusterSet:
             jobs.append(self._source_node(src, vm.node))
         got = await asyncio.gather(*jobs, return_exceptions=True)
         for item in got:
-            if isinstance(item, ProxmoxUnreachable):
+            if isinstance(item, ProxmoxUnreachable | ProxmoxBadAnswer):
                 return self._unreachable(vm.vmid, target, source_cluster, dst.cluster, item, vm=vm)
             if isinstance(item, BaseException):
                 raise item
         # every item is a (facts, age) pair now: the loop above raised or returned on exceptions
         target_facts, target_age = cast("tuple[NodeFacts, float]", got[0])
-        ages = [vm_age, nodes_age, target_age]
+        s = dst.settings
+        # (age, lifetime) of every fact used: stale when any is older than its own lifetime
+        ages = [(vm_age, s.cache_vm_ttl), (nodes_age, s.cache_list_ttl), (target_age, s.cache_node_ttl)]
         source_facts = None
         if src is not None:
             source_facts, source_age = cast("tuple[NodeFacts, float]", got[1])
-            ages.append(source_age)
+            ages.append((source_age, s.cache_node_ttl))
         pre = Precondition(checked=False, skipped_reason=CROSS_PRECHECK)
         if source_facts is not None and source_facts.online:
             verdict = evaluate(vm, source_facts, target_facts, pre)
@@ -351,10 +354,9 @@ class ClusterSet:
                 verdict = dataclasses.replace(
                     verdict, source="", source_cluster="unknown", reasons=_with_hint(verdict.reasons)
                 )
-        age = max(ages)
+        age = max(a for a, _ in ages)
         body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=age)
-        s = dst.settings
-        body["stale"] = age > max(s.cache_node_ttl, s.cache_vm_ttl, s.cache_list_ttl)
+        body["stale"] = any(a > ttl for a, ttl in ages)
         if body["stale"]:
             body["reasons"].append(
                 {
@@ -390,7 +392,11 @@ class ClusterSet:
             source=vm.node if vm else source,
             target=target,
             verdict="unknown",
-            reasons=(Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}"),),
+            reasons=(
+                Reason("proxmox-bad-answer", f"Proxmox's answer cannot be judged with: {exc}")
+                if isinstance(exc, ProxmoxBadAnswer)
+                else Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}"),
+            ),
             cpu=(vm.cpu or "kvm64") if vm else "",
             model="",
             suggestion=None,

@@ -100,6 +100,14 @@ class ProxmoxPermissionError(ProxmoxError):
     code = "proxmox-permission"
 
 
+class ProxmoxBadAnswer(ProxmoxError):
+    """A 200 answer that is not what Proxmox sends for that path: not JSON (a proxy's HTML error
+    page, a truncated body), or ``data`` null, a list or a string where an object is expected.
+    Never read as "no value": a check answers ``unknown`` with the reason."""
+
+    code = "proxmox-bad-answer"
+
+
 class ProxmoxNotFound(ProxmoxError):
     code = "proxmox-not-found"
 

@@ -55,6 +55,10 @@ class VmFacts:
     tags: tuple[str, ...] = ()
     #: the raw cpu: value, "" when the config has no cpu line
     cpu: str = ""
+    #: the cpu value a pending change sets ("" = the line is deleted: kvm64), None when no cpu
+    #: change is pending. A running VM keeps ``cpu`` until its next reboot (a live migration starts
+    #: the target with ``cpu``); a stopped one starts with the pending value.
+    pending_cpu: str | None = None
     machine: str = ""
     hookscript: str = ""
     lock: str = ""

@@ -9,6 +9,7 @@ Calls are synchronous (proxmoxer uses requests); the service runs them in thread
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from .errors import (
     HostDataError,
     NodeUnreachable,
     ProxmoxAuthError,
+    ProxmoxBadAnswer,
     ProxmoxError,
     ProxmoxNotFound,
     ProxmoxNotImplemented,
@@ -38,7 +40,25 @@ from .hosts import host_from_proxmox, host_from_qemu_flags
 
 T = TypeVar("T")
 
+log = logging.getLogger("migration_guard.inventory")
+
 DEFAULT_PORT = 8006
+
+#: what ``data`` of each path the reader reads must be: (type, keys every row or object needs).
+#: Anything else is a bad answer (ProxmoxBadAnswer), never an empty value. The shapes are those of
+#: the paths' ``returns`` schemas in qemu-server ``PVE/API2/Qemu.pm``, ``PVE/API2/Qemu/Machine.pm``
+#: and pve-manager ``PVE/API2/Nodes.pm``, ``PVE/API2/Cluster.pm``, ``PVE/API2/Cluster/Qemu/CPUFlags.pm``.
+SHAPES: dict[str, tuple[type, tuple[str, ...]]] = {
+    "nodes": (list, ("node",)),
+    "cpu-flags": (list, ("name",)),
+    "node-status": (dict, ()),
+    "node-machines": (list, ("id",)),
+    "resources": (list, ("vmid",)),
+    "vm-config": (list, ("key",)),  # GET .../pending: one row per option
+    "vm-status": (dict, ("status",)),
+    "node-vms": (list, ("vmid",)),
+    "vm-precondition": (dict, ()),
+}
 
 
 def split_host(host: str) -> tuple[str, int]:
@@ -176,11 +196,20 @@ class ClusterReader:
         except requests.exceptions.RequestException as exc:
             self.stats.record(kind, "connection")
             raise ProxmoxUnreachable(f"cannot reach Proxmox at {self.where}: {_short(exc)}") from None
-        except ValueError as exc:  # a body that is not JSON
-            self.stats.record(kind, "malformed")
-            raise ProxmoxError(
-                f"Proxmox at {self.where} sent an unreadable answer to {what}: {exc}"
+        except (ValueError, KeyError, TypeError):
+            # proxmoxer's JSON serializer: JSON without "data" (KeyError), a JSON list or string
+            # (TypeError); a ValueError from a body it could not decode at all
+            self.stats.record(kind, "bad-answer")
+            raise ProxmoxBadAnswer(
+                f"Proxmox at {self.where} answered {what} with JSON that has no \"data\" field"
             ) from None
+        problem = _bad_shape(kind, result)
+        if problem:
+            self.stats.record(kind, "bad-answer")
+            raise ProxmoxBadAnswer(
+                f"Proxmox at {self.where} answered {what} with {problem}, not Proxmox's JSON "
+                "(a proxy or load balancer in front of it?)"
+            )
         self.stats.record(kind)
         return result
 
@@ -213,14 +242,14 @@ class ClusterReader:
             NodeFacts(
                 cluster=self.name, name=str(r["node"]), online=r.get("status") == "online", fetched_at=now
             )
-            for r in rows or []
+            for r in rows
         ]
 
     def cluster_cpu_flags(self) -> dict[str, frozenset[str]] | None:
-        """Node -> QEMU flags its KVM offers (/cluster/qemu/cpu-flags, PVE 9.2+); None where the
-        cluster does not have the endpoint (remembered, so older clusters are asked once)."""
-        if self._cpu_flags_unsupported:
-            return None
+        """Node -> QEMU flags its KVM offers (/cluster/qemu/cpu-flags, pve-manager 9.1.15 and
+        later); None where the cluster answers 501 (older pve-manager). Asked on every call (the
+        service's inventory refresh): a cluster upgraded later starts answering, and each switch
+        between the two is logged once."""
         try:
             rows = self._call(
                 "cpu-flags",
@@ -228,11 +257,30 @@ class ClusterReader:
                 lambda: self._api.cluster.qemu("cpu-flags").get(),
             )
         except (ProxmoxNotImplemented, ProxmoxNotFound):
+            if not self._cpu_flags_unsupported:
+                log.info(
+                    "cluster %s has no /cluster/qemu/cpu-flags (pve-manager older than 9.1.15): "
+                    "node CPUs are judged on /proc/cpuinfo flags; asked again on every refresh",
+                    self.name,
+                )
             self._cpu_flags_unsupported = True
             return None
+        if self._cpu_flags_unsupported:
+            log.info(
+                "cluster %s answers /cluster/qemu/cpu-flags now (pve-manager upgraded): node CPUs "
+                "are judged on QEMU's own report",
+                self.name,
+            )
+            self._cpu_flags_unsupported = False
         offered: dict[str, set[str]] = {}
-        for row in rows or []:
-            for node in row.get("supported-on") or ():
+        for row in rows:
+            nodes = row.get("supported-on", [])  # optional in the schema
+            if not isinstance(nodes, list):
+                raise ProxmoxBadAnswer(
+                    f"Proxmox at {self.where} answered the cluster CPU flags with supported-on "
+                    f"{_kind_of(nodes)} for flag {str(row['name'])[:40]!r}, not a list of nodes"
+                )
+            for node in nodes:
                 offered.setdefault(str(node), set()).add(str(row["name"]))
         return {node: frozenset(flags) for node, flags in offered.items()}
 
@@ -250,11 +298,28 @@ class ClusterReader:
                     lambda: self._api.nodes(name).capabilities.qemu.machines.get(),
                 ),
             )
+        except NodeUnreachable:
+            raise
+        except ProxmoxUnreachable as exc:
+            if "did not answer" not in str(exc):
+                raise
+            # the API answered the node list, but not this node's status in time: Proxmox proxies
+            # it to the node (pve-manager PVE/API2/Nodes.pm, proxyto => 'node'), and a node that
+            # is powered off but still listed online is answered only after the proxy's 30 s
+            # timeout. This node is unreachable, not the cluster.
+            raise NodeUnreachable(
+                f"node {name} did not answer within {self.timeout:g} s (Proxmox lists it online; "
+                "a powered-off or cut-off node answers only after Proxmox's 30 s proxy timeout)"
+            ) from None
         except ProxmoxError as exc:
             if "hostname lookup" in str(exc) or isinstance(exc, ProxmoxNotFound):
                 raise UnknownNodeError(f"cluster {self.name} has no node {name}") from None
             raise
         cpuinfo = status.get("cpuinfo") or {}
+        if not isinstance(cpuinfo, dict):
+            raise ProxmoxBadAnswer(
+                f"Proxmox at {self.where} answered {what} with cpuinfo {_kind_of(cpuinfo)}, not an object"
+            )
         model = str(cpuinfo.get("model") or "")
         cpu = None
         flag_source = "none"
@@ -277,8 +342,8 @@ class ClusterReader:
             flag_source=flag_source,
             pve_version=pve.split("/")[1] if pve.count("/") >= 2 else pve,
             kernel_version=str(status.get("kversion") or ""),
-            qemu_version=_qemu_version_of(machines or []),
-            machines=tuple(sorted(str(m.get("id")) for m in machines or [] if m.get("id"))),
+            qemu_version=_qemu_version_of(machines),
+            machines=tuple(sorted(str(m.get("id")) for m in machines if m.get("id"))),
             fetched_at=time.time(),
         )
 
@@ -327,6 +392,12 @@ class ClusterReader:
             "the VM list (/cluster/resources)",
             lambda: self._api.cluster.resources.get(type="vm"),
         )
+        bad = next((r["vmid"] for r in rows if not str(r["vmid"]).isdigit()), None)
+        if bad is not None:
+            raise ProxmoxBadAnswer(
+                f"Proxmox at {self.where} answered the VM list (/cluster/resources) with vmid "
+                f"{_kind_of(bad)}, not a number"
+            )
         return [
             VmSummary(
                 cluster=self.name,
@@ -337,7 +408,7 @@ class ClusterReader:
                 tags=_tags(r.get("tags")),
                 template=bool(r.get("template")),
             )
-            for r in rows or []
+            for r in rows
             if r.get("type", "qemu") == "qemu"
         ]
 
@@ -365,15 +436,33 @@ class ClusterReader:
         return vm_facts_from(self.name, node, vmid, config, status, summary)
 
     def vm_config(self, node: str, vmid: int) -> dict:
-        """The VM's config (``GET /nodes/{node}/qemu/{vmid}/config``)."""
+        """The VM's CURRENT config, with its pending changes under ``"pending"`` (option -> value,
+        "" for a pending delete). One call: ``GET /nodes/{node}/qemu/{vmid}/pending`` (qemu-server
+        ``PVE/API2/Qemu.pm`` ``vm_pending``, through pve-guest-common
+        ``PVE::GuestHelpers::config_with_pending_array``) answers every option with its current
+        ``value`` and its ``pending`` one, the same as ``config?current=1`` plus the pending values,
+        at the cost of one ``config`` read. ``GET .../config`` without ``current=1`` would apply
+        the pending changes: a running VM's pending cpu is not what a live migration starts."""
         try:
-            return self._call(
+            rows = self._call(
                 "vm-config",
                 f"the config of VM {vmid}",
-                lambda: self._api.nodes(node).qemu(vmid).config.get(),
+                lambda: self._api.nodes(node).qemu(vmid).pending.get(),
             )
         except ProxmoxNotFound:
             raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}") from None
+        config: dict[str, Any] = {}
+        pending: dict[str, str] = {}
+        for row in rows:
+            key = str(row["key"])
+            if "value" in row:
+                config[key] = row["value"]
+            if "pending" in row:
+                pending[key] = str(row["pending"])
+            elif row.get("delete"):
+                pending[key] = ""
+        config["pending"] = pending
+        return config
 
     def vm_status(self, node: str, vmid: int) -> dict:
         """``status/current`` of one VM: its state and, when running, the machine and QEMU it runs."""
@@ -400,7 +489,7 @@ class ClusterReader:
         except ProxmoxNotFound:
             raise UnknownNodeError(f"cluster {self.name} has no node {node}") from None
         out: dict[int, dict] = {}
-        for row in rows or ():
+        for row in rows:
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 out[int(row["vmid"])] = row
         return out
@@ -459,6 +548,11 @@ def vm_facts_from(
     """A VM's facts from its config and its status (a ``status/current`` answer or its row of
     ``GET /nodes/{node}/qemu?full=1``: the same fields)."""
     running = status.get("status") == "running"
+    found = config.get("pending")
+    pending: dict = found if isinstance(found, dict) else {}
+    pending_cpu = str(pending["cpu"]) if "cpu" in pending else None
+    if pending_cpu == str(config.get("cpu") or ""):
+        pending_cpu = None
     return VmFacts(
         cluster=cluster,
         vmid=vmid,
@@ -467,6 +561,7 @@ def vm_facts_from(
         name=str(config.get("name") or (summary.name if summary else "")),
         tags=_tags(config.get("tags")) or (summary.tags if summary else ()),
         cpu=str(config.get("cpu") or ""),
+        pending_cpu=pending_cpu,
         machine=str(config.get("machine") or ""),
         hookscript=str(config.get("hookscript") or ""),
         lock=str(config.get("lock") or ""),
@@ -493,6 +588,66 @@ def _both(first: Callable[[], T], second: Callable[[], Any]) -> tuple[T, Any]:
             other.result()
         raise
     return a, other.result()
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {_snippet(value)!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return "an object"
+
+
+def _snippet(text: str, limit: int = 60) -> str:
+    """A short, printable piece of a body (no control characters; cut)."""
+    clean = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def _not_json(raw: Any) -> str:
+    """What a body that is not JSON looks like, in a few words."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    low = text.lower()
+    if "<html" in low or "<!doctype" in low:
+        start, end = low.find("<title>"), low.find("</title>")
+        title = _snippet(text[start + 7 : end]) if 0 <= start < end else ""
+        return f"an HTML page ({title})" if title else "an HTML page"
+    if not text.strip():
+        return "an empty body"
+    if text.lstrip()[:1] in ("{", "["):
+        return f"JSON that does not parse (cut off after {len(raw)} bytes?)"
+    return f"text that is not JSON ({_snippet(text)!r})"
+
+
+def _bad_shape(kind: str, data: Any) -> str:
+    """"" when ``data`` has the shape path ``kind`` returns, else what came back instead."""
+    # proxmoxer's JSON serializer answers a body it cannot decode with {"errors": <the bytes>}
+    if isinstance(data, dict) and list(data) == ["errors"] and isinstance(data["errors"], bytes | str):
+        return _not_json(data["errors"])
+    shape = SHAPES.get(kind)
+    if shape is None:
+        return ""
+    want, keys = shape
+    if not isinstance(data, want):
+        return f"data {_kind_of(data)} where {'a list' if want is list else 'an object'} was expected"
+    if isinstance(data, list):
+        for row in data:
+            if not isinstance(row, dict):
+                return f"a row that is {_kind_of(row)}, not an object"
+            missing = [k for k in keys if k not in row]
+            if missing:
+                return f"a row without {missing[0]!r}"
+    elif isinstance(data, dict):
+        missing = [k for k in keys if k not in data]
+        if missing:
+            return f"an object without {missing[0]!r}"
+    return ""
 
 
 def _describe(disk: Any) -> str:

@@ -33,6 +33,12 @@ from .errors import ConfigError
 
 API_PREFIX = "/api2/json"
 
+#: pve-http-server answers a failed authentication after this delay (a scenario's
+#: ``auth_failure_delay_s`` or start_server's argument overrides it)
+DEFAULT_AUTH_FAILURE_DELAY_S = 3.0
+#: pveproxy gives up on a node it proxies to after this long (``proxy_timeout_s`` overrides it)
+DEFAULT_PROXY_TIMEOUT_S = 30.0
+
 
 # --- scenario ---------------------------------------------------------------------------------
 
@@ -89,11 +95,44 @@ def _node_cpu(node: dict) -> dict:
     }
 
 
+#: QEMU's aliases among recorded property names (qemu-server PVE/QemuServer/CPUFlags.pm
+#: ``$qemu_cpu_flag_alias_map`` normalises the same kind of spelling drift)
+_QEMU_ALIASES = {"i64": "lm", "xd": "nx", "pclmuldq": "pclmulqdq", "sse3": "pni", "ffxsr": "fxsr-opt"}
+#: boolean properties of QEMU's x86 CPU object that are not CPUID flags (absent from pve-qemu-kvm's
+#: recognized-CPUID-flags list, so pvestatd's cpuflags-kvm entry never carries them)
+_NOT_CPUID_FLAGS = frozenset(
+    {
+        "check", "enforce", "kvm", "l3-cache", "legacy-cache", "full-cpuid-auto-level",
+        "fill-mtrr-mask", "cpuid-0xb", "vmware-cpuid-freq", "host-phys-bits", "tcg-cpuid",
+        "x-hv-synic-kvm-only", "lmce", "pmu", "migratable",
+    }
+)
+
+
+def kvm_expansion(ref: str) -> list[str]:
+    """A real host's recorded QMP ``query-cpu-model-expansion`` of ``host``
+    (``shared/data/kvm_expansions/<ref>.json``, each file naming its source), in the form pvestatd
+    stores in the ``cpuflags-kvm`` key-value entry (pve-manager PVE/Service/pvestatd.pm ->
+    qemu-server ``query_supported_cpu_flags``): ``_`` and ``.`` spelled ``-``, aliases folded,
+    only CPUID flags."""
+    entry = resources.files("shared").joinpath("data", "kvm_expansions", f"{ref}.json")
+    if not entry.is_file():
+        raise ConfigError(
+            f"scenario names kvm_ref {ref!r}, but shared/data/kvm_expansions/{ref}.json does not exist"
+        )
+    props = json.loads(entry.read_text(encoding="utf-8"))["true_props"]
+    flags = {_QEMU_ALIASES.get(p, p) for p in (str(p).replace("_", "-").replace(".", "-") for p in props)}
+    return sorted(f for f in flags if f not in _NOT_CPUID_FLAGS)
+
+
 def _qemu_flags(node: dict) -> list[str]:
-    """What the node's KVM offers in QEMU names: given by the scenario, else derived from the
-    node's /proc/cpuinfo flags with the engine's KVM rules (a simulation of pvestatd's report)."""
+    """What the node's KVM offers in QEMU names: given by the scenario (``qemu_flags``), or a real
+    host's recorded expansion (``kvm_ref``). Nodes with neither are still derived from the node's
+    /proc/cpuinfo flags with the engine's KVM rules (interim: to be replaced by recordings)."""
     if "qemu_flags" in node:
         return sorted(node["qemu_flags"])
+    if "kvm_ref" in node:
+        return kvm_expansion(node["kvm_ref"])
     from . import engine
     from .hosts import HostCpu, vendor_of
 
@@ -125,6 +164,13 @@ class Faults:
     reject_token: bool = False  # 401 for every token
     node_offline: tuple[str, ...] = ()
     drop_flags: tuple[str, ...] = ()  # nodes whose status lacks cpuinfo.flags
+    #: nodes powered off but still listed online: requests proxied to them hang (see _node_route)
+    powered_off: tuple[str, ...] = ()
+    #: a hostile 200 for the matching paths: "html" (a proxy's error page), "truncated" (JSON cut
+    #: off), "null" / "list" / "string" (``data`` of the wrong kind), "nodata" (JSON without data)
+    bad_answer: str = ""
+    #: VMs whose QMP does not answer in time: status without running-machine / running-qemu
+    qmp_busy: tuple[str, ...] = ()
 
     def applies(self, path: str) -> bool:
         return not self.paths or any(path.startswith(p) for p in self.paths)
@@ -138,6 +184,12 @@ class ClusterState:
         self.counts: Counter[str] = Counter()
         self.hang_release = threading.Event()
         self._qemu_flags_cache: dict[str, list[str]] = {}
+        #: seconds pveproxy waits for a node before it gives up (its proxy timeout: 30 s)
+        self.proxy_timeout_s = float(scenario.get("proxy_timeout_s", DEFAULT_PROXY_TIMEOUT_S))
+        #: seconds pve-http-server waits before it answers a failed authentication (3 s)
+        self.auth_failure_delay_s = float(
+            scenario.get("auth_failure_delay_s", DEFAULT_AUTH_FAILURE_DELAY_S)
+        )
 
     # scenario views
     @property
@@ -196,9 +248,11 @@ def route(state: ClusterState, path: str, query: dict[str, str]) -> Any:
     """The answer's ``data`` for a GET of ``path`` (below /api2/json). Raises ApiError."""
     sc = state.scenario
     parts = [unquote(p) for p in path.strip("/").split("/") if p]
+    # pve-manager PVE/API2.pm ``version``: version, release, repoid
     if parts == ["version"]:
         version = _pve_version(sc)
         return {"version": version, "release": ".".join(version.split(".")[:2]), "repoid": "0123abcd"}
+    # pve-manager PVE/API2/Nodes.pm ``index`` (Nodeinfo): one row per node, status online/offline
     if parts == ["nodes"]:
         _require(state, "Sys.Audit", "/nodes")
         return [
@@ -212,6 +266,7 @@ def route(state: ClusterState, path: str, query: dict[str, str]) -> Any:
             }
             for n in sc.get("nodes", [])
         ]
+    # pve-manager PVE/API2/Cluster.pm ``get_status``: cluster + node rows
     if parts == ["cluster", "status"]:
         nodes = sc.get("nodes", [])
         answer: list[dict] = [
@@ -238,6 +293,7 @@ def route(state: ClusterState, path: str, query: dict[str, str]) -> Any:
                 }
             )
         return answer
+    # pve-manager PVE/API2/Cluster.pm ``resources`` (type=vm): one row per guest
     if parts == ["cluster", "resources"]:
         kind = query.get("type")
         if kind not in (None, "vm"):
@@ -262,25 +318,74 @@ def route(state: ClusterState, path: str, query: dict[str, str]) -> Any:
             )
         return rows
     if parts == ["cluster", "qemu", "cpu-flags"]:
-        if not sc.get("cpu_flags_endpoint", True) or _version_tuple(_pve_version(sc)) < (9, 2):
+        # pve-manager PVE/API2/Cluster/Qemu/CPUFlags.pm (since 9.1.15; older releases: 501),
+        # answered by qemu-server PVE/QemuServer/CPUFlags.pm ``query_available_cpu_flags``
+        if not sc.get("cpu_flags_endpoint", True) or _version_tuple(_pve_version(sc)) < (9, 1, 15):
             raise ApiError(501, "Method 'GET /cluster/qemu/cpu-flags' not implemented")
         _require(state, "Sys.Audit", "/nodes")
-        offered: dict[str, list[str]] = {}
-        for n in sc.get("nodes", []):
-            for flag in state.qemu_flags(n):
-                offered.setdefault(flag, []).append(n["name"])
-        return [{"name": flag, "supported-on": sorted(nodes)} for flag, nodes in sorted(offered.items())]
+        return _cpu_flags(state)
     if len(parts) >= 2 and parts[0] == "nodes":
         return _node_route(state, parts[1], parts[2:], query)
     raise ApiError(501, f"Method 'GET /{'/'.join(parts)}' not implemented")
 
 
+#: the flags a VM's own ``flags=`` may set, with a description (qemu-server
+#: PVE/QemuServer/CPUFlags.pm; the descriptions here are short paraphrases)
+VM_SPECIFIC_FLAGS = {
+    "nested-virt": "Nested virtualization: svm on AMD, vmx on Intel hosts.",
+    "md-clear": "Tells the guest whether MDS is mitigated.",
+    "pcid": "Meltdown fix cost reduction on Westmere, Sandy and Ivy Bridge Intel CPUs.",
+    "spec-ctrl": "Improved Spectre mitigation with Intel CPUs.",
+    "ssbd": "Speculative Store Bypass protection for Intel models.",
+    "ibpb": "Improved Spectre mitigation with AMD CPUs.",
+    "virt-ssbd": "Basis for Speculative Store Bypass protection for AMD models.",
+    "amd-ssbd": "Improved Spectre mitigation with AMD CPUs; use with virt-ssbd.",
+    "amd-no-ssb": "Tells the guest it needs no Speculative Store Bypass mitigation.",
+    "pdpe1gb": "1 GiB pages for the guest, where the host has them.",
+    "hv-tlbflush": "Faster TLB flushes for Windows guests (needs hv-vpindex).",
+    "hv-evmcs": "Enlightened VMCS for nested Windows/Hyper-V guests on Intel.",
+    "aes": "AES instructions for hardware acceleration.",
+}
+
+
+def _cpu_flags(state: ClusterState) -> list[dict[str, Any]]:
+    """What qemu-server's ``query_available_cpu_flags('kvm', 0, 'x86_64')`` answers: every flag
+    QEMU recognises (pve-qemu-kvm's /usr/share/kvm/recognized-CPUID-flags-x86_64, here the flags
+    the nodes' recorded KVM reports name, plus the VM-specific ones), each with ``supported-on``
+    the nodes whose ``cpuflags-kvm`` key-value entry (written by pvestatd from QMP
+    ``query-cpu-model-expansion`` of ``host``) names it, sorted: ``nested-virt`` first (on the
+    nodes with svm or vmx), then flags some node offers, then the others (``supported-on`` []),
+    each group by name. ``description`` only where qemu-server has one."""
+    offered: dict[str, set[str]] = {name: set() for name in VM_SPECIFIC_FLAGS}
+    for n in state.scenario.get("nodes", []):
+        if n.get("online") is False:
+            continue  # a node that is down: its pvestatd wrote no entry (kept from before otherwise)
+        for flag in state.qemu_flags(n):
+            offered.setdefault(flag, set()).add(n["name"])
+            if flag in ("svm", "vmx"):
+                offered["nested-virt"].add(n["name"])
+    for raw in ("svm", "vmx"):
+        offered.setdefault(raw, set())
+    rows = []
+    for name, nodes in offered.items():
+        row: dict[str, Any] = {"name": name, "supported-on": sorted(nodes)}
+        if name in VM_SPECIFIC_FLAGS:
+            row["description"] = VM_SPECIFIC_FLAGS[name]
+        elif name in ("svm", "vmx"):
+            row["description"] = "Raw nested-virtualization flag: prefer nested-virt."
+        rows.append(row)
+    nested = next(r for r in rows if r["name"] == "nested-virt")
+    rest = sorted((r for r in rows if r is not nested), key=lambda r: (not r["supported-on"], r["name"]))
+    return [nested, *rest]
+
+
 def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str, str]) -> Any:
     node = state.node(name)
-    if node is None:
+    if node is None:  # pve-common PVE/Tools.pm / pve-http-server: the proxy cannot resolve the node
         raise ApiError(500, f"hostname lookup '{name}' failed - failed to get address info for: {name}")
-    if not state.online(node):
+    if not state.online(node):  # pveproxy: a node corosync knows to be offline, answered at once
         raise ApiError(595, f"no route to host (node {name} is offline)")
+    # pve-manager PVE/API2/Nodes.pm ``status`` (proxied to the node): cpuinfo, pveversion, kversion
     if rest == ["status"]:
         _require(state, "Sys.Audit", f"/nodes/{name}")
         cpu = _node_cpu(node)
@@ -305,16 +410,12 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
             "memory": {"total": 137438953472, "used": 34359738368, "free": 103079215104},
         }
     if rest == ["capabilities", "qemu", "machines"]:
-        _require(state, "Sys.Audit", f"/nodes/{name}")
-        qemu = str(node.get("qemu_version", "9.2.0"))
-        machines = node.get("machines")
-        if machines is None:
-            short = ".".join(qemu.split(".")[:2])
-            machines = [f"pc-q35-{short}", f"pc-i440fx-{short}"]
-        return [
-            {"id": m, "type": "q35" if "q35" in m else "i440fx", "version": m.rsplit("-", 1)[-1]}
-            for m in machines
-        ]
+        # qemu-server PVE/API2/Qemu/Machine.pm ``types``: pve-qemu-kvm's machine versions
+        # (/usr/share/kvm/machine-versions-x86_64.json) merged with a "+pveN" entry per revision
+        # qemu-server knows ($PVE_MACHINE_VERSION in PVE/QemuServer/Machine.pm), newest first.
+        # Its permission is ``user => 'all'``: no privilege check.
+        return _machine_types(node)
+    # qemu-server PVE/API2/Qemu/CPU.pm ``index``: the node's CPU models (not modelled here: [])
     if rest == ["capabilities", "qemu", "cpu"]:
         return _node_cpu_models(state, node)
     if rest == ["version"]:
@@ -322,7 +423,7 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
     if rest == ["qemu"]:  # qemu-server's vmlist: VMs the token may audit; ``full`` adds the QMP fields
         full = query.get("full") in ("1", "true")
         return [
-            _vm_status(node, vm, full)
+            _vm_status(node, vm, full, str(vm["vmid"]) in state.faults.qmp_busy)
             for vm in state.scenario.get("vms", [])
             if vm["node"] == name and "VM.Audit" in _privileges(state)
         ]
@@ -399,8 +500,52 @@ def _node_cpu_models(state: ClusterState, node: dict) -> list[dict]:
     return answer
 
 
-def _vm_status(node: dict, vm: dict, full: bool) -> dict[str, Any]:
-    """One VM's status as qemu-server's ``vmstatus`` gives it (``full``: with the QMP fields)."""
+#: QEMU machine versions (major.minor) QEMU keeps: pve-qemu-kvm lists every one up to its own
+QEMU_MACHINE_VERSIONS = tuple(
+    f"{major}.{minor}"
+    for major, minors in ((2, 13), (3, 2), (4, 3), (5, 3), (6, 3), (7, 3), (8, 3), (9, 3), (10, 3), (11, 1))
+    for minor in range(4 if major == 2 else 0, minors)
+)
+
+#: qemu-server 9.2.6 ``$PVE_MACHINE_VERSION`` (PVE/QemuServer/Machine.pm): the "+pveN" revisions
+#: it knows per machine version (a node's scenario entry ``machine_revisions`` overrides it, e.g.
+#: {"9.2": 0} for a qemu-server older than the +pve1 revision of 9.2)
+PVE_MACHINE_REVISIONS = {"4.1": 2, "9.2": 1, "10.0": 1, "11.0": 2}
+
+
+def _machine_types(node: dict) -> list[dict[str, str]]:
+    if node.get("machines") is not None:  # given verbatim by the scenario
+        ids = [str(m) for m in node["machines"]]
+    else:
+        qemu = _version_tuple(str(node.get("qemu_version", "9.2.0")))[:2]
+        revisions = {**PVE_MACHINE_REVISIONS, **node.get("machine_revisions", {})}
+        ids = []
+        for version in QEMU_MACHINE_VERSIONS:
+            if _version_tuple(version) > qemu:
+                continue
+            for kind in ("pc-q35", "pc-i440fx"):
+                ids.append(f"{kind}-{version}")
+                ids += [f"{kind}-{version}+pve{n}" for n in range(1, int(revisions.get(version, 0)) + 1)]
+
+    def order(machine_id: str) -> tuple:
+        base, _, rev = machine_id.partition("+pve")
+        return (_version_tuple(base.rsplit("-", 1)[-1]), int(rev or 0), base)
+
+    return [
+        {
+            "id": m,
+            "type": "q35" if "q35" in m else "i440fx",
+            "version": m.rsplit("-", 1)[-1],
+        }
+        for m in sorted(ids, key=order, reverse=True)
+    ]
+
+
+def _vm_status(node: dict, vm: dict, full: bool, qmp_busy: bool = False) -> dict[str, Any]:
+    """One VM's status as qemu-server's ``vmstatus`` gives it (``full``: with the QMP fields).
+    qemu-server PVE/QemuServer.pm ``vmstatus``: ``running-machine`` and ``running-qemu`` come
+    from QMP (``query-machines`` / ``query-version``) asked with a short timeout; while QMP is
+    busy (a backup, a migration, a hung guest agent call) the fields are simply missing."""
     status = vm.get("status", "stopped")
     answer: dict[str, Any] = {
         "vmid": int(vm["vmid"]),
@@ -411,25 +556,60 @@ def _vm_status(node: dict, vm: dict, full: bool) -> dict[str, Any]:
     }
     if vm.get("tags"):
         answer["tags"] = vm["tags"]
-    if status == "running" and full:
+    if status == "running" and full and not (qmp_busy or vm.get("qmp_busy")):
         answer["qmpstatus"] = status
         answer["running-machine"] = vm.get("running_machine", "pc-q35-9.2+pve0")
         answer["running-qemu"] = vm.get("running_qemu", node.get("qemu_version", "9.2.0"))
     return answer
 
 
+def _current_config(vm: dict) -> dict[str, Any]:
+    """The VM's config file without its [PENDING] section (qemu-server's parse_vm_config)."""
+    config: dict[str, Any] = {"name": vm.get("name", f"VM {vm['vmid']}"), "digest": "0" * 40}
+    config.update(vm.get("config", {}))
+    if vm.get("tags"):
+        config.setdefault("tags", vm["tags"])
+    return config
+
+
 def _vm_route(state: ClusterState, node: dict, vm: dict, rest: list[str], query: dict[str, str]) -> Any:
     vmid = int(vm["vmid"])
     if rest == ["config"]:
+        # qemu-server PVE/API2/Qemu.pm ``vm_config``: the pending changes applied (pending deletes
+        # removed) unless ``current=1``
         _require(state, "VM.Audit", f"/vms/{vmid}")
-        config = {"name": vm.get("name", f"VM {vmid}"), "digest": "0" * 40}
-        config.update(vm.get("config", {}))
-        if vm.get("tags"):
-            config.setdefault("tags", vm["tags"])
+        config = _current_config(vm)
+        if query.get("current") not in ("1", "true"):
+            for key, value in (vm.get("pending") or {}).items():
+                if value is None:  # a pending delete
+                    config.pop(key, None)
+                else:
+                    config[key] = value
         return config
+    if rest == ["pending"]:
+        # qemu-server PVE/API2/Qemu.pm ``vm_pending`` -> pve-guest-common
+        # PVE::GuestHelpers::config_with_pending_array: one row per option, ``value`` the current
+        # value, ``pending`` the pending one, ``delete`` 1 for a pending delete
+        _require(state, "VM.Audit", f"/vms/{vmid}")
+        current = _current_config(vm)
+        pending = vm.get("pending") or {}
+        rows: list[dict[str, Any]] = []
+        for key, value in current.items():
+            row: dict[str, Any] = {"key": key, "value": value}
+            if key in pending:
+                if pending[key] is None:
+                    row["delete"] = 1
+                else:
+                    row["pending"] = pending[key]
+            rows.append(row)
+        for key, value in pending.items():
+            if key not in current and value is not None:
+                rows.append({"key": key, "pending": value})
+        return rows
     if rest == ["status", "current"]:
         _require(state, "VM.Audit", f"/vms/{vmid}")
-        return _vm_status(node, vm, True)
+        return _vm_status(node, vm, True, str(vmid) in state.faults.qmp_busy)
+    # qemu-server PVE/API2/Qemu.pm ``migrate_vm_precondition``: VM.Migrate, lock check, blockers per node
     if rest == ["migrate"]:
         _require(state, "VM.Migrate", f"/vms/{vmid}")
         lock = (vm.get("config") or {}).get("lock")
@@ -480,12 +660,41 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _error(self, err: ApiError) -> None:
-        body: dict[str, Any] = {"data": None}
+        # pve-http-server PVE/APIServer/Formatter/Standard.pm (json): ``data`` null, the error's
+        # ``message`` and, for a parameter error, ``errors`` (parameter -> message)
+        body: dict[str, Any] = {"data": None, "message": err.message + "\n"}
         if err.errors:
             body["errors"] = err.errors
-        else:
-            body["message"] = err.message + "\n"
         self._send(err.status, body, reason=err.message)
+
+    def _raw(self, status: int, payload: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _hostile(self, kind: str) -> bool:
+        """A 200 that is not Proxmox's JSON, as a proxy, a load balancer or a cut connection
+        gives it (fault ``bad_answer``). False for an unknown kind."""
+        bodies = {
+            "html": (
+                b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad "
+                b"Gateway</h1></center><hr><center>nginx</center></body></html>",
+                "text/html",
+            ),
+            "truncated": (b'{"data":{"cpu":"host","name":"db1","hookscr', "application/json;charset=UTF-8"),
+            "null": (b'{"data":null}', "application/json;charset=UTF-8"),
+            "list": (b'{"data":[]}', "application/json;charset=UTF-8"),
+            "string": (b'{"data":"ok"}', "application/json;charset=UTF-8"),
+            "object": (b'{"data":{}}', "application/json;charset=UTF-8"),
+            "nodata": (b'{"success":1}', "application/json;charset=UTF-8"),
+        }
+        if kind not in bodies:
+            return False
+        payload, ctype = bodies[kind]
+        self._raw(200, payload, ctype)
+        return True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._dispatch("GET")
@@ -515,10 +724,25 @@ class _Handler(BaseHTTPRequestHandler):
             if faults.latency_s:
                 time.sleep(faults.latency_s)
         if not self._authorized(faults):
-            self._error(ApiError(401, "authentication failure"))
+            # pve-http-server PVE/APIServer/AnyEvent.pm: a failed authentication is answered
+            # after a 3 s delay (against password guessing), 401 with an empty body
+            time.sleep(state.auth_failure_delay_s)
+            self._raw(401, b"", "application/json;charset=UTF-8")
             return
         if faults.status and faults.applies(api_path):
             self._error(ApiError(faults.status, f"simulated failure {faults.status}"))
+            return
+        if faults.bad_answer and faults.applies(api_path) and self._hostile(faults.bad_answer):
+            return
+        node_name = api_path.split("/")[2] if api_path.startswith("/nodes/") else ""
+        node = state.node(node_name) if node_name else None
+        if node is not None and (node_name in faults.powered_off or node.get("powered_off")):
+            # pve-manager PVE/API2/Nodes.pm calls are ``proxyto => 'node'``: pveproxy
+            # (pve-http-server PVE/APIServer/AnyEvent.pm ``proxy_request``) forwards them to the
+            # node and gives up only after its 30 s timeout when the node is powered off while
+            # corosync still lists it online; then 595
+            if not state.hang_release.wait(state.proxy_timeout_s):
+                self._error(ApiError(595, f"Connection timed out (node {node_name})"))
             return
         if method != "GET":
             self._error(ApiError(501, f"Method '{method} {api_path}' not implemented"))
@@ -585,9 +809,17 @@ def set_faults(state: ClusterState, **faults: Any) -> None:
         reject_token=bool(faults.get("reject_token")),
         node_offline=tup(faults.get("node_offline")),
         drop_flags=tup(faults.get("drop_flags")),
+        powered_off=tup(faults.get("powered_off")),
+        bad_answer=str(faults.get("bad_answer") or ""),
+        qmp_busy=tuple(str(v) for v in tup(faults.get("qmp_busy"))),
     )
     with state.lock:
-        was_hanging = state.faults.hang
+        if "proxy_timeout_s" in faults:
+            state.proxy_timeout_s = float(faults["proxy_timeout_s"])
+        if "auth_failure_delay_s" in faults:
+            state.auth_failure_delay_s = float(faults["auth_failure_delay_s"])
+    with state.lock:
+        was_hanging = state.faults.hang or bool(state.faults.powered_off)
         state.faults = new
     if was_hanging and not new.hang:
         state.hang_release.set()
@@ -664,12 +896,23 @@ class _Server(ThreadingHTTPServer):
 
 
 def start_server(
-    scenario: dict | str | Path = "demo", host: str = "127.0.0.1", port: int = 0, cert_dir: str | None = None
+    scenario: dict | str | Path = "demo",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    cert_dir: str | None = None,
+    *,
+    proxy_timeout_s: float | None = None,
+    auth_failure_delay_s: float | None = None,
 ) -> RunningServer:
-    """Start serving ``scenario`` over HTTPS in a background thread."""
+    """Start serving ``scenario`` over HTTPS in a background thread. ``proxy_timeout_s`` (30 s)
+    and ``auth_failure_delay_s`` (3 s), Proxmox's own delays, may be made shorter for tests."""
     import trustme
 
     state = ClusterState(load_scenario(scenario))
+    if proxy_timeout_s is not None:
+        state.proxy_timeout_s = proxy_timeout_s
+    if auth_failure_delay_s is not None:
+        state.auth_failure_delay_s = auth_failure_delay_s
     tmp = tempfile.TemporaryDirectory(prefix="pve-testserver-")
     directory = Path(cert_dir or tmp.name)
     directory.mkdir(parents=True, exist_ok=True)

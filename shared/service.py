@@ -25,6 +25,8 @@ from .errors import (
     CpuSpecError,
     GuardError,
     InputError,
+    NodeUnreachable,
+    ProxmoxBadAnswer,
     ProxmoxError,
     ProxmoxUnreachable,
     UnknownNodeError,
@@ -96,6 +98,17 @@ def _judge(vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition 
     if source.online:
         return evaluate(vm, source, target, pre)
     return evaluate(vm, None, target, pre, source_known=False)
+
+
+def _answer_within(budget_s: float) -> float:
+    """Seconds the service may spend on Proxmox for a caller with ``budget_s`` left: what remains
+    after the answer's way back (a fifth, at least 0.25 s)."""
+    return max(0.05, budget_s - max(0.25, budget_s / 5))
+
+
+def _read_error(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 _PRECHECK_OFF = Precondition(checked=False, skipped_reason="the precondition check is turned off")
@@ -379,13 +392,22 @@ class GuardService:
         return facts
 
     async def check(
-        self, vmid: int, target: str, source: str | None = None, *, precheck: bool = True
+        self,
+        vmid: int,
+        target: str,
+        source: str | None = None,
+        *,
+        precheck: bool = True,
+        budget_s: float | None = None,
     ) -> Outcome:
+        """``budget_s``: the caller's time left (the hook's ``X-Migration-Guard-Budget-Ms``): the
+        answer comes before it, ``unknown`` naming the fact Proxmox did not deliver in time."""
         started = time.perf_counter()
         try:
             outcome = self._warm(vmid, target, source, precheck)
             if outcome is None:
-                outcome = await self._cold(vmid, target, source, precheck)
+                deadline = None if budget_s is None else time.monotonic() + _answer_within(budget_s)
+                outcome = await self._cold(vmid, target, source, precheck, deadline)
         finally:
             self.metrics.latency.observe(time.perf_counter() - started)
         # from the verdict, not the body: building the body here would undo the serialised-prefix
@@ -401,7 +423,9 @@ class GuardService:
             return None
         return next((v.node for v in known[0] if v.vmid == vmid), None)
 
-    async def _cold(self, vmid: int, target: str, source: str | None, precheck: bool) -> Outcome:
+    async def _cold(
+        self, vmid: int, target: str, source: str | None, precheck: bool, deadline: float | None = None
+    ) -> Outcome:
         guess = source if source is not None else self._last_known_node(vmid)
 
         async def where() -> str:
@@ -444,7 +468,25 @@ class GuardService:
         source_task = asyncio.ensure_future(source_facts())
         pre_task = asyncio.ensure_future(pre())
         tasks = (where_task, vm_task, nodes_task, flags_task, target_task, source_task, pre_task)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if deadline is None:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        else:
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+            if late:
+                for task in late:  # they go on (their facts land in the cache); errors are read
+                    task.add_done_callback(_read_error)
+                waiting = {
+                    vm_task: f"the config and status of VM {vmid}",
+                    where_task: "the VM list",
+                    nodes_task: "the node list",
+                    flags_task: "the cluster CPU flags",
+                    target_task: f"the status of node {target}",
+                    source_task: "the status of the VM's node",
+                    pre_task: "Proxmox's own precondition check",
+                }
+                return self._too_slow(
+                    vmid, target, source, [waiting[t] for t in tasks if t in late], self.clock()
+                )
         now = self.clock()
 
         def result(task: asyncio.Future) -> Any:
@@ -463,7 +505,7 @@ class GuardService:
         try:
             vm, vm_age = result(vm_task)
             nodes, nodes_age = result(nodes_task)
-        except ProxmoxUnreachable as exc:
+        except (ProxmoxUnreachable, ProxmoxBadAnswer) as exc:
             return self._unreachable(vmid, target, source, exc, now)
         online = {n.name: n.online for n in nodes}
         if target not in online:
@@ -471,7 +513,9 @@ class GuardService:
                 f"cluster {self.cluster} has no node {target}; its nodes are {', '.join(sorted(online))}"
             )
         flags = flags_task.result() if flags_task.exception() is None else None
-        ages = [vm_age, nodes_age]
+        s = self.settings
+        #: (age, lifetime) of every fact used: stale when any is older than its own lifetime
+        ages = [(vm_age, s.cache_vm_ttl), (nodes_age, s.cache_list_ttl)]
         node_facts: list[NodeFacts] = []
         for name, task in ((vm.node, source_task), (target, target_task)):
             if not online.get(name, False):
@@ -484,11 +528,11 @@ class GuardService:
                 # online since the last node list: that node's facts now
                 try:
                     facts, age = await self._node_status(name)
-                except ProxmoxUnreachable as err:
+                except (ProxmoxUnreachable, ProxmoxBadAnswer) as err:
                     return self._unreachable(vmid, target, vm.node, err, now, vm=vm)
             else:
                 failure = task.exception()
-                if isinstance(failure, ProxmoxUnreachable):
+                if isinstance(failure, ProxmoxUnreachable | ProxmoxBadAnswer):
                     return self._unreachable(vmid, target, vm.node, failure, now, vm=vm)
                 if failure is not None:
                     raise failure
@@ -496,13 +540,16 @@ class GuardService:
                 assert got is not None  # a target not asked (None) is read in the branch above
                 facts, age = got
             node_facts.append(self._with_flags(facts, flags))
-            ages.append(age)
+            ages.append((age, s.cache_node_ttl))
         found: Precondition | None = None
         if precheck and online[target] and vm.node != target:
             found = pre_task.result() if pre_task.exception() is None else None
             if found is None or (guess is not None and guess != vm.node):
                 found = await self.precondition(vm.node, vmid, target)
-        return self._outcome(vm, node_facts[0], node_facts[1], found, max(ages), now)
+        stale = any(age > ttl for age, ttl in ages)
+        return self._outcome(
+            vm, node_facts[0], node_facts[1], found, max(a for a, _ in ages), now, stale=stale
+        )
 
     def _outcome(
         self,
@@ -512,7 +559,10 @@ class GuardService:
         pre: Precondition | None,
         age: float,
         now: float,
+        *,
+        stale: bool = False,
     ) -> Outcome:
+        """``stale``: some fact is older than its own lifetime (``cache_*_ttl``)."""
         if vm.node == target.name:
             raise InputError(f"VM {vm.vmid} already runs on {target.name}: pick another target node")
         pre_key = (
@@ -535,6 +585,7 @@ class GuardService:
             vm.name,
             vm.tags,
             vm.cpu,
+            vm.pending_cpu,
             vm.running_machine,
             id(source),
             source.online,
@@ -551,9 +602,6 @@ class GuardService:
                 self._verdicts.clear()
             prefix = _prefix_of(verdict)
             self._verdicts[key] = (verdict, source, target, prefix)
-        stale = age > max(
-            self.settings.cache_node_ttl, self.settings.cache_vm_ttl, self.settings.cache_list_ttl
-        )
         if not stale:
             return Outcome(verdict, checked_at=iso_utc(now), age=age, prefix=prefix)
         body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=age)
@@ -561,7 +609,8 @@ class GuardService:
         body["reasons"].append(
             {
                 "code": "stale-facts",
-                "message": f"answered from facts {age:.0f} s old: Proxmox did not answer in time",
+                "message": f"answered from facts {age:.0f} s old (older than their lifetime): "
+                "Proxmox did not answer in time",
             }
         )
         return Outcome(verdict, body=body)
@@ -574,8 +623,17 @@ class GuardService:
         exc: GuardError,
         now: float,
         vm: VmFacts | None = None,
+        *,
+        reason: Reason | None = None,
     ) -> Outcome:
-        reason = Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}")
+        if reason is not None:
+            pass
+        elif isinstance(exc, ProxmoxBadAnswer):
+            reason = Reason("proxmox-bad-answer", f"Proxmox's answer cannot be judged with: {exc}")
+        elif isinstance(exc, NodeUnreachable):
+            reason = Reason("node-unreachable", f"no facts about the node to judge with: {exc}")
+        else:
+            reason = Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}")
         verdict = Verdict(
             vmid=vmid,
             name=vm.name if vm else "",
@@ -595,6 +653,21 @@ class GuardService:
         body["stale"] = False
         return Outcome(verdict, status=503, body=body)
 
+    def _too_slow(
+        self, vmid: int, target: str, source: str | None, waiting: list[str], now: float
+    ) -> Outcome:
+        """``unknown`` before the caller's budget runs out, naming what Proxmox did not deliver."""
+        what = ", ".join(waiting)
+        hint = (
+            f": Proxmox lists {target} online, but a node that is powered off or cut off is answered "
+            "only after Proxmox's 30 s proxy timeout; check the node or pick another target"
+            if any(target in w for w in waiting)
+            else ": Proxmox is slow; the facts are read on in the background, ask again shortly"
+        )
+        code = "node-unreachable" if any(target in w for w in waiting) else "cluster-unreachable"
+        reason = Reason(code, f"Proxmox did not answer in time for {what}{hint}")
+        return self._unreachable(vmid, target, source, ProxmoxUnreachable(what), now, reason=reason)
+
     # --- many verdicts -----------------------------------------------------------------------
 
     async def targets(self, vmid: int) -> dict:
@@ -609,7 +682,7 @@ class GuardService:
             "targets": [o.body for o in outcomes],
         }
 
-    async def decide(self, request: dict) -> Outcome:
+    async def decide(self, request: dict, *, budget_s: float | None = None) -> Outcome:
         vmid, target = int(request["vmid"]), str(request["target"])
         try:
             if request.get("remote") or request.get("target_cluster") or request.get("source_cluster"):
@@ -619,7 +692,9 @@ class GuardService:
                 # own migrate checks passed (storage, local resources, or the operator's --force).
                 # Asked again now, the check fails on the VM's migrate lock, and a local device
                 # moved with --force would read as a veto.
-                outcome = await self.check(vmid, target, request.get("source") or None, precheck=False)
+                outcome = await self.check(
+                    vmid, target, request.get("source") or None, precheck=False, budget_s=budget_s
+                )
         except ProxmoxError as exc:
             # Proxmox refused or answered nonsense (HTTP 502): the hook falls back to its fail
             # policy, and the audit log says why no verdict was given
@@ -886,7 +961,7 @@ class GuardService:
         shared: dict[tuple, dict] = {}
         for vm in sorted(vms, key=lambda v: v.vmid):
             source = node_facts.get(vm.node) or NodeFacts(self.cluster, vm.node, False)
-            alike = (SKIP_TAG in vm.tags, vm.cpu, vm.status, vm.running_machine, vm.node)
+            alike = (SKIP_TAG in vm.tags, vm.cpu, vm.pending_cpu, vm.status, vm.running_machine, vm.node)
             cells = {}
             for name, target in node_facts.items():
                 if name == vm.node:

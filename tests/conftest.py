@@ -36,3 +36,11 @@ def pytest_unconfigure(config) -> None:
 def _own_state_dir(tmp_path_factory, monkeypatch) -> None:
     """Each test's services keep their spool in a folder of their own, never /var/lib."""
     monkeypatch.setenv("MIGRATION_GUARD_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Proxmox answers a wrong token only after 3 s (pve-http-server). The in-process test servers
+    answer it at once, except in tests/test_pve_conformance.py, which checks Proxmox's own delays."""
+    from shared import pve_testserver
+
+    pve_testserver.DEFAULT_AUTH_FAILURE_DELAY_S = 0.0

@@ -22,8 +22,9 @@ from shared.pve_testserver import RunningServer, start_server
 
 
 @contextlib.contextmanager
-def pve_server(scenario: dict | str | Path = "demo") -> Iterator[RunningServer]:
-    server = start_server(scenario)
+def pve_server(scenario: dict | str | Path = "demo", **delays: float) -> Iterator[RunningServer]:
+    """The test server in this process (``delays``: ``proxy_timeout_s``, ``auth_failure_delay_s``)."""
+    server = start_server(scenario, **delays)
     try:
         yield server
     finally:

@@ -70,13 +70,30 @@ def test_cpu_flags_endpoint_names_every_node(demo):
     assert "avx2" in flags["pve-epyc1"] and "avx2" not in flags["pve-atom1"]
 
 
-def test_old_proxmox_answers_501_and_reader_falls_back_quietly():
+def test_old_proxmox_answers_501_and_reader_falls_back_quietly(caplog):
+    with pve_server("old_proxmox") as server:
+        reader = reader_for(server)
+        with caplog.at_level("INFO", logger="migration_guard.inventory"):
+            assert reader.cluster_cpu_flags() is None
+            assert reader.cluster_cpu_flags() is None
+        # a 501 is not forever: asked again on every call (the service calls it once per refresh),
+        # the fallback logged once, not at every refresh
+        assert server.requests().get("/cluster/qemu/cpu-flags", 0) == 2
+        assert [r.getMessage() for r in caplog.records].count(
+            next(r.getMessage() for r in caplog.records if "cpu-flags" in r.getMessage())
+        ) == 1
+        assert reader.node_facts("pve-xeon-sky").cpu.flags
+
+
+def test_cpu_flags_endpoint_appearing_after_an_upgrade_is_used_and_logged(caplog):
     with pve_server("old_proxmox") as server:
         reader = reader_for(server)
         assert reader.cluster_cpu_flags() is None
-        assert reader.cluster_cpu_flags() is None
-        assert server.requests().get("/cluster/qemu/cpu-flags", 0) <= 1
-        assert reader.node_facts("pve-xeon-sky").cpu.flags
+        server.scenario["pve_version"] = "9.2.11"  # pve-manager upgraded on the cluster's nodes
+        with caplog.at_level("INFO", logger="migration_guard.inventory"):
+            flags = reader.cluster_cpu_flags()
+        assert flags is not None and flags["pve-xeon-sky"]
+        assert any("answers /cluster/qemu/cpu-flags now" in r.getMessage() for r in caplog.records)
 
 
 def test_vms_and_vm_facts(demo):

@@ -141,7 +141,7 @@ def test_a_refreshed_inventory_spares_a_check_the_list_and_node_reads(pve, redis
     outcome, requests = asyncio.run(go())
     assert (outcome.body["source"], outcome.body["verdict"]) == ("pve1", "allow")
     assert set(requests) == {
-        "/nodes/pve1/qemu/102/config",
+        "/nodes/pve1/qemu/102/pending",
         "/nodes/pve1/qemu/102/status/current",
         "/nodes/pve1/qemu/102/migrate",
     }, requests

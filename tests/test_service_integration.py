@@ -136,7 +136,7 @@ def test_burst_of_500_decisions_one_proxmox_call_per_resource(pve, redis_db7, in
     assert all(n == 1 for n in counts.values()), counts  # single-flight: each path at most once
     assert not [p for p in counts if p.endswith("/migrate")], counts  # the hook's decisions never ask
     assert "/cluster/resources" not in counts  # the hook names the source node
-    configs = {f"/nodes/pve1/qemu/{v}/config" for v in vmids}
+    configs = {f"/nodes/pve1/qemu/{v}/pending" for v in vmids}
     assert configs <= set(counts)
     statuses = [p for p in counts if p.endswith("/status/current")]
     assert len(statuses) <= 1 and counts["/nodes/pve1/qemu"] == 1 and node_reads == 1
@@ -400,7 +400,7 @@ def test_check_without_source_finds_a_vm_that_moved_after_the_list_expired(pve, 
         guessed = [p for p in requests if p.startswith("/nodes/pve1/qemu/102/")]
         assert guessed and all(requests[p] == 1 for p in guessed), requests
         assert requests.get("/cluster/resources") == 1, requests
-        assert requests.get("/nodes/pve2/qemu/102/config") == 1, requests
+        assert requests.get("/nodes/pve2/qemu/102/pending") == 1, requests
         assert requests.get("/nodes/pve2/qemu/102/migrate") == 1, requests
 
 
@@ -414,7 +414,7 @@ def test_check_without_source_uses_an_expired_lists_guess_without_reading_the_li
         assert (body["source"], body["verdict"]) == ("pve1", "allow"), body
         requests = pve.requests()
         assert "/cluster/resources" not in requests, requests  # the guess was right: no list read
-        assert requests.get("/nodes/pve1/qemu/102/config") == 1, requests
+        assert requests.get("/nodes/pve1/qemu/102/pending") == 1, requests
 
 
 def test_check_without_source_finds_a_vm_that_moved_while_the_list_is_fresh(pve, redis_db7):

@@ -39,7 +39,7 @@ class StandIn:
         self.requests: list[dict] = []
         self.status = 200
         self.content_type = "text/plain; charset=utf-8"
-        self.body = "verdict=allow\ncode=ok\nexit=0\ndecision=01TEST\nline=allowed migration of VM 101\n" + END
+        self.body = f"verdict=allow\ncode=ok\nexit=0\ndecision=01T\nline=allowed migration of VM 101\n{END}"
         owner = self
 
         class Handler(BaseHTTPRequestHandler):

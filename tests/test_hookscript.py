@@ -100,8 +100,7 @@ def write_conf(confdir: Path, **values: object) -> Path:
 
 def run_hook(confdir: Path, *args: str, migrated_from: str | None = "pve1", **env: str):
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "MIGRATION_GUARD_CONFIG": str(confdir / "hook.conf"),
-            "MIGRATION_GUARD_PVE_QEMU_DIR": str(confdir / "no-qemu-server")}
+            "MIGRATION_GUARD_CONFIG": str(confdir / "hook.conf")}
     if migrated_from is not None:
         full["PVE_MIGRATED_FROM"] = migrated_from
     full.update(env)
@@ -381,6 +380,7 @@ def test_start_of_a_vm_locked_migrate_is_never_blocked(confdir, tmp_path, migrat
     try:
         url = recorder.url if service == "listening" else closed_port_url()
         write_conf(confdir, url=url, fail="closed", timeout=1)
+        # MIGRATION_GUARD_PVE_QEMU_DIR: where earlier releases read the VM's config (and its lock)
         proc, _ = run_hook(confdir, migrated_from=migrated_from, MIGRATION_GUARD_PVE_QEMU_DIR=str(qemu))
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == "" and proc.stdout == ""

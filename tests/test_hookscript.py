@@ -274,6 +274,12 @@ def test_unusable_config(standin, confdir, fail, code):
     assert standin.requests == []
 
 
+def test_a_config_of_an_earlier_release_with_remote_unknown_still_works(standin, confdir):
+    write_conf(confdir, url=standin.url, fail="closed", remote_unknown="deny")
+    proc, _ = run_hook(confdir)
+    assert (proc.returncode, proc.stderr) == (0, "migration-guard: allowed migration of VM 101\n")
+
+
 def test_missing_config_file_fails_open_with_a_clear_line(confdir):
     proc, _ = run_hook(confdir)
     assert proc.returncode == 0

@@ -43,6 +43,8 @@ CHAIN_NAME = "chain.conf"
 #: the chain map on the cluster file system, shared by every node (default on a cluster node)
 PVE_CLUSTER_CHAIN = Path("/etc/pve/migration-guard/chain.conf")
 PVE_CLUSTER_MARKER = Path("/etc/pve/.members")
+#: the cluster file system (pmxcfs): fixed modes (root:www-data), no chmod
+PVE_CLUSTER_FS = Path("/etc/pve")
 #: tests (and only tests) set this to run the installer without root
 SKIP_ROOT_ENV = "MIGRATION_GUARD_INSTALLER_SKIP_ROOT_CHECK"
 CONFIG_KEYS = ("url", "token_file", "token", "timeout", "mode", "fail", "ca_file", "node")
@@ -284,12 +286,18 @@ def _secret_mode_steps(state: NodeState, conf_path: Path, conf_written: bool) ->
     for path, (mode, uid) in state.secrets.items():
         if path == conf_path and conf_written:
             continue  # written anew with mode 0600
-        if mode & 0o777 == SECRET_MODE and uid == me:
-            continue
+        if mode & 0o777 == SECRET_MODE and uid == me or path.is_relative_to(PVE_CLUSTER_FS):
+            continue  # (pmxcfs sets its own modes: see cluster_fs_notes)
         what = " (it holds the service token)" if path != conf_path else ""
         steps.append(Step("fix-mode", f"{path}: mode {mode & 0o777:04o} -> {SECRET_MODE:04o}, owner "
                           f"{_user(me)}{what}", path, mode=SECRET_MODE))
     return steps
+
+
+def cluster_fs_notes(state: NodeState) -> list[str]:
+    return [f"warning: {path} is on the cluster file system ({PVE_CLUSTER_FS}), where its mode cannot be "
+            "changed and the www-data group may read it; keep the token in /etc/migration-guard/token "
+            "(mode 0600) instead" for path in state.secrets if path.is_relative_to(PVE_CLUSTER_FS)]
 
 
 def _user(uid: int) -> str:
@@ -607,6 +615,7 @@ def install(opts: InstallOptions, pve: Pve | None = None, env: Mapping[str, str]
     notes: list[str] = []
     state = read_node(opts, pve, attach_targets(opts, pve))
     steps = plan_install(opts, state, script_source())
+    notes += cluster_fs_notes(state)
     if any(s.kind == "set-hookscript" for s in steps):
         notes.append(MISSING_ON_NODE_NOTE)
     if not opts.dry_run:

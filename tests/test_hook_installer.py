@@ -352,3 +352,20 @@ def test_reinstall_fixes_loose_permissions_of_the_token_and_config(node):
     assert f"  - {conf}: mode 0644 -> 0600, owner {user}" in proc.stdout
     again = node.cli("install")
     assert again.stdout.startswith("nothing to change"), again.stdout
+
+
+def test_a_token_file_on_the_cluster_file_system_is_not_chmodded_but_named(node, tmp_path, monkeypatch):
+    """pmxcfs (/etc/pve) has fixed modes and no chmod: a fix there would stop every install."""
+    pve_fs = tmp_path / "pve"
+    pve_fs.mkdir()
+    token = pve_fs / "guard.token"
+    token.write_text("tok-123\n")
+    token.chmod(0o640)
+    monkeypatch.setattr(hook_installer, "PVE_CLUSTER_FS", pve_fs)
+    env = node.env()
+    opts = InstallOptions(snippets_dir=node.snippets, config_dir=node.config_dir, url="http://127.0.0.1:8080",
+                          token_file=str(token))
+    report = hook_installer.install(opts, hook_installer.Pve(env=env), env=env)
+    assert [s for s in report.steps if s.kind == "fix-mode"] == []
+    assert token.stat().st_mode & 0o777 == 0o640
+    assert any(n.startswith(f"warning: {token} is on the cluster file system") for n in report.notes)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HOOK = Path(__file__).resolve().parent.parent / "hookscript" / "migration-guard-hook"
 ANSWER = (b"verdict=deny\ncode=vendor-mismatch\nexit=1\ndecision=bench\n"
-          b"line=blocked migration of VM 101 (web01) from pve1 to pve3: vendor mismatch\n")
+          b"line=blocked migration of VM 101 (web01) from pve1 to pve3: vendor mismatch\nend=1\n")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -75,7 +75,10 @@ def _wants_text(request: Request) -> bool:
 
 
 def _key_values(pairs: dict) -> str:
-    return "".join(f"{k}={' '.join(str('' if v is None else v).split())}\n" for k, v in pairs.items())
+    """``key=value`` lines (values on one line) and a final ``end=1``: the hook trusts only an
+    answer that ends with it, so a cut answer is never read as a decision."""
+    lines = "".join(f"{k}={' '.join(str('' if v is None else v).split())}\n" for k, v in pairs.items())
+    return lines + "end=1\n"
 
 
 def error_response(

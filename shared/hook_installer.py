@@ -11,13 +11,20 @@ The chain map (``chain.conf``, lines ``VMID=/abs/path/of/previous/hook storage:s
 records the hookscript a VM had before; the hook runs that one first, and ``uninstall`` puts it
 back. By default it sits next to ``hook.conf``; with ``chain_file`` elsewhere (e.g. on the cluster
 file system ``/etc/pve/migration-guard/chain.conf``, shared by every node) the config dir gets a
-symlink ``chain.conf`` pointing to it, so the hook finds it without reading anything else.
+symlink ``chain.conf`` pointing to it, so the hook finds it without reading anything else. An entry
+is never lost: what the config dir's ``chain.conf`` held before is merged into the new chain file
+(two different previous hookscripts for one VM: refused, nothing changed).
+
+``hook.conf`` and the token file are kept mode 0600, owned by the installing user (root); a looser
+mode found on a later run is fixed, and the report says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -36,9 +43,13 @@ CHAIN_NAME = "chain.conf"
 #: the chain map on the cluster file system, shared by every node (default on a cluster node)
 PVE_CLUSTER_CHAIN = Path("/etc/pve/migration-guard/chain.conf")
 PVE_CLUSTER_MARKER = Path("/etc/pve/.members")
+#: the cluster file system (pmxcfs): fixed modes (root:www-data), no chmod
+PVE_CLUSTER_FS = Path("/etc/pve")
 #: tests (and only tests) set this to run the installer without root
 SKIP_ROOT_ENV = "MIGRATION_GUARD_INSTALLER_SKIP_ROOT_CHECK"
-CONFIG_KEYS = ("url", "token_file", "token", "timeout", "mode", "fail", "ca_file", "node", "remote_unknown")
+CONFIG_KEYS = ("url", "token_file", "token", "timeout", "mode", "fail", "ca_file", "node")
+#: hook.conf and the token file: read by root only
+SECRET_MODE = 0o600
 MISSING_ON_NODE_NOTE = (
     "note: the script must exist on EVERY node a VM may start on (or live on shared storage) "
     "before the VM gets it: a VM whose hookscript file is missing on a node cannot start there. "
@@ -103,11 +114,16 @@ class NodeState:
     hookscripts: Mapping[str, str]
     #: volid -> absolute path for previous hookscripts (from pvesm path)
     previous_paths: Mapping[str, str] = field(default_factory=dict)
+    #: what config_dir/chain.conf holds today when that is not the chain file (a regular file, or
+    #: a link to another file): merged into the chain file before the link replaces it
+    linked_chain_text: str | None = None
+    #: path -> (mode, owner uid) of hook.conf and the token file, as found
+    secrets: Mapping[Path, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One change. ``kind``: write-file, symlink, set-hookscript, delete-hookscript."""
+    """One change. ``kind``: write-file, symlink, fix-mode, set-hookscript, delete-hookscript."""
 
     kind: str
     summary: str
@@ -117,6 +133,9 @@ class Step:
     mode: int | None = 0o644
     vmid: str = ""
     volid: str = ""
+    #: write-file of a text file: its content before (None: it does not exist), for the diff
+    before: bytes | None = None
+    diff: bool = False
 
 
 # --- pure parsing / rendering -------------------------------------------------------------------
@@ -207,8 +226,11 @@ def plan_install(opts: InstallOptions, state: NodeState, script: bytes) -> list[
     conf_path = opts.config_dir / CONFIG_NAME
     conf = wanted_config(opts, state.config_text)
     if conf != state.config_text:
-        steps.append(Step("write-file", f"write {conf_path}", conf_path, conf.encode(), 0o640))
+        steps.append(Step("write-file", f"write {conf_path} (mode 0600)", conf_path, conf.encode(),
+                          SECRET_MODE, before=_encoded(state.config_text), diff=True))
+    steps += _secret_mode_steps(state, conf_path, conf != state.config_text)
     chain = parse_chain(state.chain_text)
+    kept = _merge_chain(opts, chain, parse_chain(state.linked_chain_text))
     sets: list[Step] = []
     for vmid in sorted(state.hookscripts, key=int):
         current = state.hookscripts[vmid]
@@ -228,16 +250,69 @@ def plan_install(opts: InstallOptions, state: NodeState, script: bytes) -> list[
     chain_text = render_chain(chain)
     if chain and chain_text != state.chain_text:
         steps.append(Step("write-file", f"record previous hookscripts in {opts.chain_path}",
-                          opts.chain_path, chain_text.encode(), None))
-    steps += _chain_link_steps(opts, state)  # always: VMs of other nodes may migrate here
+                          opts.chain_path, chain_text.encode(), None, before=_encoded(state.chain_text),
+                          diff=True))
+    steps += _chain_link_steps(opts, state, kept)  # always: VMs of other nodes may migrate here
     return steps + sets
 
 
-def _chain_link_steps(opts: InstallOptions, state: NodeState) -> list[Step]:
+def _encoded(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+def _merge_chain(opts: InstallOptions, chain: dict[str, ChainEntry],
+                 linked: Mapping[str, ChainEntry]) -> list[str]:
+    """Add the entries config_dir/chain.conf holds today to ``chain``: none may be lost when the
+    link replaces it. Returns the VMIDs merged; InstallError on two different entries for a VM."""
+    merged = []
+    for vmid in sorted(linked, key=int):
+        entry, have = linked[vmid], chain.get(vmid)
+        if have is not None and have != entry:
+            raise InstallError(
+                f"VM {vmid} has two previous hookscripts: {entry.path} ({entry.volid or 'no volume id'}) in "
+                f"{opts.config_dir / CHAIN_NAME} and {have.path} ({have.volid or 'no volume id'}) in "
+                f"{opts.chain_path}; delete the wrong line from one of them and run again "
+                "(nothing was changed)")
+        if have is None:
+            chain[vmid] = entry
+            merged.append(vmid)
+    return merged
+
+
+def _secret_mode_steps(state: NodeState, conf_path: Path, conf_written: bool) -> list[Step]:
+    """hook.conf and the token file: mode 0600, owned by the installing user (root)."""
+    steps = []
+    me = os.geteuid()
+    for path, (mode, uid) in state.secrets.items():
+        if path == conf_path and conf_written:
+            continue  # written anew with mode 0600
+        if mode & 0o777 == SECRET_MODE and uid == me or path.is_relative_to(PVE_CLUSTER_FS):
+            continue  # (pmxcfs sets its own modes: see cluster_fs_notes)
+        what = " (it holds the service token)" if path != conf_path else ""
+        steps.append(Step("fix-mode", f"{path}: mode {mode & 0o777:04o} -> {SECRET_MODE:04o}, owner "
+                          f"{_user(me)}{what}", path, mode=SECRET_MODE))
+    return steps
+
+
+def cluster_fs_notes(state: NodeState) -> list[str]:
+    return [f"warning: {path} is on the cluster file system ({PVE_CLUSTER_FS}), where its mode cannot be "
+            "changed and the www-data group may read it; keep the token in /etc/migration-guard/token "
+            "(mode 0600) instead" for path in state.secrets if path.is_relative_to(PVE_CLUSTER_FS)]
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _chain_link_steps(opts: InstallOptions, state: NodeState, merged: Sequence[str]) -> list[Step]:
     link = opts.config_dir / CHAIN_NAME
     if opts.chain_path == link or state.chain_link == str(opts.chain_path):
         return []
-    return [Step("symlink", f"link {link} -> {opts.chain_path}", link, str(opts.chain_path).encode())]
+    what = f" (its entries for VM {', '.join(merged)} merged into {opts.chain_path})" if merged else ""
+    return [Step("symlink", f"link {link} -> {opts.chain_path}{what}", link, str(opts.chain_path).encode())]
 
 
 def plan_uninstall(opts: InstallOptions, state: NodeState) -> list[Step]:
@@ -324,6 +399,12 @@ def check_options(opts: InstallOptions) -> None:
                 raise ValueError
         except ValueError:
             raise ConfigError(f"--timeout {opts.timeout!r}: seconds between 0 and 120") from None
+    for option, value in (("--chain-file", opts.chain_file), ("--token-file", opts.token_file),
+                          ("--ca-file", opts.ca_file)):
+        if value is not None and not Path(value).is_absolute():
+            raise ConfigError(f"{option} {value}: give an absolute path (e.g. {Path(value).absolute()}): "
+                              "the hook runs with another working directory, where a relative path points "
+                              "nowhere")
     if not re.match(r"^[A-Za-z][A-Za-z0-9_.-]*$", opts.storage):
         raise ConfigError(f"--storage {opts.storage!r} is not a Proxmox storage name")
     for vmid in opts.attach or ():
@@ -333,16 +414,13 @@ def check_options(opts: InstallOptions) -> None:
         raise ConfigError("--attach: give either `all` or VMIDs, not both")
 
 
-def token_file_warning(path: str | None) -> str | None:
+def check_token_file(path: str | None) -> None:
     if not path:
-        return None
+        return
     try:
-        st = os.stat(path)
+        os.stat(path)
     except OSError as exc:
         raise ConfigError(f"--token-file {path}: {exc.strerror or exc}") from None
-    if st.st_mode & 0o044:
-        return f"warning: token file {path} is readable by other users; run: chmod 600 {path}"
-    return None
 
 
 def _read(path: Path) -> tuple[bytes | None, int | None]:
@@ -369,6 +447,23 @@ def read_node(opts: InstallOptions, pve: Pve, vmids: Iterable[str]) -> NodeState
     conf, _ = _read(opts.config_dir / CONFIG_NAME)
     chain, _ = _read(opts.chain_path)
     link = opts.config_dir / CHAIN_NAME
+    linked = None
+    if link != opts.chain_path and (link.is_symlink() or link.exists()):
+        target = _link_target(link)
+        if target is None or target != opts.chain_path:  # a file of its own, or a link elsewhere
+            linked, _ = _read(link)
+    conf_text = conf.decode("utf-8", "replace") if conf is not None else None
+    token_path = opts.token_file or parse_kv(conf_text or "").get("token_file")
+    secrets = {}
+    for path in (opts.config_dir / CONFIG_NAME, Path(token_path) if token_path else None):
+        if path is not None and path.is_absolute():
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise InstallError(f"cannot read {path}: {exc.strerror or exc}") from None
+            secrets[path] = (st.st_mode, st.st_uid)
     hooks = {vmid: pve.hookscript(vmid) for vmid in vmids}
     previous = {}
     for volid in set(hooks.values()):
@@ -377,11 +472,20 @@ def read_node(opts: InstallOptions, pve: Pve, vmids: Iterable[str]) -> NodeState
                 previous[volid] = pve.path(volid)
     return NodeState(
         snippets_dir=snippets, script_bytes=script, script_mode=mode,
-        config_text=conf.decode("utf-8", "replace") if conf is not None else None,
+        config_text=conf_text,
         chain_text=chain.decode("utf-8", "replace") if chain is not None else None,
         chain_link=os.readlink(link) if link.is_symlink() else None,
         hookscripts=hooks, previous_paths=previous,
+        linked_chain_text=linked.decode("utf-8", "replace") if linked is not None else None,
+        secrets=secrets,
     )
+
+
+def _link_target(link: Path) -> Path | None:
+    """Where the symlink ``link`` points (a relative target read from the link's folder), or None."""
+    if not link.is_symlink():
+        return None
+    return link.parent / os.readlink(link)
 
 
 def resolve_chain_file(opts: InstallOptions) -> InstallOptions:
@@ -394,8 +498,9 @@ def resolve_chain_file(opts: InstallOptions) -> InstallOptions:
     if opts.chain_file is not None:
         return opts
     link = opts.config_dir / CHAIN_NAME
-    if link.is_symlink():
-        return replace(opts, chain_file=Path(os.readlink(link)))
+    target = _link_target(link)
+    if target is not None:
+        return replace(opts, chain_file=target)
     if opts.config_dir == DEFAULT_CONFIG_DIR and not link.exists() and PVE_CLUSTER_MARKER.exists():
         return replace(opts, chain_file=PVE_CLUSTER_CHAIN)
     return opts
@@ -428,15 +533,62 @@ def _write(path: Path, content: bytes, mode: int | None) -> None:
         raise InstallError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _check_nothing_lost(link: Path, target: Path) -> None:
+    """Before ``link`` is replaced by a link to ``target``: every chain entry it holds is in target
+    (the plan merged them; this catches a change made since)."""
+    if not (link.is_symlink() or link.exists()):
+        return
+    held, _ = _read(link)
+    now, _ = _read(target)
+    missing = set(parse_chain(held.decode("utf-8", "replace") if held else "").items()) - set(
+        parse_chain(now.decode("utf-8", "replace") if now else "").items())
+    if missing:
+        raise InstallError(f"{link} holds entries missing from {target} (VM "
+                           f"{', '.join(sorted(v for v, _ in missing))}): it changed during the install; "
+                           "run install again")
+
+
+def diff_lines(step: Step) -> list[str]:
+    """A write-file step's change as a unified diff; values of ``token`` lines hidden."""
+    if step.kind != "write-file" or not step.diff or step.path is None:
+        return []
+    old = "" if step.before is None else step.before.decode("utf-8", "replace")
+    new = step.content.decode("utf-8", "replace")
+    name = str(step.path)
+    return [_hide_token(line) for line in difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True),
+        f"{name} (missing)" if step.before is None else name, f"{name} (new)")]
+
+
+def _hide_token(line: str) -> str:
+    key, sep, _ = line[1:].partition("=")
+    if sep and line[:1] in " +-" and key.strip().lower() == "token":
+        return f"{line[0]}{key.rstrip()} = ***\n"
+    return line
+
+
 def apply(steps: Sequence[Step], pve: Pve) -> None:
     for step in steps:
         if step.kind == "write-file" and step.path is not None:
             _write(step.path, step.content, step.mode)
         elif step.kind == "symlink" and step.path is not None:
-            if step.path.is_symlink() or step.path.exists():
-                step.path.unlink()
-            step.path.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(step.content.decode(), step.path)
+            _check_nothing_lost(step.path, Path(step.content.decode()))
+            try:
+                if step.path.is_symlink() or step.path.exists():
+                    step.path.unlink()
+                step.path.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(step.content.decode(), step.path)
+            except OSError as exc:
+                raise InstallError(f"cannot link {step.path} -> {step.content.decode()}: "
+                                   f"{exc.strerror or exc}") from None
+        elif step.kind == "fix-mode" and step.path is not None:
+            try:
+                os.chown(step.path, os.geteuid(), os.getegid())
+                os.chmod(step.path, step.mode if step.mode is not None else SECRET_MODE)
+            except OSError as exc:
+                raise InstallError(f"cannot fix the mode of {step.path} ({exc.strerror or exc}): it holds "
+                                   f"the service token; run: chown root:root {step.path}; "
+                                   f"chmod 600 {step.path}") from None
         elif step.kind == "set-hookscript":
             pve.set_hookscript(step.vmid, step.volid)
         elif step.kind == "delete-hookscript":
@@ -459,9 +611,11 @@ def install(opts: InstallOptions, pve: Pve | None = None, env: Mapping[str, str]
     check_root(env)
     opts = resolve_chain_file(opts)
     pve = pve or Pve()
-    notes = [w for w in (token_file_warning(opts.token_file),) if w]
+    check_token_file(opts.token_file)
+    notes: list[str] = []
     state = read_node(opts, pve, attach_targets(opts, pve))
     steps = plan_install(opts, state, script_source())
+    notes += cluster_fs_notes(state)
     if any(s.kind == "set-hookscript" for s in steps):
         notes.append(MISSING_ON_NODE_NOTE)
     if not opts.dry_run:

@@ -10,8 +10,17 @@ config" before any hook runs. So the move is: delete the line on the source
 source (at once after a failure; after a success when the source VM was kept) and tell the
 operator the exact command to re-attach it on the target, recorded in the pending-reattach file.
 
-Pure planning (``parse_qm_args``, ``plan_move``) and a runner over the ``qm`` command (``Qm``,
-``execute``): the CLI in ``shared/cli/remote.py`` wires them to the service.
+Before anything is touched, the refusals ``qm remote-migrate`` itself would give after the line
+was already gone (qemu-server ``API2/Qemu.pm`` ``remote_migrate_vm``): a locked VM, a VM configured
+for HA (``/etc/pve/ha/resources.cfg``), a replicated VM (``/etc/pve/replication.cfg``).
+
+``qm`` maps its positional arguments in order to ``vmid``, ``target-vmid``, ``target-endpoint``
+(qemu-server ``PVE/CLI/qm.pm``; pve-common ``PVE::JSONSchema::get_options``): an endpoint given
+without the target VMID before it is taken for the target VMID. So the command is always built in
+that order, with the target VMID (default: the same VMID) written out.
+
+Pure planning (``parse_qm_args``, ``plan_move``, ``refusal``) and a runner over the ``qm`` command
+(``Qm``, ``execute``): the CLI in ``shared/cli/remote.py`` wires them to the service.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from pathlib import Path
 from .errors import GuardError, InputError
 
 PENDING_FILE = "/etc/migration-guard/pending-reattach"
+#: the cluster file system, where HA resources and replication jobs are configured
+PVE_ETC = Path("/etc/pve")
 
 #: qm remote-migrate options that take a value (qemu-server API2/Qemu.pm remote_migrate_vm)
 _VALUE_OPTS = {"target-bridge", "target-storage", "bwlimit", "target-vmid", "target-endpoint"}
@@ -43,9 +54,10 @@ class QmError(GuardError):
 
 @dataclass(frozen=True, slots=True)
 class QmArgs:
-    """The operator's ``qm remote-migrate`` arguments after VMID, passed on unchanged."""
+    """The operator's ``qm remote-migrate`` arguments after VMID: the target VMID and endpoint, and
+    the options (passed on unchanged, in the order given)."""
 
-    argv: tuple[str, ...]
+    options: tuple[str, ...]
     target_vmid: int | None
     endpoint: str
     delete: bool
@@ -58,10 +70,12 @@ def parse_qm_args(args: Sequence[str]) -> QmArgs:
     when something qm would refuse after the hookscript line was already removed."""
     positional: list[str] = []
     options: dict[str, str] = {}
+    passed: list[str] = []
     items = list(args)
     i = 0
     while i < len(items):
         tok = items[i]
+        start = i
         i += 1
         if not tok.startswith("-") or tok == "-":
             positional.append(tok)
@@ -84,9 +98,11 @@ def parse_qm_args(args: Sequence[str]) -> QmArgs:
                 f"qm remote-migrate has no option --{name} (it takes --target-bridge, --target-storage, "
                 "--online, --delete, --bwlimit)"
             )
+        if name not in ("target-vmid", "target-endpoint"):
+            passed.extend(items[start:i])
     endpoint = options.get("target-endpoint", "")
     target_vmid_text = options.get("target-vmid", "")
-    if len(positional) == 2 and not endpoint:
+    if len(positional) == 2 and not endpoint and not target_vmid_text:
         target_vmid_text, endpoint = positional
     elif len(positional) == 1 and not endpoint:
         endpoint = positional[0]
@@ -94,8 +110,13 @@ def parse_qm_args(args: Sequence[str]) -> QmArgs:
         target_vmid_text = positional[0]
     elif positional:
         raise InputError(
-            "expected [TARGET-VMID] TARGET-ENDPOINT after the options of migration-guard, e.g. "
-            "9101 'apitoken=PVEAPIToken=root@pam!migrate=SECRET,host=pveb1.example.org,fingerprint=...'"
+            "expected the arguments in qm's order, VMID [TARGET-VMID] TARGET-ENDPOINT, e.g. 101 9101 "
+            "'apitoken=PVEAPIToken=root@pam!migrate=SECRET,host=pveb1.example.org,fingerprint=...'"
+        )
+    if "apitoken=" in target_vmid_text or "host=" in target_vmid_text:
+        raise InputError(
+            "the target endpoint came before the target VMID: give the arguments in qm's order, "
+            "VMID [TARGET-VMID] TARGET-ENDPOINT"
         )
     if not endpoint:
         raise InputError(
@@ -106,7 +127,9 @@ def parse_qm_args(args: Sequence[str]) -> QmArgs:
         raise InputError("the target endpoint needs apitoken=... and host=... (as for qm remote-migrate)")
     target_vmid = None
     if target_vmid_text:
-        if not target_vmid_text.isdigit() or not 100 <= int(target_vmid_text) <= 999_999_999:
+        if not target_vmid_text.isascii() or not target_vmid_text.isdigit() or not (
+            100 <= int(target_vmid_text) <= 999_999_999
+        ):
             raise InputError(f"TARGET-VMID {target_vmid_text!r} is not a VM id (100 to 999999999)")
         target_vmid = int(target_vmid_text)
     for required in ("target-storage", "target-bridge"):
@@ -116,7 +139,7 @@ def parse_qm_args(args: Sequence[str]) -> QmArgs:
                 "--target-bridge vmbr0)"
             )
     return QmArgs(
-        argv=tuple(items),
+        options=tuple(passed),
         target_vmid=target_vmid,
         endpoint=endpoint,
         delete=_BOOL_VALUES[options.get("delete", "0").lower()],
@@ -184,7 +207,10 @@ class MovePlan:
     qm: QmArgs
 
     def migrate_cmd(self) -> list[str]:
-        return ["qm", "remote-migrate", str(self.vmid), *self.qm.argv]
+        """In qm's order, the target VMID always written out (see the module's docstring)."""
+        return [
+            "qm", "remote-migrate", str(self.vmid), str(self.target_vmid), self.qm.endpoint, *self.qm.options
+        ]
 
     def detach_cmd(self) -> list[str]:
         return ["qm", "set", str(self.vmid), "--delete", "hookscript"]
@@ -224,6 +250,60 @@ def plan_move(
         keep_source=not qm.delete,
         qm=qm,
     )
+
+
+def refusal(vmid: int, etc: Path | None = None) -> str | None:
+    """Why ``qm remote-migrate`` would refuse this VM after the hookscript line was already removed,
+    with qm's own words and what to do; None when it would not. Reads the cluster file system as
+    qemu-server ``API2/Qemu.pm`` ``remote_migrate_vm`` does: ``PVE::HA::Config::service_is_configured``
+    (a section ``vm: VMID`` in ha/resources.cfg) and ``PVE::ReplicationConfig::check_for_existing_jobs``
+    (any job ``TYPE: VMID-N`` in replication.cfg, enabled or not)."""
+    etc = etc or PVE_ETC
+    ha_file = etc / "ha" / "resources.cfg"
+    if any(kind == "vm" and name == str(vmid) for kind, name in _sections(ha_file)):
+        return (
+            f"VM {vmid} is managed by HA (vm:{vmid} in {ha_file}); qm remote-migrate refuses it: "
+            f"'cannot remote-migrate VM that is configured for HA'. Remove it from HA first "
+            f"(ha-manager remove vm:{vmid}), move it, then add it to HA on the target cluster; "
+            "nothing was changed"
+        )
+    repl_file = etc / "replication.cfg"
+    jobs = [name for _, name in _sections(repl_file) if _job_guest(name) == vmid]
+    if jobs:
+        return (
+            f"VM {vmid} is replicated (job {', '.join(jobs)} in {repl_file}); qm remote-migrate refuses it: "
+            f"'cannot remote-migrate replicated VM'. Remove the job first ("
+            + "; ".join(f"pvesr delete {job}" for job in jobs)
+            + "); nothing was changed"
+        )
+    return None
+
+
+def _job_guest(job: str) -> int | None:
+    """The guest of a replication job id ``VMID-N`` (pve-guest-common ``PVE::ReplicationConfig``)."""
+    guest, sep, number = job.partition("-")
+    if sep and guest.isascii() and guest.isdigit() and number.isascii() and number.isdigit():
+        return int(guest)
+    return None
+
+
+def _sections(path: Path) -> list[tuple[str, str]]:
+    """The section headers ``type: name`` of a Proxmox section config file (pve-common
+    ``PVE::SectionConfig``); a missing file has none."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise QmError(f"cannot read {path} ({exc.strerror or exc}); nothing was changed") from None
+    out = []
+    for line in text.splitlines():
+        if not line or line[0].isspace() or line.startswith("#"):
+            continue
+        kind, sep, name = line.partition(":")
+        if sep and kind.strip() and " " not in kind.strip() and len(name.split()) == 1:
+            out.append((kind.strip().lower(), name.strip()))
+    return out
 
 
 def pending_line(plan: MovePlan, now: float) -> str:

@@ -421,7 +421,8 @@ def test_decision_text_plain_for_the_hook(client, redis):
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     lines = dict(line.split("=", 1) for line in answer.text.splitlines())
-    assert list(lines) == ["verdict", "code", "exit", "decision", "line"]
+    assert list(lines) == ["verdict", "code", "exit", "decision", "line", "end"]
+    assert answer.text.endswith("\nend=1\n")  # the hook acts only on an answer that arrived whole
     assert lines["verdict"] == "deny" and lines["code"] == "missing-flags" and lines["exit"] == "2"
     assert lines["line"].startswith("blocked migration of VM 101 (web01) from pve1 to pve3: pve3 lacks")
     assert lines["line"].endswith("runs on both pve1 and pve3")

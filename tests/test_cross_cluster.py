@@ -330,17 +330,12 @@ def test_remote_decision_with_an_unknown_source(stack):
 # --- the real hookscript on the target node -----------------------------------------------------
 
 
-def run_hook(stack, vmid: int, conf_text: str, **env) -> subprocess.CompletedProcess:
-    tmp = stack["tmp"]
-    qemu = tmp / f"qemu-{vmid}"
-    qemu.mkdir(exist_ok=True)
-    (qemu / f"{vmid}.conf").write_text(conf_text)
-    hook_conf = tmp / f"hook-{vmid}.conf"
-    hook_conf.write_text(f"url = {stack['url']}\ntoken = {TOKEN}\ntimeout = 20\nnode = pvb1\n")
+def run_hook(stack, vmid: int, **env) -> subprocess.CompletedProcess:
+    hook_conf = stack["tmp"] / f"hook-{vmid}.conf"
+    hook_conf.write_text(f"url = {stack['url']}\ntoken = {TOKEN}\ntimeout = 5\nnode = pvb1\nfail = closed\n")
     full_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "MIGRATION_GUARD_CONFIG": str(hook_conf),
-        "MIGRATION_GUARD_PVE_QEMU_DIR": str(qemu),
         "PVE_MIGRATED_FROM": "",
         **env,
     }
@@ -353,56 +348,15 @@ def run_hook(stack, vmid: int, conf_text: str, **env) -> subprocess.CompletedPro
     )
 
 
-def conf_of(vm: dict) -> str:
-    lines = [f"{k}: {v}" for k, v in vm["config"].items()]
-    return "\n".join([f"name: {vm['name']}", *lines, "", "[snapshot]", "cpu: kvm64", ""])
-
-
-def test_hook_on_the_target_vetoes_a_host_vm_from_the_amd_cluster(stack):
-    vm = incoming(stack, 9301, "host", UUID_HOST)
-    proc = run_hook(stack, 9301, conf_of(vm))
-    assert proc.returncode == 1, proc.stderr
-    assert "blocked migration of VM 9301 (build01) from amd/pva1 to intel/pvb1" in proc.stderr
-
-
-def _new_events(stack, before: int) -> list[dict]:
-    return [json.loads(f["event"]) for _, f in stack["redis"].xrange(EVENTS_STREAM, "-", "+")[before:]]
-
-
-def test_hook_remote_unknown_policy(stack):
-    vm = incoming(stack, 9302, "host", UUID_ELSEWHERE)
-    before = stack["redis"].xlen(EVENTS_STREAM)
-    denied = run_hook(stack, 9302, conf_of(vm))
-    assert denied.returncode == 4, denied.stderr
-    assert "MIGRATION_GUARD_CLUSTERS_FILE" in denied.stderr and "(remote_unknown = deny)" in denied.stderr
-    # the node's policy blocked it: Slack hears it as a veto, the audit log records exit 4
-    (event,) = _new_events(stack, before)
-    assert (event["vmid"], event["verdict"], event["enforced"]) == (9302, "deny", True)
-    assert [r["code"] for r in event["reasons"]][-1] == "remote-unknown"
-    assert "source-unknown" in [r["code"] for r in event["reasons"]]
-    (latest,) = stack["http"].get("/v1/decisions", params={"limit": 1}).json()["decisions"]
-    assert (latest["exit"], latest["policy"]) == (4, "remote_unknown=deny")
-    assert latest["line"].endswith("; blocked (remote_unknown = deny)")
-    before = stack["redis"].xlen(EVENTS_STREAM)
-    allowed = run_hook(stack, 9302, conf_of(vm), MIGRATION_GUARD_REMOTE_UNKNOWN="allow")
-    assert allowed.returncode == 0, allowed.stderr
-    assert "remote_unknown = allow, allowing it" in allowed.stderr
-    assert _new_events(stack, before) == []  # allowed by policy: nothing to announce
-    warned = run_hook(stack, 9302, conf_of(vm), MIGRATION_GUARD_MODE="warn")
-    assert warned.returncode == 0 and "warn mode, not enforced" in warned.stderr
-    (event,) = _new_events(stack, before)
-    assert (event["verdict"], event["enforced"]) == ("deny", False)
-    bad = run_hook(
-        stack, 9302, conf_of(vm), MIGRATION_GUARD_REMOTE_UNKNOWN="maybe", MIGRATION_GUARD_FAIL="closed"
-    )
-    assert bad.returncode == 5 and "remote_unknown = 'maybe' is not deny or allow" in bad.stderr
-
-
-def test_hook_allows_a_named_type_from_an_unknown_cluster(stack):
-    vm = incoming(stack, 9303, "x86-64-v2-AES", UUID_ELSEWHERE)
-    proc = run_hook(stack, 9303, conf_of(vm))
-    assert proc.returncode == 0, proc.stderr
-    assert "allowed migration of VM 9303" in proc.stderr
+def test_the_hook_never_asks_about_a_start_without_a_source_node(stack):
+    """A remote migration never runs the target's hook (the tunnel refuses a hookscript line), so a
+    start of the target's copy (lock: migrate, no PVE_MIGRATED_FROM) is a root's qm start --skiplock:
+    not asked, not recorded, not blocked, even with fail = closed."""
+    incoming(stack, 9301, "host", UUID_HOST)
+    before = stack["http"].get("/v1/decisions", params={"limit": 1000}).json()["decisions"]
+    proc = run_hook(stack, 9301)
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    assert stack["http"].get("/v1/decisions", params={"limit": 1000}).json()["decisions"] == before
 
 
 def test_an_unreachable_cluster_is_an_unknown_verdict_naming_it(stack):

@@ -280,7 +280,6 @@ def test_hook_conf_example_documents_every_key_the_hook_reads(monkeypatch, tmp_p
     text = HOOK_CONF_EXAMPLE.read_text()
     documented = set(re.findall(r"^#?\s*([a-z_]+)\s*=", text, flags=re.M))
     assert set(conf) - documented == set()
-    assert "remote_unknown" in documented  # issue 6's policy, documented ahead of the hook
 
 
 # --- systemd -------------------------------------------------------------------------------------

@@ -350,7 +350,6 @@ def _hook(base: str, vmid: int, fail: str, timeout: float, confdir: Path) -> tup
         MIGRATION_GUARD_FAIL=fail,
         MIGRATION_GUARD_TIMEOUT=str(timeout),
         MIGRATION_GUARD_CONFIG=str(confdir / "hook.conf"),
-        MIGRATION_GUARD_PVE_QEMU_DIR=str(confdir / "no-qemu-server"),
     )
     started = time.monotonic()
     done = subprocess.run(

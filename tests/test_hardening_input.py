@@ -142,7 +142,6 @@ def hook(args: list[str], conf: Path | str, **env: str) -> subprocess.CompletedP
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "MIGRATION_GUARD_CONFIG": str(conf),
         "MIGRATION_GUARD_NODE": "pve3",
-        "MIGRATION_GUARD_PVE_QEMU_DIR": "/nonexistent-qemu-server",
         "PVE_MIGRATED_FROM": "pve1",
     }
     full.update(env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -211,11 +212,12 @@ def test_chain_file_elsewhere_gets_a_link_the_hook_follows(node, tmp_path):
     assert run.returncode == 0 and node.record.read_text() == "101 pre-stop\n"
 
 
-def test_world_readable_token_file_warns(node):
+def test_world_readable_token_file_is_made_0600(node):
     node.token.chmod(0o644)
     proc = node.cli(*INSTALL, str(node.token))
     assert proc.returncode == 0
-    assert "readable by other users; run: chmod 600" in proc.stderr
+    assert f"  - {node.token}: mode 0644 -> 0600, owner " in proc.stdout
+    assert node.token.stat().st_mode & 0o777 == 0o600
 
 
 def test_needs_root(monkeypatch):
@@ -259,3 +261,111 @@ def test_chain_map_defaults_to_the_cluster_file_system_on_a_cluster_node(tmp_pat
     config_dir.mkdir()
     (config_dir / "chain.conf").write_text("")  # an earlier local chain map stays where it is
     assert hook_installer.resolve_chain_file(opts).chain_path == config_dir / "chain.conf"
+
+
+# --- the chain map is never lost; permissions of what holds the token -----------------------------
+
+
+def test_chain_file_elsewhere_merges_an_existing_local_chain_map(node, tmp_path):
+    """A first install kept chain.conf in CONFIG_DIR; a later --chain-file must carry its entries."""
+    assert node.cli(*INSTALL, str(node.token), "--attach", "101").returncode == 0
+    local = node.config_dir / "chain.conf"
+    assert not local.is_symlink() and "101=" in local.read_text()
+    shared_chain = tmp_path / "pve" / "migration-guard" / "chain.conf"
+    shared_chain.parent.mkdir(parents=True)
+    shared_chain.write_text("# other nodes' VMs\n205=/srv/backup.sh local:snippets/backup.sh\n")
+    proc = node.cli(*INSTALL, str(node.token), "--chain-file", str(shared_chain))
+    assert proc.returncode == 0, proc.stderr
+    entries = hook_installer.parse_chain(shared_chain.read_text())
+    assert sorted(entries) == ["101", "205"]
+    assert entries["101"].volid == "local:snippets/old-hook.sh"
+    assert local.is_symlink() and os.readlink(local) == str(shared_chain)
+    assert f"(its entries for VM 101 merged into {shared_chain})" in proc.stdout
+    # the hook still runs VM 101's previous hookscript first
+    run = subprocess.run([str(node.snippets / "migration-guard-hook"), "101", "pre-stop"],
+                         env={"MIGRATION_GUARD_CONFIG": str(node.config_dir / "hook.conf")})
+    assert run.returncode == 0 and node.record.read_text() == "101 pre-stop\n"
+
+
+def test_chain_file_with_a_conflicting_entry_is_refused_with_one_line(node, tmp_path):
+    assert node.cli(*INSTALL, str(node.token), "--attach", "101").returncode == 0
+    local = node.config_dir / "chain.conf"
+    before = local.read_text()
+    shared_chain = tmp_path / "shared-chain.conf"
+    shared_chain.write_text("101=/srv/other.sh local:snippets/other.sh\n")
+    proc = node.cli(*INSTALL, str(node.token), "--chain-file", str(shared_chain))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "VM 101 has two previous hookscripts" in proc.stderr and "nothing was changed" in proc.stderr
+    assert local.read_text() == before and not local.is_symlink()
+    assert shared_chain.read_text() == "101=/srv/other.sh local:snippets/other.sh\n"
+
+
+def test_relinking_to_another_chain_file_keeps_the_old_ones_entries(node, tmp_path):
+    first = tmp_path / "first" / "chain.conf"
+    assert node.cli(*INSTALL, str(node.token), "--chain-file", str(first), "--attach", "101").returncode == 0
+    assert "101=" in first.read_text()
+    second = tmp_path / "second" / "chain.conf"
+    proc = node.cli(*INSTALL, str(node.token), "--chain-file", str(second))
+    assert proc.returncode == 0, proc.stderr
+    assert "101=" in second.read_text() and os.readlink(node.config_dir / "chain.conf") == str(second)
+
+
+@pytest.mark.parametrize("option", ["--chain-file", "--token-file", "--ca-file"])
+def test_relative_paths_are_refused(node, option):
+    proc = node.cli(*INSTALL, str(node.token), option, "chain.conf" if option == "--chain-file" else "tok")
+    assert proc.returncode == 2
+    assert f"{option} " in proc.stderr and "an absolute path" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert not (node.config_dir / "chain.conf").is_symlink() and node.changes() == []
+
+
+def test_dry_run_shows_the_exact_change_as_a_diff(node, tmp_path):
+    conf = node.config_dir / "hook.conf"
+    assert node.cli(*INSTALL, str(node.token), "--attach", "101").returncode == 0
+    conf.write_text(conf.read_text() + "token = inline-secret-value\n")
+    conf.chmod(0o600)
+    before = node.snapshot()
+    shared_chain = tmp_path / "shared-chain.conf"
+    proc = node.cli("install", "--fail", "closed", "--chain-file", str(shared_chain), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"--- {conf}\n+++ {conf} (new)\n" in out
+    assert "+fail = closed\n" in out
+    assert "inline-secret-value" not in out + proc.stderr and " token = ***" in out
+    assert f"--- {shared_chain} (missing)\n+++ {shared_chain} (new)\n" in out
+    assert f"+101={node.snippets / 'old-hook.sh'} local:snippets/old-hook.sh\n" in out
+    assert node.snapshot() == before and not shared_chain.exists()
+
+
+def test_reinstall_fixes_loose_permissions_of_the_token_and_config(node):
+    assert node.cli(*INSTALL, str(node.token)).returncode == 0
+    conf = node.config_dir / "hook.conf"
+    assert conf.stat().st_mode & 0o777 == 0o600
+    node.token.chmod(0o644)
+    conf.chmod(0o644)
+    proc = node.cli("install")
+    assert proc.returncode == 0, proc.stderr
+    assert node.token.stat().st_mode & 0o777 == 0o600 and conf.stat().st_mode & 0o777 == 0o600
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    assert f"  - {node.token}: mode 0644 -> 0600, owner {user} (it holds the service token)" in proc.stdout
+    assert f"  - {conf}: mode 0644 -> 0600, owner {user}" in proc.stdout
+    again = node.cli("install")
+    assert again.stdout.startswith("nothing to change"), again.stdout
+
+
+def test_a_token_file_on_the_cluster_file_system_is_not_chmodded_but_named(node, tmp_path, monkeypatch):
+    """pmxcfs (/etc/pve) has fixed modes and no chmod: a fix there would stop every install."""
+    pve_fs = tmp_path / "pve"
+    pve_fs.mkdir()
+    token = pve_fs / "guard.token"
+    token.write_text("tok-123\n")
+    token.chmod(0o640)
+    monkeypatch.setattr(hook_installer, "PVE_CLUSTER_FS", pve_fs)
+    env = node.env()
+    opts = InstallOptions(snippets_dir=node.snippets, config_dir=node.config_dir, url="http://127.0.0.1:8080",
+                          token_file=str(token))
+    report = hook_installer.install(opts, hook_installer.Pve(env=env), env=env)
+    assert [s for s in report.steps if s.kind == "fix-mode"] == []
+    assert token.stat().st_mode & 0o777 == 0o640
+    assert any(n.startswith(f"warning: {token} is on the cluster file system") for n in report.notes)

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.integration
 HOOK = Path(__file__).resolve().parent.parent / "hookscript" / "migration-guard-hook"
 TOKEN = "s3cr3t-token-value"
 
+#: the last line of every complete text/plain answer of the service (shared/api.py)
+END = "end=1\n"
+
 VENDOR_LINE = (
     "blocked migration of VM 101 (web01) from pve1 to pve3: VM 101 uses cpu host on an AMD node; "
     "pve3 is Intel"
@@ -36,7 +39,7 @@ class StandIn:
         self.requests: list[dict] = []
         self.status = 200
         self.content_type = "text/plain; charset=utf-8"
-        self.body = "verdict=allow\ncode=ok\nexit=0\ndecision=01TEST\nline=allowed migration of VM 101\n"
+        self.body = f"verdict=allow\ncode=ok\nexit=0\ndecision=01T\nline=allowed migration of VM 101\n{END}"
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,8 +64,9 @@ class StandIn:
         self.thread.start()
 
     def answer(self, status: int = 200, body: str = "", content_type: str = "text/plain; charset=utf-8",
-               ) -> None:
-        self.status, self.body, self.content_type = status, body, content_type
+               end: bool = True) -> None:
+        """Answer ``body``, with the service's final end line unless ``end`` is False."""
+        self.status, self.body, self.content_type = status, body + (END if end else ""), content_type
 
     def close(self) -> None:
         self.server.shutdown()
@@ -96,8 +100,7 @@ def write_conf(confdir: Path, **values: object) -> Path:
 
 def run_hook(confdir: Path, *args: str, migrated_from: str | None = "pve1", **env: str):
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "MIGRATION_GUARD_CONFIG": str(confdir / "hook.conf"),
-            "MIGRATION_GUARD_PVE_QEMU_DIR": str(confdir / "no-qemu-server")}
+            "MIGRATION_GUARD_CONFIG": str(confdir / "hook.conf")}
     if migrated_from is not None:
         full["PVE_MIGRATED_FROM"] = migrated_from
     full.update(env)
@@ -271,6 +274,12 @@ def test_unusable_config(standin, confdir, fail, code):
     assert standin.requests == []
 
 
+def test_a_config_of_an_earlier_release_with_remote_unknown_still_works(standin, confdir):
+    write_conf(confdir, url=standin.url, fail="closed", remote_unknown="deny")
+    proc, _ = run_hook(confdir)
+    assert (proc.returncode, proc.stderr) == (0, "migration-guard: allowed migration of VM 101\n")
+
+
 def test_missing_config_file_fails_open_with_a_clear_line(confdir):
     proc, _ = run_hook(confdir)
     assert proc.returncode == 0
@@ -333,49 +342,57 @@ def test_missing_chained_hook_is_skipped_with_a_line(standin, confdir):
     assert "previous hookscript /nonexistent/old-hook of VM 101 is missing" in proc.stderr
 
 
-# --- remote (cross-cluster) incoming migration: pre-start without PVE_MIGRATED_FROM ----------------
+# --- a plain start of a VM left with lock: migrate (root's `qm start --skiplock`) ------------------
 
-REMOTE_CONF = """boot: order=scsi0
+LOCKED_CONF = """boot: order=scsi0
 cores: 4
 cpu: x86-64-v3,flags=+aes
 lock: migrate
 name: web01
 smbios1: uuid=7b3e1c2a-1111-2222-3333-444455556666
-vmgenid: 0e1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff
-
-[before-upgrade]
-cpu: host
 """
 
 
-def test_remote_migration_is_asked_with_the_vm_identity(standin, confdir, tmp_path):
-    write_conf(confdir, url=standin.url)
-    qemu = tmp_path / "qemu-server"
-    qemu.mkdir()
-    (qemu / "101.conf").write_text(REMOTE_CONF)
-    standin.answer(body="verdict=deny\nexit=2\nline=blocked migration of VM 101 (web01) from another "
-                        "cluster to pve3: pve3 lacks avx2\n")
-    proc, _ = run_hook(confdir, migrated_from="", MIGRATION_GUARD_PVE_QEMU_DIR=str(qemu))
-    assert proc.returncode == 2
-    (req,) = standin.requests
-    assert req["json"] == {"vmid": 101, "target": "pve3", "source": None, "mode": "enforce",
-                           "remote": True, "smbios_uuid": "7b3e1c2a-1111-2222-3333-444455556666",
-                           "cpu": "x86-64-v3,flags=+aes", "remote_unknown": "deny"}
+class Recorder:
+    """A listening socket that records every connection made to it (and answers nothing)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def connections(self) -> int:
+        n = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                return n
+            conn.close()
+            n += 1
 
 
-@pytest.mark.parametrize("conf", [
-    REMOTE_CONF.replace("lock: migrate\n", ""),                       # ordinary start
-    REMOTE_CONF.replace("lock: migrate\n", "") + "lock: migrate\n",   # lock only in a snapshot section
-    REMOTE_CONF.replace("lock: migrate", "lock: backup"),
-])
-def test_ordinary_start_with_local_config_makes_no_request(standin, confdir, tmp_path, conf):
-    write_conf(confdir, url=standin.url)
+@pytest.mark.parametrize("migrated_from", ["", None])
+@pytest.mark.parametrize("service", ["listening", "down"])
+def test_start_of_a_vm_locked_migrate_is_never_blocked(confdir, tmp_path, migrated_from, service):
+    """Remote migration never runs the target's hook (the tunnel refuses a hookscript line), so a
+    pre-start with lock: migrate and no PVE_MIGRATED_FROM is a root's `qm start --skiplock`."""
     qemu = tmp_path / "qemu-server"
     qemu.mkdir()
-    (qemu / "101.conf").write_text(conf)
-    proc, _ = run_hook(confdir, migrated_from="", MIGRATION_GUARD_PVE_QEMU_DIR=str(qemu))
-    assert proc.returncode == 0 and proc.stderr == ""
-    assert standin.requests == []
+    (qemu / "101.conf").write_text(LOCKED_CONF)
+    recorder = Recorder()
+    try:
+        url = recorder.url if service == "listening" else closed_port_url()
+        write_conf(confdir, url=url, fail="closed", timeout=1)
+        # MIGRATION_GUARD_PVE_QEMU_DIR: where earlier releases read the VM's config (and its lock)
+        proc, _ = run_hook(confdir, migrated_from=migrated_from, MIGRATION_GUARD_PVE_QEMU_DIR=str(qemu))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == "" and proc.stdout == ""
+        assert recorder.connections() == 0
+    finally:
+        recorder.sock.close()
 
 
 # --- HTTPS ----------------------------------------------------------------------------------------
@@ -417,7 +434,7 @@ def test_https_with_an_untrusted_certificate_is_no_decision(tls_standin, confdir
 
 
 def test_a_server_that_keeps_the_connection_open_is_read_by_content_length(confdir):
-    body = f"verdict=deny\nexit=1\nline={VENDOR_LINE}\n".encode()
+    body = f"verdict=deny\nexit=1\nline={VENDOR_LINE}\n{END}".encode()
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -440,3 +457,91 @@ def test_a_server_that_keeps_the_connection_open_is_read_by_content_length(confd
             c.close()
     assert proc.returncode == 1 and took < 1.5
     assert proc.stderr == f"migration-guard: {VENDOR_LINE}\n"
+
+
+# --- a cut answer is no answer -------------------------------------------------------------------
+
+def raw_server(answer: bytes) -> tuple[socket.socket, str]:
+    """Accepts one connection, reads the request, sends ``answer`` as it is and closes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+
+ALLOW = b"verdict=allow\ncode=ok\nexit=0\ndecision=01CUT\nline=allowed migration of VM 101\n"
+TEXT = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+CHUNKED = TEXT + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize(("answer", "needle"), [
+    # the connection closes before Content-Length bytes arrived
+    (TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW[:14], "cut answer: 14 of 83 bytes"),
+    (TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW, "cut answer: 77 of 83 bytes"),
+    # complete by its Content-Length, but the service's end line is missing
+    (TEXT + b"Content-Length: %d\r\n\r\n" % len(ALLOW) + ALLOW, "no end line"),
+    # a Content-Length that cuts a longer body (read at once, or the first 14 bytes alone)
+    (TEXT + b"Content-Length: 14\r\n\r\n" + ALLOW + b"end=1\n", "longer than its Content-Length|no end line"),
+    # chunked: the closing 0-size chunk never came
+    (CHUNKED + chunk(ALLOW) + chunk(b"end=1\n"), "cut chunked answer"),
+    # chunked: a chunk shorter than its size line says
+    (CHUNKED + b"80\r\n" + ALLOW, "cut chunked answer"),
+    # chunked: a size line that is no number
+    (CHUNKED + b"zz\r\n" + ALLOW + b"\r\n0\r\n\r\n", "malformed chunked answer"),
+    # read until close (no length at all): whatever came, without the end line it is not whole
+    (TEXT + b"Connection: close\r\n\r\n" + ALLOW[:30], "no end line"),
+    # both framings at once: ambiguous
+    (TEXT + b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % (len(ALLOW) + 6) + ALLOW
+     + b"end=1\n", "both Content-Length and Transfer-Encoding"),
+    # two different lengths
+    (TEXT + b"Content-Length: 87\r\nContent-Length: 14\r\n\r\n" + ALLOW + b"end=1\n", "Content-Length"),
+])
+def test_a_cut_allow_is_no_decision(confdir, answer, needle):
+    srv, url = raw_server(answer)
+    try:
+        write_conf(confdir, url=url, fail="closed", timeout=3)
+        proc, took = run_hook(confdir)
+    finally:
+        srv.close()
+    assert proc.returncode == 5, proc.stderr
+    assert any(n in proc.stderr for n in needle.split("|")), proc.stderr
+    assert "blocking it (fail = closed)" in proc.stderr and proc.stderr.count("\n") == 1
+    assert took < 2.5
+
+
+@pytest.mark.parametrize("answer", [
+    CHUNKED + chunk(ALLOW[:20]) + chunk(ALLOW[20:] + b"end=1\n") + b"0\r\n\r\n",
+    TEXT + b"Connection: close\r\n\r\n" + ALLOW + b"end=1\n",
+    TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW + b"end=1\n",
+])
+def test_a_whole_allow_is_an_allow(confdir, answer):
+    srv, url = raw_server(answer)
+    try:
+        write_conf(confdir, url=url, fail="closed", timeout=3)
+        proc, _ = run_hook(confdir)
+    finally:
+        srv.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "migration-guard: allowed migration of VM 101\n"

@@ -42,6 +42,7 @@ PLACEHOLDERS = {
     "NAME": "clusterB",
     "FILE": "/tmp/host.cpuinfo",
     "TYPE": "x86-64-v2-AES",
+    "TARGET-VMID": "9101",
     "TARGET-ENDPOINT": "host=pve5.example.org,apitoken=PVEAPIToken=root@pam!mig=secret",
     "BRIDGE": "vmbr0",
     "STORAGE": "local-lvm",

@@ -31,7 +31,7 @@ QM_ARGS = ["--target-bridge", "vmbr0", "--target-storage", "local-lvm", "--onlin
 def test_qm_args_positionals_and_options():
     args = parse_qm_args(["9101", ENDPOINT, *QM_ARGS])
     assert (args.target_vmid, args.endpoint, args.online, args.delete) == (9101, ENDPOINT, True, False)
-    assert args.argv == ("9101", ENDPOINT, *QM_ARGS)  # passed on unchanged
+    assert args.options == tuple(QM_ARGS)  # passed on unchanged
     same_vmid = parse_qm_args([ENDPOINT, "--target-bridge=1", "--target-storage", "a:b", "--delete", "1"])
     assert (same_vmid.target_vmid, same_vmid.delete, same_vmid.online) == (None, True, False)
     assert parse_qm_args([ENDPOINT, *QM_ARGS, "--delete"]).delete is True
@@ -47,13 +47,48 @@ def test_qm_args_positionals_and_options():
         (["abc", ENDPOINT, *QM_ARGS], "TARGET-VMID 'abc' is not a VM id"),
         (["host=x", *QM_ARGS], "needs apitoken=... and host=..."),
         ([ENDPOINT, *QM_ARGS, "--with-local-disks"], "has no option --with-local-disks"),
-        ([ENDPOINT, *QM_ARGS, "--online", "maybe", "x"], "expected [TARGET-VMID] TARGET-ENDPOINT"),
+        ([ENDPOINT, *QM_ARGS, "--online", "maybe", "x"], "in qm's order, VMID [TARGET-VMID] TARGET-ENDPOINT"),
     ],
 )
 def test_qm_args_qm_would_refuse_are_refused_first(argv, message):
     with pytest.raises(InputError, match=None) as err:
         parse_qm_args(argv)
     assert message in str(err.value)
+
+
+def plan_for(qm_argv: list[str], vmid: int = 101):
+    return plan_move(
+        vmid,
+        {"hookscript": HOOK},
+        parse_qm_args(qm_argv),
+        source_node="pva1",
+        source_cluster="amd",
+        target_cluster="intel",
+        target_node="pvb1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "target_vmid"),
+    [
+        ([ENDPOINT, *QM_ARGS], "101"),  # no target VMID: the same one, written out for qm
+        (["9101", ENDPOINT, *QM_ARGS], "9101"),
+        ([*QM_ARGS, "9101", ENDPOINT], "9101"),  # options first
+        ([f"--target-endpoint={ENDPOINT}", "--target-vmid", "9101", *QM_ARGS], "9101"),
+        (["9101", "--target-endpoint", ENDPOINT, *QM_ARGS], "9101"),
+    ],
+)
+def test_qm_gets_its_positional_arguments_in_its_order(argv, target_vmid):
+    """qm maps positionals in order to vmid, target-vmid, target-endpoint (qemu-server qm.pm): an
+    endpoint right after the VMID would be read as the target VMID."""
+    assert plan_for(argv).migrate_cmd() == ["qm", "remote-migrate", "101", target_vmid, ENDPOINT, *QM_ARGS]
+
+
+def test_endpoint_before_the_target_vmid_is_refused_without_showing_its_secret():
+    with pytest.raises(InputError) as err:
+        parse_qm_args([ENDPOINT, "9101", *QM_ARGS])
+    assert "in qm's order, VMID [TARGET-VMID] TARGET-ENDPOINT" in str(err.value)
+    assert SECRET not in str(err.value)
 
 
 def test_masked_hides_the_token_secret():
@@ -127,7 +162,7 @@ def set_state(node, **changes) -> None:
     node["state"].write_text(json.dumps(state))
 
 
-def remote_migrate(node, url, *args: str) -> subprocess.CompletedProcess:
+def remote_migrate(node, url, *args: str, **extra: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "PATH": f"{node['bin']}:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -136,6 +171,7 @@ def remote_migrate(node, url, *args: str) -> subprocess.CompletedProcess:
         "MIGRATION_GUARD_TOKEN": TOKEN,
         "MIGRATION_GUARD_NODE": "pva1",
         "MIGRATION_GUARD_PENDING_REATTACH": str(node["pending"]),
+        **extra,
     }
     env.pop("MIGRATION_GUARD_QM", None)
     return subprocess.run(
@@ -253,6 +289,7 @@ def test_delete_leaves_only_the_reattach_instruction(stack, node):  # noqa: F811
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "102" not in read_state(node)["vms"]
     assert [c[0] for c in calls(node)] == ["config", "set", "remote-migrate"]
+    assert calls(node)[2] == ["remote-migrate", "102", "102", ENDPOINT, *QM_ARGS, "--delete"]
     assert f"qm set 102 --hookscript {HOOK}" in node["pending"].read_text()
 
 
@@ -296,3 +333,109 @@ def test_bad_arguments_are_refused_before_qm_runs(node):
     proc = remote_migrate(node, "http://127.0.0.1:9", "102", "--", ENDPOINT, *QM_ARGS)
     assert proc.returncode == 2 and "--target-cluster and --target-node are required" in proc.stderr
     assert calls(node) == []
+
+
+@pytest.mark.integration
+def test_qms_order_without_a_target_vmid_moves_the_vm(stack, node):  # noqa: F811
+    """`migration-guard remote-migrate 102 ENDPOINT ...` reads like `qm remote-migrate`: qm itself
+    gets the target VMID written out, else it takes the endpoint for it and refuses."""
+    proc = remote_migrate(
+        node, stack["url"], "102", ENDPOINT, *QM_ARGS, "--target-cluster", "intel", "--target-node", "pvb2"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls(node)[2] == ["remote-migrate", "102", "102", ENDPOINT, *QM_ARGS]
+    assert "qm set 102 --hookscript" in node["pending"].read_text()
+
+
+# --- what qm would refuse is refused before anything changes -------------------------------------
+
+HA_RESOURCES = """# HA resources
+ct: 102
+\tstate started
+
+vm: 1020
+\tstate started
+
+vm: 102
+\tgroup prefer-a
+\tstate started
+"""
+REPLICATION = """local: 101-0
+\ttarget pva2
+\tschedule */15
+
+local: 102-1
+\ttarget pva2
+\tdisable 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("files", "needle"),
+    [
+        (
+            {"ha/resources.cfg": HA_RESOURCES},
+            "VM 102 is managed by HA (vm:102 in {etc}/ha/resources.cfg); qm remote-migrate refuses it: "
+            "'cannot remote-migrate VM that is configured for HA'. Remove it from HA first "
+            "(ha-manager remove vm:102)",
+        ),
+        (
+            {"replication.cfg": REPLICATION},
+            "VM 102 is replicated (job 102-1 in {etc}/replication.cfg); qm remote-migrate refuses it: "
+            "'cannot remote-migrate replicated VM'. Remove the job first (pvesr delete 102-1)",
+        ),
+    ],
+)
+def test_ha_managed_or_replicated_vm_is_refused_up_front(node, tmp_path, monkeypatch, capsys, files, needle):
+    from shared import remote_migrate as rm
+    from shared.cli.main import main
+
+    etc = tmp_path / "etc-pve"
+    for name, text in files.items():
+        (etc / name).parent.mkdir(parents=True, exist_ok=True)
+        (etc / name).write_text(text)
+    monkeypatch.setattr(rm, "PVE_ETC", etc)
+    monkeypatch.setenv("PATH", f"{node['bin']}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    monkeypatch.setenv("FAKE_PVE_STATE", str(node["state"]))
+    monkeypatch.setenv("MIGRATION_GUARD_URL", "http://127.0.0.1:9")  # never asked: refused before
+    monkeypatch.delenv("MIGRATION_GUARD_QM", raising=False)
+    argv = ["remote-migrate", "102", "9102", ENDPOINT, *QM_ARGS, "--target-cluster", "intel"]
+    code = main([*argv, "--target-node", "pvb2"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert needle.format(etc=etc) in err and err.endswith("nothing was changed\n") and err.count("\n") == 1
+    assert calls(node) == [["config", "102"]]  # no qm set, no qm remote-migrate
+    assert read_state(node)["vms"]["102"]["config"]["hookscript"] == HOOK
+
+
+def test_other_vms_ha_and_replication_entries_do_not_refuse(tmp_path):
+    from shared.remote_migrate import refusal
+
+    (tmp_path / "ha").mkdir()
+    (tmp_path / "ha" / "resources.cfg").write_text(HA_RESOURCES)
+    (tmp_path / "replication.cfg").write_text(REPLICATION)
+    assert refusal(1020, tmp_path) is not None and refusal(101, tmp_path) is not None
+    assert refusal(103, tmp_path) is None and refusal(10, tmp_path) is None
+    assert refusal(102, tmp_path / "no-such-etc") is None  # a node without HA or replication
+
+
+# --- no secret of ours on a command line ---------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_the_service_token_never_shows_in_ps(stack, node, tmp_path):  # noqa: F811
+    token_file = tmp_path / "guard-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    args = ("102", "9102", ENDPOINT, *QM_ARGS, "--target-cluster", "intel", "--target-node", "pvb2")
+    env = {"MIGRATION_GUARD_TOKEN": ""}
+    proc = remote_migrate(node, stack["url"], *args, "--token-file", str(token_file), **env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = read_state(node)
+    assert "remote-migrate" in state["caller_cmdline"] and TOKEN not in state["caller_cmdline"]
+    assert all(TOKEN not in arg for call in state["calls"] for arg in call)
+    refused = remote_migrate(node, stack["url"], *args, "--token", TOKEN, **env)
+    assert refused.returncode == 2
+    assert "--token would put the service token on the command line" in refused.stderr
+    assert "MIGRATION_GUARD_TOKEN" in refused.stderr and "--token-file FILE" in refused.stderr
+    assert len(read_state(node)["calls"]) == len(state["calls"])  # nothing ran

@@ -15,6 +15,7 @@ from ..hook_installer import (
     SCRIPT_NAME,
     InstallOptions,
     Report,
+    diff_lines,
     install,
     status,
     uninstall,
@@ -39,8 +40,9 @@ def register(subparsers) -> None:
         p.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, metavar="DIR",
                        help="where hook.conf and chain.conf live (default: /etc/migration-guard)")
         p.add_argument("--chain-file", type=Path, metavar="FILE",
-                       help="keep the chain map (previous hookscripts) here; CONFIG_DIR/chain.conf then "
-                            "links to it and later runs keep it. Default on a cluster node: "
+                       help="keep the chain map (previous hookscripts) here (an absolute path); "
+                            "CONFIG_DIR/chain.conf then links to it (its entries merged in first) and later "
+                            "runs keep it. Default on a cluster node: "
                             "/etc/pve/migration-guard/chain.conf (shared by every node), else "
                             "CONFIG_DIR/chain.conf")
 
@@ -53,7 +55,8 @@ def register(subparsers) -> None:
     )
     common(inst)
     inst.add_argument("--url", help="the migration-guard service, e.g. https://guard.example:8443")
-    inst.add_argument("--token-file", metavar="FILE", help="file holding the service token (mode 0600)")
+    inst.add_argument("--token-file", metavar="FILE",
+                      help="file holding the service token (an absolute path; set to mode 0600, owner root)")
     inst.add_argument("--mode", choices=("enforce", "warn", "off"), help="enforce (default), warn, off")
     inst.add_argument("--fail", choices=("open", "closed"),
                       help="without a decision: open (default, allow) or closed (block)")
@@ -61,7 +64,8 @@ def register(subparsers) -> None:
     inst.add_argument("--ca-file", metavar="FILE", help="CA bundle for the service's HTTPS certificate")
     inst.add_argument("--attach", nargs="+", metavar="all|VMID",
                       help="set the hookscript on every VM of this node (all) or on these VMIDs")
-    inst.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    inst.add_argument("--dry-run", action="store_true",
+                      help="print the plan, with a diff of each file it would write; change nothing")
     inst.set_defaults(func=_install)
 
     uninst = sub.add_parser(
@@ -104,6 +108,8 @@ def _print_report(report: Report, verb: str) -> None:
         print("plan (dry run, nothing changed):" if not report.applied else "done:")
         for step in report.steps:
             print(f"  - {step.summary}")
+            if not report.applied:  # the exact change of each text file (token values hidden)
+                print("".join(diff_lines(step)), end="")
     for note in report.notes:
         print(note, file=sys.stderr)
 

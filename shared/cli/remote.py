@@ -1,8 +1,12 @@
 """``migration-guard remote-migrate``: a guarded ``qm remote-migrate``, run as root on the source node.
 
-Asks the service (POST /v1/decisions naming the target cluster: the decision is recorded, a veto
-is published like the hookscript's), refuses an incompatible move, otherwise moves the VM with
-its hookscript line handled (shared/remote_migrate.py; docs/cross-cluster.md).
+Arguments in qm's order (``VMID [TARGET-VMID] TARGET-ENDPOINT`` and qm's options), with ours mixed
+in. Refuses up front what qm would refuse (a locked, HA-managed or replicated VM), asks the service
+(POST /v1/decisions naming the target cluster: the decision is recorded, a veto is published like
+the hookscript's), refuses an incompatible move, otherwise moves the VM with its hookscript line
+handled (shared/remote_migrate.py; docs/cross-cluster.md). The service token comes from the
+environment (MIGRATION_GUARD_TOKEN) or a file (--token-file), never the command line, where ps
+shows it to every user of the node.
 
 Exit codes: 0 moved, 1 refused (the target's CPU cannot run the VM), 2 bad input, 3 service or
 cluster unreachable or no verdict (nothing changed), 4 qm remote-migrate failed (hookscript put back).
@@ -15,7 +19,7 @@ import dataclasses
 import os
 
 from ..errors import InputError
-from ..remote_migrate import PENDING_FILE, Qm, execute, parse_qm_args, plan_move, smbios_uuid
+from ..remote_migrate import PENDING_FILE, Qm, execute, parse_qm_args, plan_move, refusal, smbios_uuid
 from ..service_client import ServiceClient
 
 #: our options (value-taking / flags); everything else after VMID goes to qm remote-migrate
@@ -26,15 +30,20 @@ _OURS_VALUE = {
     "--source-node": "source_node",
     "--url": "url",
     "--token": "token",
+    "--token-file": "token_file",
     "--timeout": "timeout",
     "--pending-file": "pending_file",
 }
 _OURS_FLAG = {"--allow-unknown": "allow_unknown"}
 
 USAGE = (
-    "migration-guard remote-migrate VMID --target-cluster NAME --target-node NODE "
-    "[--source-cluster NAME] [--allow-unknown] -- [TARGET-VMID] TARGET-ENDPOINT "
-    "--target-bridge BRIDGE --target-storage STORAGE [--online] [--delete] [--bwlimit KIB]"
+    "migration-guard remote-migrate VMID [TARGET-VMID] TARGET-ENDPOINT --target-bridge BRIDGE "
+    "--target-storage STORAGE [--online] [--delete] [--bwlimit KIB] --target-cluster NAME "
+    "--target-node NODE [--source-cluster NAME] [--allow-unknown] [--token-file FILE] [--url URL]"
+)
+TOKEN_ON_COMMAND_LINE = (
+    "--token would put the service token on the command line, where every user of this node sees it "
+    "(ps); give it in the environment (MIGRATION_GUARD_TOKEN) or in a file (--token-file FILE)"
 )
 
 
@@ -43,10 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "remote-migrate",
         help="qm remote-migrate to another cluster, after the service said the target's CPU can run the VM",
         usage=USAGE,
-        description="Run as root on the source node. Asks the migration-guard service whether NODE of "
-        "cluster NAME can run the VM; refuses (exit 1) when it cannot. Otherwise removes the VM's "
+        description="Run as root on the source node, with qm remote-migrate's arguments in its order "
+        "(VMID [TARGET-VMID] TARGET-ENDPOINT, then its options) and ours. Refuses a locked, HA-managed "
+        "or replicated VM up front, as qm would (exit 2). Asks the migration-guard service whether NODE "
+        "of cluster NAME can run the VM; refuses (exit 1) when it cannot. Otherwise removes the VM's "
         "hookscript line (the target cluster lets only root@pam set it), runs qm remote-migrate with "
-        "the arguments after VMID unchanged, puts the line back on the source (after a failure, or when "
+        "your arguments, puts the line back on the source (after a failure, or when "
         "the source VM is kept) and prints the command that re-attaches it on the target. "
         "Exit 0 moved, 1 refused, 2 bad input, 3 service/cluster unreachable or no verdict, "
         "4 qm remote-migrate failed.",
@@ -62,7 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--allow-unknown", action="store_true", help="move even when the service cannot judge"
     )
     parser.add_argument("--url", help="the service (default MIGRATION_GUARD_URL, else http://127.0.0.1:8080)")
-    parser.add_argument("--token", help="bearer token (default MIGRATION_GUARD_TOKEN)")
+    parser.add_argument("--token", help=argparse.SUPPRESS)  # refused: see TOKEN_ON_COMMAND_LINE
+    parser.add_argument(
+        "--token-file", help="file holding the service's bearer token (default: MIGRATION_GUARD_TOKEN)"
+    )
     parser.add_argument("--timeout", default="15", help="seconds to wait for the service")
     parser.add_argument(
         "--pending-file", default=None, help=f"where re-attach commands are recorded (default {PENDING_FILE})"
@@ -97,8 +111,27 @@ def split_args(args: argparse.Namespace) -> list[str]:
     return qm
 
 
+def read_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+        loose = os.stat(path).st_mode & 0o077
+    except OSError as exc:
+        raise InputError(f"--token-file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--token-file {path} is not UTF-8 text") from None
+    if not token:
+        raise InputError(f"--token-file {path} is empty: put the service token in it")
+    if loose:
+        say(f"warning: token file {path} is readable by other users; run: chmod 600 {path}")
+    return token
+
+
 def run(args: argparse.Namespace) -> int:
     qm_argv = split_args(args)
+    if args.token is not None:
+        raise InputError(TOKEN_ON_COMMAND_LINE)
+    token = read_token(args.token_file) if args.token_file else None
     if not args.vmid.isdigit() or not 100 <= int(args.vmid) <= 999_999_999:
         raise InputError(f"VMID must be a VM id like 101, not {args.vmid!r}")
     vmid = int(args.vmid)
@@ -123,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
         target_cluster=args.target_cluster,
         target_node=args.target_node,
     )
-    with ServiceClient(args.url, args.token, timeout=timeout) as client:
+    why = refusal(vmid)
+    if why:
+        raise InputError(why)
+    with ServiceClient(args.url, token, timeout=timeout) as client:
         body = client.decide(
             vmid,
             args.target_node,

@@ -254,8 +254,14 @@ def _requirement(spec: CpuSpec, cat: Catalog) -> Requirement:
 def _amd_native_ssbd(host: HostCpu) -> bool:
     r = rules()
     if host.family is not None:
-        model = host.model_number or 0
-        return any((host.family, model) >= limit for limit in r.amd_ssbd_min)
+        if host.model_number is not None:
+            return any((host.family, host.model_number) >= limit for limit in r.amd_ssbd_min)
+        # the family alone (Proxmox's node status has no model number): decided when every model of
+        # the family agrees (family 0x17 holds both Zen 1 and Zen 2: the flags decide)
+        low = any((host.family, 0) >= limit for limit in r.amd_ssbd_min)
+        high = any((host.family, 255) >= limit for limit in r.amd_ssbd_min)
+        if low == high:
+            return low
     return bool(r.amd_ssbd_fallback & host.flags)
 
 

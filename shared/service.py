@@ -267,9 +267,15 @@ class GuardService:
         hit = self._combined.get(key)
         if hit is not None:
             return hit
-        combined = dataclasses.replace(
-            facts, cpu=host_from_qemu_flags(facts.name, facts.cpu_model, offered), flag_source="qemu-kvm"
+        known = facts.cpu  # the node status' CPU: its vendor and family (from cpuinfo) carry over
+        cpu = host_from_qemu_flags(
+            facts.name,
+            facts.cpu_model,
+            offered,
+            known.vendor if known is not None else None,
+            known.family if known is not None else None,
         )
+        combined = dataclasses.replace(facts, cpu=cpu, flag_source="qemu-kvm")
         if len(self._combined) > 4096:
             self._combined.clear()
         self._combined[key] = combined

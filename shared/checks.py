@@ -65,6 +65,8 @@ class Verdict:
     source_cluster: str
     target_cluster: str
     missing: tuple[str, ...] = ()
+    #: what the operator must know about the facts judged (a nested node), never a verdict reason
+    notes: tuple[Reason, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -96,13 +98,30 @@ class Verdict:
                 else "a cluster the service does not read"
             )
             route = f"from {src} to {self.target_cluster}/{self.target}"
+        notes = "".join(f"; note: {n.message}" for n in self.notes)
         if self.verdict == "allow":
-            return f"allowed migration of {vm} {route} (cpu {self.cpu})"
+            return f"allowed migration of {vm} {route} (cpu {self.cpu}){notes}"
         main = [r.message for r in self.reasons if r.code in DENY_CODES or r.code in UNKNOWN_CODES]
         why = "; ".join(main or [r.message for r in self.reasons]) or "no reason given"
         tail = f"; {self.suggestion}" if self.suggestion else ""
         word = "blocked" if self.verdict == "deny" else "could not judge"
-        return f"{word} migration of {vm} {route}: {why}{tail}"
+        return f"{word} migration of {vm} {route}: {why}{tail}{notes}"
+
+
+def nested_note(node: NodeFacts | None) -> Reason | None:
+    """A note when ``node`` is itself a virtual machine and judged on its /proc/cpuinfo: its KVM may
+    offer far less than its cpuinfo shows (on a nested AMD EPYC node real QEMU refused 36 of 133 CPU
+    types its cpuinfo listed). Its KVM view (/cluster/qemu/cpu-flags) is exact and used when given."""
+    if node is None or node.cpu is None or node.flag_source != "cpuinfo":
+        return None
+    if "hypervisor" not in node.cpu.flags:
+        return None
+    return Reason(
+        "nested-node",
+        f"{node.name} is itself a virtual machine (hypervisor flag in its /proc/cpuinfo): the KVM it "
+        "runs may offer far less than its cpuinfo shows, so this verdict may be wrong; Proxmox VE 9.2 "
+        "(pve-manager 9.1.15 or later) reports its exact KVM view",
+    )
 
 
 def _machine_version(machine: str) -> tuple[int, ...] | None:
@@ -139,6 +158,7 @@ def evaluate(
     running = vm.status == "running"
     cpu_label = vm.cpu or "kvm64"
     flag_source = target.flag_source
+    notes: list[Reason] = []
 
     def verdict(kind: str) -> Verdict:
         return Verdict(
@@ -155,6 +175,7 @@ def evaluate(
             source_cluster=source.cluster if source else vm.cluster,
             target_cluster=target.cluster,
             missing=missing,
+            notes=tuple(notes),
         )
 
     if SKIP_TAG in vm.tags:
@@ -189,6 +210,11 @@ def evaluate(
         )
         return verdict("unknown")
 
+    # nested nodes judged on their cpuinfo: the target always, the source when its CPU is passed through
+    for node in (source if spec.is_passthrough and running and source_known else None, target):
+        note = nested_note(node)
+        if note is not None:
+            notes.append(note)
     result = engine.check_migration(spec, source_cpu if source_known else None, target.cpu, running=running)
     model = result.model
     missing = result.missing
@@ -260,6 +286,7 @@ def verdict_body(v: Verdict, *, checked_at: str, facts_age_s: float) -> dict:
         "missing": list(v.missing),
         "suggestion": v.suggestion,
         "flag_source": v.flag_source,
+        **({"facts": [{"code": n.code, "message": n.message} for n in v.notes]} if v.notes else {}),
         "checked_at": checked_at,
         "facts_age_s": round(facts_age_s, 1),
     }

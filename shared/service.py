@@ -18,7 +18,7 @@ from typing import Any
 
 from . import engine
 from .cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
-from .checks import SKIP_TAG, Verdict, evaluate, verdict_body
+from .checks import SKIP_TAG, Verdict, evaluate, nested_note, verdict_body
 from .cpu_spec import parse_cpu
 from .engine import Reason
 from .errors import (
@@ -639,6 +639,7 @@ class GuardService:
             "suggestion": body.get("suggestion"),
             "line": line,
             "facts_age_s": body.get("facts_age_s"),
+            "facts": list(body.get("facts") or ()),
             "requested_source": request.get("source"),
             "smbios_uuid": request.get("smbios_uuid"),
             "requested_cpu": request.get("cpu"),
@@ -649,7 +650,7 @@ class GuardService:
         recorded = await self.events.record(record)
         published = True
         if body["verdict"] == "deny" or policy_block:
-            reasons = list(body["reasons"])
+            reasons = list(body["reasons"]) + list(body.get("facts") or ())  # a nested node: say so
             if policy_block:
                 reasons.append(
                     {
@@ -703,8 +704,10 @@ class GuardService:
                 continue
             node, node_age = got
             best = engine.recommend([node.cpu]).recommended if node.cpu is not None else None
+            note = nested_note(node)
             out.append(
                 {
+                    **({"note": note.message} if note is not None else {}),
                     "name": node.name,
                     "cluster": node.cluster,
                     "online": node.online,
@@ -782,6 +785,11 @@ class GuardService:
             "cluster": self.cluster,
             "nodes": [n.name for n in hosts_facts],
             "nodes_without_flags": unknown,
+            **(
+                {"notes": [n.message for n in map(nested_note, hosts_facts) if n is not None]}
+                if any(nested_note(n) for n in hosts_facts)
+                else {}
+            ),
             "recommended": rec.recommended,
             "ranked": list(rec.ranked),
             "blocked": [{"type": b.type, "node": b.host, "missing": list(b.missing)} for b in rec.blocked],

@@ -27,6 +27,7 @@ from .errors import (
     InputError,
     ProxmoxError,
     ProxmoxUnreachable,
+    StoreUnavailable,
     UnknownNodeError,
     UnknownVmError,
 )
@@ -100,6 +101,22 @@ def _judge(vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition 
 
 _PRECHECK_OFF = Precondition(checked=False, skipped_reason="the precondition check is turned off")
 
+#: vetoes of one VM toward one target count as one run while no gap is longer than this (HA's CRM
+#: retries a vetoed migration every round, ~10 s, while the source node is in maintenance)
+REPEAT_WINDOW_S = 600.0
+REPEAT_KEY = "migration-guard:vetoes:{key}"
+
+
+def repeat_advice(count: int, first: float, source: str, suggestion: str | None) -> str:
+    """What the hook line adds to a veto that repeats: HA keeps trying, and what stops it."""
+    since = time.strftime("%H:%M", time.gmtime(first))
+    fix = f" ({suggestion})" if suggestion else ""
+    return (
+        f"blocked {count} times since {since} UTC; HA retries until {source or 'the source node'} "
+        f"leaves maintenance or the CPU type changes: set a CPU type both nodes run{fix} and restart "
+        "the VM, or migrate it by hand to a node that runs it"
+    )
+
 
 class GuardService:
     #: every cluster this service reads (issue 6), built on first use by across()
@@ -131,6 +148,9 @@ class GuardService:
         self._combined: dict[tuple, NodeFacts] = {}
         self._verdicts: dict[tuple, tuple[Verdict, NodeFacts, NodeFacts, bytes]] = {}
         self._tasks: set[asyncio.Task] = set()
+        #: (source cluster, vmid, target cluster, target) -> (first, count, last): vetoes in a row,
+        #: used while Redis is down (Redis keeps them for every service process otherwise)
+        self._repeats: dict[tuple, tuple[float, int, float]] = {}
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -621,6 +641,12 @@ class GuardService:
         if policy_block:
             exit_code = 4
             line = f"{line}; blocked (remote_unknown = deny)"
+        repeats: tuple[int, float] | None = None
+        if body["verdict"] == "deny" and mode == "enforce":
+            repeats = await self._count_veto(body, target, now)
+            if repeats[0] > 1:
+                advice = repeat_advice(repeats[0], repeats[1], body.get("source", ""), body.get("suggestion"))
+                line = f"{line}; {advice}"
         record = {
             "id": decision_id,
             "time": iso_utc(now),
@@ -674,6 +700,8 @@ class GuardService:
                 "suggestion": record["suggestion"],
                 "enforced": mode == "enforce",
             }
+            if repeats is not None:  # the Slack message of this VM and target shows the running count
+                event["repeat"] = {"count": repeats[0], "since": iso_utc(repeats[1])}
             published = await self.events.publish(event)
         body["event_queued"] = not published
         body["recorded"] = recorded
@@ -689,6 +717,38 @@ class GuardService:
         body["code"] = code
         body["line"] = line
         return outcome
+
+    async def _count_veto(self, body: dict, target: str, now: float) -> tuple[int, float]:
+        """(how many vetoes of this VM toward ``target`` in a row, when the first was): in Redis for
+        every service process, in memory while Redis is down. A gap over REPEAT_WINDOW_S starts anew."""
+        parts = (
+            body.get("source_cluster") or self.cluster,
+            body["vmid"],
+            body.get("target_cluster") or self.cluster,
+            target,
+        )
+        key = REPEAT_KEY.format(key=":".join(str(p) for p in parts))
+
+        async def bump(r: Any) -> Any:
+            pipe = r.pipeline(transaction=True)
+            pipe.hincrby(key, "count", 1)
+            pipe.hsetnx(key, "first", repr(now))
+            pipe.hget(key, "first")
+            pipe.expire(key, int(REPEAT_WINDOW_S))
+            return await pipe.execute()
+
+        try:
+            count, _, first, _ = await self.store.run(bump)
+            return int(count), float(first)
+        except (StoreUnavailable, TypeError, ValueError):
+            seen = self._repeats.get(parts)
+            if seen is None or now - seen[2] > REPEAT_WINDOW_S:
+                seen = (now, 0, now)
+            seen = (seen[0], seen[1] + 1, now)
+            if len(self._repeats) > 10_000:
+                self._repeats.clear()
+            self._repeats[parts] = seen
+            return seen[1], seen[0]
 
     async def cluster_view(self) -> dict:
         nodes, age = await self.node_list()

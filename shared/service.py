@@ -16,6 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from . import engine
 from .cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
 from .checks import SKIP_TAG, Verdict, evaluate, nested_note, verdict_body
@@ -107,13 +109,13 @@ REPEAT_WINDOW_S = 600.0
 REPEAT_KEY = "migration-guard:vetoes:{key}"
 
 
-def repeat_advice(count: int, first: float, source: str, suggestion: str | None) -> str:
-    """What the hook line adds to a veto that repeats: HA keeps trying, and what stops it."""
+def repeat_advice(count: int, first: float, source: str) -> str:
+    """What the hook line adds to a veto that repeats: HA keeps trying, and what stops it (the
+    line's suggestion, when there is one, names a CPU type both nodes run)."""
     since = time.strftime("%H:%M", time.gmtime(first))
-    fix = f" ({suggestion})" if suggestion else ""
     return (
         f"blocked {count} times since {since} UTC; HA retries until {source or 'the source node'} "
-        f"leaves maintenance or the CPU type changes: set a CPU type both nodes run{fix} and restart "
+        "leaves maintenance or the CPU type changes: set a CPU type both nodes run and restart "
         "the VM, or migrate it by hand to a node that runs it"
     )
 
@@ -645,7 +647,7 @@ class GuardService:
         if body["verdict"] == "deny" and mode == "enforce":
             repeats = await self._count_veto(body, target, now)
             if repeats[0] > 1:
-                advice = repeat_advice(repeats[0], repeats[1], body.get("source", ""), body.get("suggestion"))
+                advice = repeat_advice(repeats[0], repeats[1], body.get("source", ""))
                 line = f"{line}; {advice}"
         record = {
             "id": decision_id,
@@ -729,17 +731,28 @@ class GuardService:
         )
         key = REPEAT_KEY.format(key=":".join(str(p) for p in parts))
 
-        async def bump(r: Any) -> Any:
-            pipe = r.pipeline(transaction=True)
-            pipe.hincrby(key, "count", 1)
-            pipe.hsetnx(key, "first", repr(now))
-            pipe.hget(key, "first")
-            pipe.expire(key, int(REPEAT_WINDOW_S))
-            return await pipe.execute()
+        async def bump(r: Any) -> tuple[int, float]:
+            # the window is judged on the service's clock (the key's own expiry only cleans up)
+            async with r.pipeline(transaction=True) as pipe:
+                for _attempt in range(5):
+                    try:
+                        await pipe.watch(key)
+                        count, first, last = await pipe.hmget(key, "count", "first", "last")
+                        if count and first and last and now - float(last) <= REPEAT_WINDOW_S:
+                            seen = (int(count) + 1, float(first))
+                        else:
+                            seen = (1, now)
+                        pipe.multi()
+                        pipe.hset(key, mapping={"count": seen[0], "first": repr(seen[1]), "last": repr(now)})
+                        pipe.expire(key, int(REPEAT_WINDOW_S) * 2)
+                        await pipe.execute()
+                        return seen
+                    except WatchError:  # another decision of this VM and target meanwhile
+                        continue
+            raise ValueError("the veto count kept changing under us")  # counted in memory instead
 
         try:
-            count, _, first, _ = await self.store.run(bump)
-            return int(count), float(first)
+            return await self.store.run(bump)
         except (StoreUnavailable, TypeError, ValueError):
             seen = self._repeats.get(parts)
             if seen is None or now - seen[2] > REPEAT_WINDOW_S:

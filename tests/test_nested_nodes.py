@@ -64,3 +64,13 @@ def test_the_kvm_view_of_a_nested_node_needs_no_note():
     assert nested_note(node("pve1", BARE_REF)) is None
     v = evaluate(vm(), node("pve1", BARE_REF), node("pve2", BARE_REF))
     assert v.notes == () and "facts" not in verdict_body(v, checked_at="x", facts_age_s=0.0)
+
+
+def test_the_slack_answer_shows_the_nested_note():
+    from bot.answers import verdict_answer
+
+    v = evaluate(vm(), node("pve1", BARE_REF), node("pve-nested", NESTED_REF))
+    body = verdict_body(v, checked_at="2026-12-06T20:00:00Z", facts_age_s=1.0)
+    answer = verdict_answer(body)
+    assert "pve-nested is itself a virtual machine" in answer.text
+    assert "nested-node" in str(answer.blocks)

@@ -205,3 +205,14 @@ def test_ha_retrying_a_veto_is_told_what_to_do_and_counted(service, confdir):
     repeats = [json.loads(f["event"]).get("repeat", {}).get("count") for _, f in events
                if json.loads(f["event"])["vmid"] == 205]
     assert repeats == [1, 2, 3]
+
+
+def test_the_cluster_view_names_the_nested_node_and_reads_the_kvm_view(service):
+    import httpx
+
+    body = httpx.get(f"{service}/v1/cluster", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+    nodes = {n["name"]: n for n in body["nodes"]}
+    assert "pve-nested is itself a virtual machine" in nodes["pve-nested"]["note"]
+    assert "note" not in nodes["pve-epyc"] and "note" not in nodes["pve-zen5"]
+    assert (nodes["pve-zen5"]["flag_source"], nodes["pve-zen5"]["vendor"]) == ("qemu-kvm", "amd")
+    assert (nodes["pve-new1"]["flag_source"], nodes["pve-new1"]["vendor"]) == ("cpuinfo", "amd")

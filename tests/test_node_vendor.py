@@ -102,3 +102,16 @@ def test_the_cluster_reader_reads_vendor_and_family_from_the_node_status():
         new, old = reader.node_facts("pve-new"), reader.node_facts("pve-old")
     assert new.cpu is not None and (new.cpu.vendor, new.cpu.family) == ("amd", 25)
     assert old.cpu is not None and (old.cpu.vendor, old.cpu.family) == ("unknown", None)
+
+
+def test_a_family_read_later_makes_new_node_facts():
+    """A node upgraded to a pve-common that sends the family: its facts are not the old ones."""
+    from shared.cache import facts_hash
+    from shared.facts import NodeFacts
+
+    status = {"model": NEUTRAL_MODEL, "flags": NEUTRAL_FLAGS, "vendor": "AuthenticAMD"}
+    before = NodeFacts("lab", "pve9", True, cpu=host_from_proxmox("pve9", status), flag_source="cpuinfo")
+    after = NodeFacts(
+        "lab", "pve9", True, cpu=host_from_proxmox("pve9", {**status, "family": 25}), flag_source="cpuinfo"
+    )
+    assert facts_hash(before) != facts_hash(after)

@@ -120,7 +120,7 @@ def nested_note(node: NodeFacts | None) -> Reason | None:
         "nested-node",
         f"{node.name} is itself a virtual machine (hypervisor flag in its /proc/cpuinfo): the KVM it "
         "runs may offer far less than its cpuinfo shows, so this verdict may be wrong; Proxmox VE 9.2 "
-        "(pve-manager 9.1.15 or later) reports its exact KVM view",
+        "reports its exact KVM view",
     )
 
 

@@ -648,7 +648,9 @@ class GuardService:
             repeats = await self._count_veto(body, target, now)
             if repeats[0] > 1:
                 advice = repeat_advice(repeats[0], repeats[1], body.get("source", ""))
-                line = f"{line}; {advice}"
+                # before any note: what to do must survive the hook's cut of a long line
+                head, sep, notes = line.partition("; note: ")
+                line = f"{head}; {advice}{sep}{notes}"
         record = {
             "id": decision_id,
             "time": iso_utc(now),

@@ -36,8 +36,14 @@ def make_service(server, clock: Clock, redis_url: str = "") -> GuardService:
     return GuardService(settings, reader_for(server), Store(client, kind), clock=clock)
 
 
-def decide(service: GuardService, mode: str = "enforce") -> dict:
-    request = {"vmid": 205, "target": "pve-atom", "source": "pve-sky1", "mode": mode}
+def decide(
+    service: GuardService,
+    mode: str = "enforce",
+    vmid: int = 205,
+    source: str = "pve-sky1",
+    target: str = "pve-atom",
+) -> dict:
+    request = {"vmid": vmid, "target": target, "source": source, "mode": mode}
     return asyncio.run(service.decide(request)).body
 
 
@@ -96,3 +102,12 @@ def test_with_redis_down_the_count_is_kept_in_memory(server):
     second = decide(service)
     assert first["recorded"] is False and "times since" not in first["line"]
     assert "; blocked 2 times since 20:26 UTC; HA retries until pve-sky1 leaves maintenance" in second["line"]
+
+
+def test_what_to_do_comes_before_a_nested_note(server):
+    clock = Clock(1_780_000_000.0)
+    service = make_service(server, clock)
+    decide(service, vmid=203, source="pve-epyc", target="pve-nested")
+    clock.now += 10
+    line = decide(service, vmid=203, source="pve-epyc", target="pve-nested")["line"]
+    assert line.index("lacks") < line.index("blocked 2 times") < line.index("note: pve-nested is itself")

@@ -13,6 +13,7 @@ from .cpu_spec import CpuSpec, parse_cpu
 from .engine import Reason
 from .errors import CpuSpecError
 from .facts import NodeFacts, Precondition, VmFacts
+from .hosts import HostCpu
 
 SKIP_TAG = "migration-guard-skip"
 
@@ -112,13 +113,18 @@ def nested_note(node: NodeFacts | None) -> Reason | None:
     """A note when ``node`` is itself a virtual machine and judged on its /proc/cpuinfo: its KVM may
     offer far less than its cpuinfo shows (on a nested AMD EPYC node real QEMU refused 36 of 133 CPU
     types its cpuinfo listed). Its KVM view (/cluster/qemu/cpu-flags) is exact and used when given."""
-    if node is None or node.cpu is None or node.flag_source != "cpuinfo":
+    if node is None or node.flag_source != "cpuinfo":
         return None
-    if "hypervisor" not in node.cpu.flags:
+    return nested_host_note(node.cpu)
+
+
+def nested_host_note(cpu: HostCpu | None) -> Reason | None:
+    """``nested_note`` for a CPU judged on /proc/cpuinfo flags (a host file of the CLI too)."""
+    if cpu is None or cpu.flag_source != "cpuinfo" or "hypervisor" not in cpu.flags:
         return None
     return Reason(
         "nested-node",
-        f"{node.name} is itself a virtual machine (hypervisor flag in its /proc/cpuinfo): the KVM it "
+        f"{cpu.name} is itself a virtual machine (hypervisor flag in its /proc/cpuinfo): the KVM it "
         "runs may offer far less than its cpuinfo shows, so this verdict may be wrong; Proxmox VE 9.2 "
         "reports its exact KVM view",
     )

@@ -74,3 +74,31 @@ def test_the_slack_answer_shows_the_nested_note():
     answer = verdict_answer(body)
     assert "pve-nested is itself a virtual machine" in answer.text
     assert "nested-node" in str(answer.blocks)
+
+
+def test_the_cli_says_a_host_file_is_a_nested_node(tmp_path):
+    import json as _json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fx = dict(cpu_fixture(NESTED_REF), name="pve-nested")
+    nested = tmp_path / "nested.json"
+    nested.write_text(_json.dumps(fx))
+    bare = tmp_path / "bare.json"
+    bare.write_text(_json.dumps(dict(cpu_fixture(BARE_REF), name="pve1")))
+    repo = Path(__file__).resolve().parents[1]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli.main", "cpu", *args],
+            capture_output=True, text=True, timeout=60, cwd=repo,
+        )
+
+    checked = cli("check", "--host", str(nested), "--cpu", "x86-64-v2-AES")
+    assert checked.returncode == 0, checked.stderr
+    assert "note: pve-nested is itself a virtual machine" in checked.stdout
+    moved = cli("migrate", "--json", "--source", str(bare), "--target", str(nested), "--cpu", "x86-64-v2-AES")
+    assert _json.loads(moved.stdout)["facts"][0]["code"] == "nested-node"
+    back = cli("migrate", "--json", "--source", str(nested), "--target", str(bare), "--cpu", "x86-64-v2-AES")
+    assert "facts" not in _json.loads(back.stdout)  # a named type: the source's CPU is not judged

@@ -450,10 +450,8 @@ class Notifier:
             if self.stop_event.is_set():
                 raise Stopped
             try:
-                kwargs: dict[str, Any] = {"channel": self.channel, "ts": ts, "text": clip(text, 3000)}
-                if blocks:
-                    kwargs["blocks"] = blocks
-                self.slack.chat_update(**kwargs)
+                # blocks always given: without them Slack would keep the old blocks (and count)
+                self.slack.chat_update(channel=self.channel, ts=ts, text=clip(text, 3000), blocks=blocks)
                 return True
             except SlackApiError as exc:
                 status = exc.response.status_code

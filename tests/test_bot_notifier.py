@@ -660,3 +660,17 @@ def test_gateway_timeout_is_checked_before_posting_again(store, slack):
     assert [c["status"] for c in slack.calls("chat.postMessage")] == [504, 200]
     assert [c["method"] for c in lookups(slack)] == ["conversations.history"]
     assert len(slack.messages("C0VETO")) == 1
+
+
+def test_blocks_slack_refuses_in_an_edit_are_replaced_by_plain_text(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    first = publish(store, repeat={"count": 1, "since": now_iso()})
+    run_until(n, lambda: recorded(store, first))
+    slack.fail("chat.update", status=200, error="invalid_blocks")
+    again = publish(store, repeat={"count": 2, "since": now_iso()})
+    run_until(make(store, slack), lambda: recorded(store, again))
+    refused, plain = slack.calls("chat.update")
+    assert refused["params"]["blocks"] and plain["params"]["blocks"] == []
+    (message,) = slack.messages("C0VETO")
+    assert "blocks" not in message and "blocked 2 times" in message["text"]  # no stale count left

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from redis.exceptions import WatchError
-
 from . import engine
 from .cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
 from .checks import SKIP_TAG, Verdict, evaluate, nested_note, verdict_body
@@ -724,7 +722,8 @@ class GuardService:
 
     async def _count_veto(self, body: dict, target: str, now: float) -> tuple[int, float]:
         """(how many vetoes of this VM toward ``target`` in a row, when the first was): in Redis for
-        every service process, in memory while Redis is down. A gap over REPEAT_WINDOW_S starts anew."""
+        every service process (its key expires REPEAT_WINDOW_S after the last veto), in memory while
+        Redis is down. A gap over REPEAT_WINDOW_S starts anew."""
         parts = (
             body.get("source_cluster") or self.cluster,
             body["vmid"],
@@ -733,28 +732,19 @@ class GuardService:
         )
         key = REPEAT_KEY.format(key=":".join(str(p) for p in parts))
 
-        async def bump(r: Any) -> tuple[int, float]:
-            # the window is judged on the service's clock (the key's own expiry only cleans up)
-            async with r.pipeline(transaction=True) as pipe:
-                for _attempt in range(5):
-                    try:
-                        await pipe.watch(key)
-                        count, first, last = await pipe.hmget(key, "count", "first", "last")
-                        if count and first and last and now - float(last) <= REPEAT_WINDOW_S:
-                            seen = (int(count) + 1, float(first))
-                        else:
-                            seen = (1, now)
-                        pipe.multi()
-                        pipe.hset(key, mapping={"count": seen[0], "first": repr(seen[1]), "last": repr(now)})
-                        pipe.expire(key, int(REPEAT_WINDOW_S) * 2)
-                        await pipe.execute()
-                        return seen
-                    except WatchError:  # another decision of this VM and target meanwhile
-                        continue
-            raise ValueError("the veto count kept changing under us")  # counted in memory instead
+        async def bump(r: Any) -> Any:
+            # one round trip, no WATCH: a burst of decisions (a node evacuation) must not queue on
+            # the connection pool; the run ends when the key expires (REPEAT_WINDOW_S after the last)
+            pipe = r.pipeline(transaction=True)
+            pipe.hincrby(key, "count", 1)
+            pipe.hsetnx(key, "first", repr(now))
+            pipe.hget(key, "first")
+            pipe.pexpire(key, int(REPEAT_WINDOW_S * 1000))
+            return await pipe.execute()
 
         try:
-            return await self.store.run(bump)
+            count, _, first, _ = await self.store.run(bump)
+            return int(count), float(first)
         except (StoreUnavailable, TypeError, ValueError):
             seen = self._repeats.get(parts)
             if seen is None or now - seen[2] > REPEAT_WINDOW_S:

@@ -73,12 +73,18 @@ def test_repeats_are_counted_and_the_line_says_what_to_do(server):
     assert [d["line"] for d in reversed(events)] == lines  # every decision recorded, with its line
 
 
-def test_a_quiet_gap_starts_the_count_anew(server):
+def test_a_quiet_gap_starts_the_count_anew(server, monkeypatch):
+    import time
+
+    import shared.service
+
+    monkeypatch.setattr(shared.service, "REPEAT_WINDOW_S", 0.3)  # the run's key expires in Redis
     clock = Clock(1_780_000_000.0)
     service = make_service(server, clock)
     decide(service)
     clock.now += 10
     assert "blocked 2 times" in decide(service)["line"]
+    time.sleep(0.5)
     clock.now += REPEAT_WINDOW_S + 1
     assert "times since" not in decide(service)["line"]
 

@@ -419,8 +419,13 @@ def _cpu_label(cpu: Any) -> str:
 
 
 def _reasons(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The verdict's reasons, then its ``facts`` notes (e.g. a nested node) not already among them."""
     raw = body.get("reasons") or []
-    return [r if isinstance(r, dict) else {"message": str(r)} for r in raw] if isinstance(raw, list) else []
+    out = [r if isinstance(r, dict) else {"message": str(r)} for r in raw] if isinstance(raw, list) else []
+    notes = body.get("facts")
+    if isinstance(notes, list):
+        out += [n for n in notes if isinstance(n, dict) and n not in out]
+    return out
 
 
 def _reason_m(r: dict[str, Any]) -> str:

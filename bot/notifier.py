@@ -26,8 +26,16 @@ After a restart the notifier first drains its own pending entries, then takes ov
 entries of dead consumers: at once for consumers of this host whose process is gone, and with
 XAUTOCLAIM after ``claim_idle_s`` for any other consumer.
 
-Repeated vetoes of the same VM to the same target within 10 minutes of the first message go
-into that message's thread.
+Repeated vetoes of the same VM to the same target (HA's CRM retries a vetoed migration every
+round, ~10 s, while the source node is in maintenance) do not post again: the one message of that VM
+and target is edited in place (``chat.update``) to show the running count the service put in the
+event (``repeat``: ``{"count", "since"}``): "blocked 14 times since 10:02 UTC; HA retries until the
+node leaves maintenance or the CPU type changes". Such an event is delivered once the message shows
+its count or a higher one: its "posted" record (the message's ts), the highest count shown and the
+XACK are written in one transaction after the edit; an edit is idempotent (the whole message is set),
+so a crash before the transaction only edits again. A run ends after 10 minutes without a veto (or
+when the service starts counting anew); the next veto posts a new message. A message deleted in
+Slack is replaced by a new post.
 """
 
 from __future__ import annotations
@@ -48,7 +56,8 @@ import redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from .answers import verdict_answer
+from . import blocks as bk
+from .answers import Answer, verdict_answer
 from .messages import clip
 
 log = logging.getLogger(__name__)
@@ -56,12 +65,17 @@ log = logging.getLogger(__name__)
 STREAM = "migration-guard:events"
 GROUP = "slack-notifier"
 POSTED_KEY = "migration-guard:slack:posted:{id}"
+#: the one message of a (VM, target) run of vetoes: its ts (the name is from when repeats were replies)
 THREAD_KEY = "migration-guard:slack:thread:{key}"
+#: the highest running count that message shows
+SHOWN_KEY = "migration-guard:slack:shown:{key}"
 POSTED_TTL_S = 7 * 24 * 3600
 REPEAT_WINDOW_S = 600
 #: on the very first start (no group yet), vetoes older than this are history, not news
 FIRST_START_LOOKBACK_S = 3600
 FORGET_CONSUMER_AFTER_S = 24 * 3600
+#: chat.update answers meaning the message is gone (deleted, or the channel): post a new one
+_GONE_ERRORS = {"message_not_found", "cant_update_message", "channel_not_found", "is_archived"}
 #: Slack errors about our message body: re-send as plain text instead of retrying forever
 _BODY_ERRORS = {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "invalid_attachments"}
 #: the Slack message metadata every veto carries: {"event_type": ..., "event_payload": {"event_id": id}}
@@ -342,15 +356,15 @@ class Notifier:
             self.store.xack(STREAM, GROUP, entry_id)
             return _s(already)
         thread_key = THREAD_KEY.format(key=veto.thread_key)
-        raw_thread = self.store.get(thread_key)
-        thread_ts = _s(raw_thread) if raw_thread else None
+        raw_message = self.store.get(thread_key)
+        message_ts = _s(raw_message) if raw_message else None
+        count, since = _repeat(veto.body)
         delivery = None
         if redelivered:
+            # an earlier attempt may have posted it (when no run's message was known then)
             event_time = _event_time(veto.body)
             oldest = None if event_time is None else min(event_time, self.clock()) - LOOKUP_MARGIN_S
-            # where it would go now, and the top level too: the first attempt may have gone to
-            # the top level before another consumer started this VM's thread
-            delivery = self.find_posted(veto, thread_ts, oldest, top_level_too=True)
+            delivery = self.find_posted(veto, None, oldest)
             if delivery is not None:
                 log.info(
                     "veto %s is in Slack already (ts %s, posted by an attempt that died before recording "
@@ -358,15 +372,122 @@ class Notifier:
                     veto.event_id,
                     delivery.ts,
                 )
+                if message_ts is not None and message_ts != delivery.ts:  # another message leads
+                    pipe = self.store.pipeline(transaction=True)
+                    pipe.set(posted_key, delivery.ts, ex=POSTED_TTL_S)
+                    pipe.xack(STREAM, GROUP, entry_id)
+                    pipe.execute()
+                    return delivery.ts
+        if delivery is None and message_ts is not None and count != 1:  # a repeat: edit the run's message
+            return self._count_in(veto, entry_id, posted_key, thread_key, message_ts, count, since)
         if delivery is None:
-            delivery = self.post(veto, thread_ts)  # found=True: this very post, its answer lost
+            delivery = self.post(veto, None)  # found=True: this very post, its answer lost
             self.posted += 1
+        self._record(veto, entry_id, posted_key, thread_key, delivery.thread_ts or delivery.ts, count or 1)
+        return delivery.ts
+
+    def _record(
+        self, veto: Veto, entry_id: str, posted_key: str, thread_key: str, ts: str, shown: int
+    ) -> None:
+        """One transaction: the event is posted (as ``ts``), ``ts`` is the run's message showing
+        ``shown`` (both kept 10 minutes past this veto), and the entry is acknowledged."""
         pipe = self.store.pipeline(transaction=True)
-        pipe.set(posted_key, delivery.ts, ex=POSTED_TTL_S)
-        pipe.set(thread_key, delivery.thread_ts or delivery.ts, ex=REPEAT_WINDOW_S, nx=True)
+        pipe.set(posted_key, ts, ex=POSTED_TTL_S)
+        pipe.set(thread_key, ts, ex=REPEAT_WINDOW_S)
+        pipe.set(SHOWN_KEY.format(key=veto.thread_key), shown, ex=REPEAT_WINDOW_S)
         pipe.xack(STREAM, GROUP, entry_id)
         pipe.execute()
-        return delivery.ts
+
+    def _count_in(
+        self,
+        veto: Veto,
+        entry_id: str,
+        posted_key: str,
+        thread_key: str,
+        message_ts: str,
+        count: int | None,
+        since: str | None,
+    ) -> str:
+        """A repeat: edit the run's message to show ``count`` (the service's running count; without
+        one, one more than shown). A message already showing as many or more is left alone."""
+        raw = self.store.get(SHOWN_KEY.format(key=veto.thread_key))
+        shown = int(_s(raw)) if raw is not None and _s(raw).isdigit() else 1
+        if count is None:
+            count = shown + 1
+        ts = message_ts
+        if count > shown and not self.update(veto, message_ts, count, since):  # the message is gone
+            log.warning(
+                "the Slack message %s of VM %s to %s is gone (deleted?); posting veto %s anew",
+                message_ts,
+                veto.body.get("vmid"),
+                veto.body.get("target"),
+                veto.event_id,
+            )
+            ts = self.post(veto, None).ts
+            self.posted += 1
+        self._record(veto, entry_id, posted_key, thread_key, ts, max(count, shown))
+        return ts
+
+    def message(self, veto: Veto) -> Answer:
+        """The veto's message; with a running count over 1, the count and what HA does about it."""
+        answer = verdict_answer(veto.body, veto=True)
+        count, since = _repeat(veto.body)
+        if not count or count < 2:
+            return answer
+        line = repeat_line(count, since)
+        blocks = list(answer.blocks)
+        blocks.insert(1, bk.section(f"*{line}*"))
+        return Answer(text=f"{answer.text} {line}.", blocks=blocks)
+
+    def update(self, veto: Veto, ts: str, count: int, since: str | None) -> bool:
+        """chat.update of the run's message until Slack accepts it (an edit sets the whole message:
+        safe to repeat). False when the message is gone. Raises Stopped on stop."""
+        body = dict(veto.body, repeat={"count": count, "since": since})
+        message = self.message(Veto(veto.entry_id, veto.event_id, body))
+        text, blocks = message.text, message.blocks
+        attempt = 0
+        while True:
+            if self.stop_event.is_set():
+                raise Stopped
+            try:
+                # blocks always given: without them Slack would keep the old blocks (and count)
+                self.slack.chat_update(channel=self.channel, ts=ts, text=clip(text, 3000), blocks=blocks)
+                return True
+            except SlackApiError as exc:
+                status = exc.response.status_code
+                error = _slack_error(exc)
+                if status == 429:
+                    wait = _retry_after(exc.response.headers, self.retry_after_max_s)
+                    log.warning("Slack rate limit (429) editing message %s; waiting %.0f s", ts, wait)
+                    if self.stop_event.wait(wait):
+                        raise Stopped from None
+                    continue
+                if status == 200 and error in _GONE_ERRORS:
+                    return False
+                if status == 200 and error in _BODY_ERRORS and blocks:
+                    log.error("Slack refused the blocks of message %s (%s); sending plain text", ts, error)
+                    blocks = []
+                    continue
+                wait = self._backoff(attempt)
+                log.warning(
+                    "Slack refused the edit of message %s for veto %s (HTTP %s, %s); retrying in %.1f s",
+                    ts,
+                    veto.event_id,
+                    status,
+                    error or "no error code",
+                    wait,
+                )
+            except _TRANSPORT_ERRORS as exc:
+                wait = self._backoff(attempt)
+                log.warning(
+                    "cannot reach Slack editing message %s (%s); retrying in %.1f s",
+                    ts,
+                    type(exc).__name__,
+                    wait,
+                )
+            attempt += 1
+            if self.stop_event.wait(wait):
+                raise Stopped
 
     def post(self, veto: Veto, thread_ts: str | None) -> Delivery:
         """chat.postMessage until Slack accepts it. Raises Stopped on stop.
@@ -374,10 +495,8 @@ class Notifier:
         After an attempt whose answer never came (timeout, dropped connection, 504) the message
         may be in Slack: the channel is searched for it before the next attempt, and a message
         found there is returned (``found=True``) instead of posting a second one."""
-        message = verdict_answer(veto.body, veto=True)
+        message = self.message(veto)
         text, blocks = message.text, message.blocks
-        if thread_ts:
-            text = "Again: " + text
         metadata = {"event_type": VETO_EVENT_TYPE, "event_payload": {"event_id": veto.event_id}}
         started = self.clock()
         attempt = 0
@@ -563,6 +682,28 @@ class Notifier:
 
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_max_s, self.backoff_base_s * 2 ** min(attempt, 10))
+
+
+def repeat_line(count: int, since: str | None) -> str:
+    """``blocked 14 times since 10:02 UTC; HA retries until the node leaves maintenance or the CPU
+    type changes``."""
+    when = _event_time({"time": since}) if since else None
+    start = f" since {time.strftime('%H:%M', time.gmtime(when))} UTC" if when is not None else ""
+    return (
+        f"blocked {count} times{start}; HA retries until the node leaves maintenance or the CPU type changes"
+    )
+
+
+def _repeat(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """The service's running count of this veto's run and when it began (None, None: not given)."""
+    repeat = body.get("repeat")
+    if not isinstance(repeat, dict):
+        return None, None
+    count = repeat.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return None, None
+    since = repeat.get("since")
+    return count, since if isinstance(since, str) else None
 
 
 def _slack_error(exc: SlackApiError) -> str:

@@ -144,6 +144,7 @@ def facts_hash(node: NodeFacts) -> str:
             node.cpu_model,
             node.flag_source,
             cpu.vendor if cpu else "",
+            f"{cpu.family}/{cpu.model_number}" if cpu else "",
             " ".join(sorted(cpu.flags)) if cpu else "",
             " ".join(sorted(cpu.bugs)) if cpu and cpu.bugs is not None else "-",
             node.pve_version,

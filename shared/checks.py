@@ -13,6 +13,7 @@ from .cpu_spec import CpuSpec, parse_cpu
 from .engine import Reason
 from .errors import CpuSpecError, GuardError
 from .facts import NodeFacts, Precondition, VmFacts
+from .hosts import HostCpu
 
 SKIP_TAG = "migration-guard-skip"
 
@@ -70,6 +71,8 @@ class Verdict:
     missing: tuple[str, ...] = ()
     #: the cpu a pending change sets ("" = kvm64), None when no cpu change is pending
     pending_cpu: str | None = None
+    #: what the operator must know about the facts judged (a nested node), never a verdict reason
+    notes: tuple[Reason, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -101,13 +104,35 @@ class Verdict:
                 else "a cluster the service does not read"
             )
             route = f"from {src} to {self.target_cluster}/{self.target}"
+        notes = "".join(f"; note: {n.message}" for n in self.notes)
         if self.verdict == "allow":
-            return f"allowed migration of {vm} {route} (cpu {self.cpu})"
+            return f"allowed migration of {vm} {route} (cpu {self.cpu}){notes}"
         main = [r.message for r in self.reasons if r.code in DENY_CODES or r.code in UNKNOWN_CODES]
         why = "; ".join(main or [r.message for r in self.reasons]) or "no reason given"
         tail = f"; {self.suggestion}" if self.suggestion else ""
         word = "blocked" if self.verdict == "deny" else "could not judge"
-        return f"{word} migration of {vm} {route}: {why}{tail}"
+        return f"{word} migration of {vm} {route}: {why}{tail}{notes}"
+
+
+def nested_note(node: NodeFacts | None) -> Reason | None:
+    """A note when ``node`` is itself a virtual machine and judged on its /proc/cpuinfo: its KVM may
+    offer far less than its cpuinfo shows (on a nested AMD EPYC node real QEMU refused 36 of 133 CPU
+    types its cpuinfo listed). Its KVM view (/cluster/qemu/cpu-flags) is exact and used when given."""
+    if node is None or node.flag_source != "cpuinfo":
+        return None
+    return nested_host_note(node.cpu)
+
+
+def nested_host_note(cpu: HostCpu | None) -> Reason | None:
+    """``nested_note`` for a CPU judged on /proc/cpuinfo flags (a host file of the CLI too)."""
+    if cpu is None or cpu.flag_source != "cpuinfo" or "hypervisor" not in cpu.flags:
+        return None
+    return Reason(
+        "nested-node",
+        f"{cpu.name} is itself a virtual machine (hypervisor flag in its /proc/cpuinfo): the KVM it "
+        "runs may offer far less than its cpuinfo shows, so this verdict may be wrong; Proxmox VE 9.2 "
+        "reports its exact KVM view",
+    )
 
 
 def _machine_version(machine: str) -> tuple[int, ...] | None:
@@ -201,6 +226,7 @@ def evaluate(
     cpu_label = vm.cpu or "kvm64"
     flag_source = target.flag_source
     notices: list[Reason] = []  # said after the reasons that decide
+    notes: list[Reason] = []
 
     def verdict(kind: str) -> Verdict:
         if pending_note is not None:
@@ -220,6 +246,7 @@ def evaluate(
             target_cluster=target.cluster,
             missing=missing,
             pending_cpu=vm.pending_cpu,
+            notes=tuple(notes),
         )
 
     if SKIP_TAG in vm.tags:
@@ -265,6 +292,11 @@ def evaluate(
         )
         return verdict("unknown")
 
+    # nested nodes judged on their cpuinfo: the target always, the source when its CPU is passed through
+    for node in (source if spec.is_passthrough and running and source_known else None, target):
+        note = nested_note(node)
+        if note is not None:
+            notes.append(note)
     result = engine.check_migration(
         spec, source_cpu if source_known else None, target.cpu, running=running, names=names
     )
@@ -416,6 +448,7 @@ def verdict_body(v: Verdict, *, checked_at: str, facts_age_s: float) -> dict:
         "suggestion": v.suggestion,
         "flag_source": v.flag_source,
         "pending_cpu": v.pending_cpu,
+        **({"facts": [{"code": n.code, "message": n.message} for n in v.notes]} if v.notes else {}),
         "checked_at": checked_at,
         "facts_age_s": round(facts_age_s, 1),
     }

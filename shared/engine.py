@@ -17,6 +17,11 @@ verdict is ``need & ~offered``. Decisions documented here:
   without one they are undecidable: never reported missing, a ``flags-undecidable`` caution instead.
 * ``nested-virt`` means ``svm`` on AMD and ``vmx`` on Intel: the node's vendor at start, the
   source's vendor for a live migration (the target gets the source's ``-cpu``).
+* A node's QEMU KVM view (``/cluster/qemu/cpu-flags``) of an AMD node with QEMU 10.1+ lacks the
+  ARCH_CAPABILITIES bits, which KVM still gives to an Intel model: rule
+  ``kvm-arch-capabilities-behind-qemu-10.1`` of the data adds them for such models only.
+* ``cpu: host`` is started migratable: features QEMU never hands a migratable guest (``invtsc``,
+  rule ``host-cpu-is-migratable``) are not compared between two passthrough CPUs.
 """
 
 from __future__ import annotations
@@ -158,6 +163,16 @@ class Offer:
     bits: int  # offered features
     undecidable: int = 0  # offered only because the host data cannot tell (no bugs: line)
     guest_bits: int = 0  # what a passthrough CPU hands the guest (for host/max comparisons)
+    #: offered besides ``bits`` to a model forcing ``for_vendor``
+    #: (rule kvm-arch-capabilities-behind-qemu-10.1)
+    vendor_bits: int = 0
+    for_vendor: str | None = None
+
+    def for_model(self, vendor: str | None) -> int:
+        """What this node offers a model that forces ``vendor`` (None: generic, the node's own)."""
+        if self.vendor_bits and vendor is not None and vendor == self.for_vendor:
+            return self.bits | self.vendor_bits
+        return self.bits
 
 
 _REQ_CACHE: dict[tuple[CpuSpec, int], Requirement] = {}
@@ -242,8 +257,14 @@ def _requirement(spec: CpuSpec, cat: Catalog) -> Requirement:
 def _amd_native_ssbd(host: HostCpu) -> bool:
     r = rules()
     if host.family is not None:
-        model = host.model_number or 0
-        return any((host.family, model) >= limit for limit in r.amd_ssbd_min)
+        if host.model_number is not None:
+            return any((host.family, host.model_number) >= limit for limit in r.amd_ssbd_min)
+        # the family alone (Proxmox's node status has no model number): decided when every model of
+        # the family agrees (family 0x17 holds both Zen 1 and Zen 2: the flags decide)
+        low = any((host.family, 0) >= limit for limit in r.amd_ssbd_min)
+        high = any((host.family, 255) >= limit for limit in r.amd_ssbd_min)
+        if low == high:
+            return low
     return bool(r.amd_ssbd_fallback & host.flags)
 
 
@@ -253,7 +274,7 @@ def _guest_universe() -> frozenset[str]:
     for model in cpu_models.catalog().models.values():
         universe |= model.features
     universe |= set(r.host_needs)
-    universe -= r.never_offered | set(r.bug_derived)
+    universe -= r.never_offered | set(r.bug_derived) | r.unmigratable
     return frozenset(f for f in universe if not r.is_hypervisor_supplied(f) and not r.is_nested_only(f))
 
 
@@ -266,7 +287,7 @@ def _universe_bits() -> int:
             _UNIVERSE.append(_bits(_guest_universe()))
         except Exception:  # noqa: BLE001 - no catalog: compare what the rules know
             r = rules()
-            _UNIVERSE.append(_bits(r.qemu_features | set(r.host_needs)))
+            _UNIVERSE.append(_bits((r.qemu_features | set(r.host_needs)) - r.unmigratable))
     return _UNIVERSE[0]
 
 
@@ -292,7 +313,20 @@ def _offer(host: HostCpu) -> Offer:
     if host.flag_source == "qemu-kvm":
         features = {canonical(f) for f in host.flags}
         bits = _bits(features)
-        return Offer(name=host.name, vendor=host.vendor, bits=bits, guest_bits=bits & _universe_bits())
+        hidden = r.hidden_arch_capabilities
+        extra: set[str] = set()
+        if hidden.rule and host.vendor == hidden.vendor and hidden.when_missing not in features:
+            extra = set(hidden.always)
+            extra |= {f for f, needs in hidden.offered_with if all(n in features for n in needs)}
+            extra -= features
+        return Offer(
+            name=host.name,
+            vendor=host.vendor,
+            bits=bits,
+            guest_bits=bits & _universe_bits(),
+            vendor_bits=_bits(extra),
+            for_vendor=hidden.model_vendor if extra else None,
+        )
     linux = host.flags
     features = {canonical(f) for f in linux}
     features -= r.never_offered
@@ -425,7 +459,7 @@ def _decide(cpu: str, req: Requirement, off: Offer, host: HostCpu, nested_vendor
     if req.passthrough:
         return RunVerdict(cpu=cpu, host=host.name, runnable=True, missing=(), model=req.model)
     need = _need(req, nested_vendor)
-    lacking = need & ~off.bits
+    lacking = need & ~off.for_model(req.vendor)
     reasons: list[Reason] = []
     if lacking:
         missing = _missing_names(lacking)
@@ -450,7 +484,6 @@ def _decide(cpu: str, req: Requirement, off: Offer, host: HostCpu, nested_vendor
 def runnable_matrix(specs: Sequence[CpuSpec], hosts: Sequence[HostCpu]) -> list[list[bool]]:
     """The fast path: ``matrix[i][j]`` is whether ``specs[i]`` starts on ``hosts[j]``."""
     offers = [offer(h) for h in hosts]
-    plain = [o.bits for o in offers]
     nested_need = [_nested_bit(h.vendor) for h in hosts]
     rows: dict[Requirement, list[bool]] = {}
     result = []
@@ -461,10 +494,13 @@ def runnable_matrix(specs: Sequence[CpuSpec], hosts: Sequence[HostCpu]) -> list[
             if req.passthrough:
                 row = [True] * len(hosts)
             elif req.nested:
-                row = [not ((req.bits | n) & ~o) for n, o in zip(nested_need, plain, strict=True)]
+                row = [
+                    not ((req.bits | n) & ~o.for_model(req.vendor))
+                    for n, o in zip(nested_need, offers, strict=True)
+                ]
             else:
                 bits = req.bits
-                row = [not (bits & ~o) for o in plain]
+                row = [not (bits & ~o.for_model(req.vendor)) for o in offers]
             rows[req] = row
         result.append(row)
     return result
@@ -489,14 +525,14 @@ def _suggestion(
         lacking = 0
         req = requirement(spec)
         for host in hosts:
-            lacking |= _need(req, host.vendor) & ~offer(host).bits
+            lacking |= _need(req, host.vendor) & ~offer(host).for_model(req.vendor)
         names = [canonical(n) for n, on in spec.flags if on]
         culprits = [n for n in names if n in _BIT and lacking & (1 << _BIT[n])]
         if culprits:
             kept = tuple(f for f in spec.flags if not (f[1] and f[0] in culprits))
             lighter = CpuSpec(**{**{f: getattr(spec, f) for f in spec.__slots__}, "flags": kept, "raw": ""})
             req = requirement(lighter)
-            if all(not (_need(req, h.vendor) & ~offer(h).bits) for h in hosts):
+            if all(not (_need(req, h.vendor) & ~offer(h).for_model(req.vendor)) for h in hosts):
                 dropped = ", ".join("+" + n for n in culprits)
                 return f"{format_cpu(lighter)} (without {dropped}) runs {_where(hosts)}"
     rec = recommend(hosts)
@@ -699,7 +735,7 @@ def _recommend(hosts: tuple[HostCpu, ...]) -> Recommendation:
         req = requirement(spec)
         fails = []
         for host in hosts:
-            lacking = _need(req, host.vendor) & ~offer(host).bits
+            lacking = _need(req, host.vendor) & ~offer(host).for_model(req.vendor)
             if lacking:
                 fails.append(Blocked(type=name, host=host.name, missing=_missing_names(lacking)))
         if fails:

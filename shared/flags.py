@@ -40,6 +40,21 @@ class BugDerived:
 
 
 @dataclass(frozen=True, slots=True)
+class HiddenArchCapabilities:
+    """The named rule ``kvm-arch-capabilities-behind-qemu-10.1``: on a ``vendor`` node whose QEMU KVM
+    view lacks ``when_missing``, KVM still gives each of ``always`` (and each of ``offered_with`` whose
+    flags the view has) to a model that forces ``model_vendor``."""
+
+    rule: str = ""
+    vendor: str = ""
+    when_missing: str = ""
+    model_vendor: str = ""
+    always: frozenset[str] = frozenset()
+    offered_with: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class FlagRules:
     aliases: dict[str, str]
     linux_names: dict[str, str]
@@ -58,6 +73,11 @@ class FlagRules:
     not_features: frozenset[str] = frozenset()
     nested_only: frozenset[str] = frozenset()
     nested_only_prefixes: tuple[str, ...] = ()
+    hidden_arch_capabilities: HiddenArchCapabilities = HiddenArchCapabilities()
+    #: features a migratable ``-cpu host`` never hands the guest (rule ``host-cpu-is-migratable``)
+    unmigratable: frozenset[str] = frozenset()
+    #: rule name -> its one-line source
+    rule_sources: dict[str, str] | None = None
 
     def is_hypervisor_supplied(self, feature: str) -> bool:
         """Never required from the host (QEMU/KVM supply it whatever the host shows)."""
@@ -112,6 +132,26 @@ def load_rules(text: str) -> FlagRules:
     never = _entries(data["never_offered"])
     for name, src in never.items():
         sources[name] = src
+    hidden = HiddenArchCapabilities()
+    rule_sources: dict[str, str] = {}
+    section = data.get("hidden_arch_capabilities")
+    if section:
+        features = _entries(section.get("features", {}))
+        hidden = HiddenArchCapabilities(
+            rule=section["rule"],
+            vendor=section["vendor"],
+            when_missing=section["when_missing"],
+            model_vendor=section["model_vendor"],
+            always=frozenset(f for f, e in features.items() if e.get("offered") == "always"),
+            offered_with=tuple(
+                (f, tuple(e["offered_with"])) for f, e in features.items() if e.get("offered_with")
+            ),
+            source=section.get("source", ""),
+        )
+        rule_sources[hidden.rule] = hidden.source
+    unmigratable = data.get("passthrough_unmigratable") or {}
+    if unmigratable:
+        rule_sources[unmigratable["rule"]] = unmigratable.get("source", "")
     ssbd = data["amd_native_ssbd"]
     nested = {k: v for k, v in data["nested_virt"].items() if k in ("intel", "amd")}
     return FlagRules(
@@ -132,6 +172,9 @@ def load_rules(text: str) -> FlagRules:
         not_features=frozenset(data.get("qemu_properties_not_features", {}).get("names", ())),
         nested_only=frozenset(data.get("nested_only", {}).get("features", ())),
         nested_only_prefixes=tuple(data.get("nested_only", {}).get("prefixes", ())),
+        hidden_arch_capabilities=hidden,
+        unmigratable=frozenset(unmigratable.get("features", ())),
+        rule_sources=rule_sources,
     )
 
 

@@ -196,24 +196,51 @@ def host_from_json(obj: object, default_name: str) -> HostCpu:
 
 
 def host_from_proxmox(name: str, cpuinfo: dict) -> HostCpu:
-    """From ``GET /nodes/{node}/status``'s ``cpuinfo`` (``model``, ``flags`` space separated;
-    no vendor_id: the vendor comes from the model string and flags). Raises HostDataError
-    when ``flags`` is missing."""
+    """From ``GET /nodes/{node}/status``'s ``cpuinfo`` (``model``, ``flags`` space separated, and
+    from pve-common 9.2 (2026) ``vendor`` = /proc/cpuinfo's vendor_id and ``family`` = its cpu
+    family, ``unknown``/0 when not read; pve-common ``PVE/ProcFSTools.pm`` read_cpuinfo). Without a
+    usable vendor it comes from the model string and flags. Raises HostDataError when ``flags`` is
+    missing."""
     if not isinstance(cpuinfo, dict) or not cpuinfo.get("flags"):
         raise HostDataError(f"node {name}: the node status has no cpuinfo.flags")
     flags = _words(cpuinfo["flags"], "cpuinfo.flags", name)
     model = str(cpuinfo.get("model") or "")
-    return HostCpu(name=name, vendor=vendor_of(None, model, flags), model=model, flags=flags)
+    return HostCpu(
+        name=name,
+        vendor=vendor_of(proxmox_vendor(cpuinfo), model, flags),
+        model=model,
+        flags=flags,
+        family=proxmox_family(cpuinfo),
+    )
+
+
+def proxmox_vendor(cpuinfo: object) -> str | None:
+    """``cpuinfo.vendor`` of a node status when it names a vendor (newer pve-common), else None."""
+    value = cpuinfo.get("vendor") if isinstance(cpuinfo, dict) else None
+    if not isinstance(value, str) or value.strip().lower() in ("", "unknown"):
+        return None
+    return value.strip()
+
+
+def proxmox_family(cpuinfo: object) -> int | None:
+    """``cpuinfo.family`` of a node status (newer pve-common; 0 there means not read), else None."""
+    family = _int(cpuinfo.get("family")) if isinstance(cpuinfo, dict) else None
+    return family if family else None
 
 
 def host_from_qemu_flags(
-    name: str, model: str, qemu_flags: Iterable[str], vendor: Vendor | None = None
+    name: str,
+    model: str,
+    qemu_flags: Iterable[str],
+    vendor: Vendor | None = None,
+    family: int | None = None,
 ) -> HostCpu:
-    """From ``GET /cluster/qemu/cpu-flags`` (QEMU names offered by that node's KVM)."""
+    """From ``GET /cluster/qemu/cpu-flags`` (QEMU names offered by that node's KVM); ``vendor`` and
+    ``family`` from the node status when it has them."""
     flags = frozenset(f.strip().lower() for f in qemu_flags if f and f.strip())
     if vendor is None or vendor == "unknown":
         vendor = vendor_of(None, model, flags)
-    return HostCpu(name=name, vendor=vendor, model=model, flags=flags, flag_source="qemu-kvm")
+    return HostCpu(name=name, vendor=vendor, model=model, flags=flags, flag_source="qemu-kvm", family=family)
 
 
 def load_host_file(path: str) -> HostCpu:

@@ -36,7 +36,7 @@ from .errors import (
     UnknownVmError,
 )
 from .facts import NodeFacts, Precondition, VmFacts, VmSummary
-from .hosts import host_from_proxmox, host_from_qemu_flags
+from .hosts import host_from_proxmox, host_from_qemu_flags, proxmox_family, proxmox_vendor, vendor_of
 
 T = TypeVar("T")
 
@@ -324,7 +324,14 @@ class ClusterReader:
         cpu = None
         flag_source = "none"
         if qemu_flags:
-            cpu = host_from_qemu_flags(name, model, qemu_flags)
+            vendor = proxmox_vendor(cpuinfo)
+            cpu = host_from_qemu_flags(
+                name,
+                model,
+                qemu_flags,
+                vendor_of(vendor, model, ()) if vendor else None,
+                proxmox_family(cpuinfo),
+            )
             flag_source = "qemu-kvm"
         else:
             try:

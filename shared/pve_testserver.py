@@ -400,6 +400,10 @@ def _node_route(state: ClusterState, name: str, rest: list[str], query: dict[str
         }
         if name not in state.faults.drop_flags and not node.get("drop_flags"):
             cpuinfo["flags"] = " ".join(cpu.get("flags") or ())
+        if node.get("cpuinfo_vendor"):  # a node with pve-common 9.2 (2026): PVE/ProcFSTools.pm read_cpuinfo
+            # adds vendor (the vendor_id line, 'unknown' when absent) and family (cpu family, 0 when absent)
+            cpuinfo["vendor"] = cpu.get("vendor_id") or "unknown"
+            cpuinfo["family"] = int(cpu.get("family") or 0)
         version = _node_pve_version(state.scenario, node)
         return {
             "cpuinfo": cpuinfo,

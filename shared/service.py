@@ -18,7 +18,7 @@ from typing import Any
 
 from . import engine, pve_versions
 from .cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
-from .checks import SKIP_TAG, Verdict, evaluate, verdict_body
+from .checks import SKIP_TAG, Verdict, evaluate, nested_note, verdict_body
 from .cpu_spec import parse_cpu
 from .engine import Reason
 from .errors import (
@@ -113,6 +113,22 @@ def _read_error(task: asyncio.Future) -> None:
 
 _PRECHECK_OFF = Precondition(checked=False, skipped_reason="the precondition check is turned off")
 
+#: vetoes of one VM toward one target count as one run while no gap is longer than this (HA's CRM
+#: retries a vetoed migration every round, ~10 s, while the source node is in maintenance)
+REPEAT_WINDOW_S = 600.0
+REPEAT_KEY = "migration-guard:vetoes:{key}"
+
+
+def repeat_advice(count: int, first: float, source: str) -> str:
+    """What the hook line adds to a veto that repeats: HA keeps trying, and what stops it (the
+    line's suggestion, when there is one, names a CPU type both nodes run)."""
+    since = time.strftime("%H:%M", time.gmtime(first))
+    return (
+        f"blocked {count} times since {since} UTC; HA retries until {source or 'the source node'} "
+        "leaves maintenance or the CPU type changes: set a CPU type both nodes run and restart "
+        "the VM, or migrate it by hand to a node that runs it"
+    )
+
 
 class GuardService:
     #: every cluster this service reads (issue 6), built on first use by across()
@@ -144,6 +160,9 @@ class GuardService:
         self._combined: dict[tuple, NodeFacts] = {}
         self._verdicts: dict[tuple, tuple[Verdict, NodeFacts, NodeFacts, bytes]] = {}
         self._tasks: set[asyncio.Task] = set()
+        #: (source cluster, vmid, target cluster, target) -> (first, count, last): vetoes in a row,
+        #: used while Redis is down (Redis keeps them for every service process otherwise)
+        self._repeats: dict[tuple, tuple[float, int, float]] = {}
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -297,9 +316,15 @@ class GuardService:
         hit = self._combined.get(key)
         if hit is not None:
             return hit
-        combined = dataclasses.replace(
-            facts, cpu=host_from_qemu_flags(facts.name, facts.cpu_model, offered), flag_source="qemu-kvm"
+        known = facts.cpu  # the node status' CPU: its vendor and family (from cpuinfo) carry over
+        cpu = host_from_qemu_flags(
+            facts.name,
+            facts.cpu_model,
+            offered,
+            known.vendor if known is not None else None,
+            known.family if known is not None else None,
         )
+        combined = dataclasses.replace(facts, cpu=cpu, flag_source="qemu-kvm")
         if len(self._combined) > 4096:
             self._combined.clear()
         self._combined[key] = combined
@@ -720,6 +745,14 @@ class GuardService:
         if policy_block:
             exit_code = 4
             line = f"{line}; blocked (remote_unknown = deny)"
+        repeats: tuple[int, float] | None = None
+        if body["verdict"] == "deny" and mode == "enforce":
+            repeats = await self._count_veto(body, target, now)
+            if repeats[0] > 1:
+                advice = repeat_advice(repeats[0], repeats[1], body.get("source", ""))
+                # before any note: what to do must survive the hook's cut of a long line
+                head, sep, notes = line.partition("; note: ")
+                line = f"{head}; {advice}{sep}{notes}"
         record = {
             "id": decision_id,
             "time": iso_utc(now),
@@ -738,6 +771,7 @@ class GuardService:
             "suggestion": body.get("suggestion"),
             "line": line,
             "facts_age_s": body.get("facts_age_s"),
+            "facts": list(body.get("facts") or ()),
             "requested_source": request.get("source"),
             "smbios_uuid": request.get("smbios_uuid"),
             "requested_cpu": request.get("cpu"),
@@ -748,7 +782,7 @@ class GuardService:
         recorded = await self.events.record(record)
         published = True
         if body["verdict"] == "deny" or policy_block:
-            reasons = list(body["reasons"])
+            reasons = list(body["reasons"]) + list(body.get("facts") or ())  # a nested node: say so
             if policy_block:
                 reasons.append(
                     {
@@ -772,6 +806,8 @@ class GuardService:
                 "suggestion": record["suggestion"],
                 "enforced": mode == "enforce",
             }
+            if repeats is not None:  # the Slack message of this VM and target shows the running count
+                event["repeat"] = {"count": repeats[0], "since": iso_utc(repeats[1])}
             published = await self.events.publish(event)
         body["event_queued"] = not published
         body["recorded"] = recorded
@@ -820,6 +856,41 @@ class GuardService:
         self.metrics.decisions.labels("unknown").inc()
         await self.events.record(record)
 
+    async def _count_veto(self, body: dict, target: str, now: float) -> tuple[int, float]:
+        """(how many vetoes of this VM toward ``target`` in a row, when the first was): in Redis for
+        every service process (its key expires REPEAT_WINDOW_S after the last veto), in memory while
+        Redis is down. A gap over REPEAT_WINDOW_S starts anew."""
+        parts = (
+            body.get("source_cluster") or self.cluster,
+            body["vmid"],
+            body.get("target_cluster") or self.cluster,
+            target,
+        )
+        key = REPEAT_KEY.format(key=":".join(str(p) for p in parts))
+
+        async def bump(r: Any) -> Any:
+            # one round trip, no WATCH: a burst of decisions (a node evacuation) must not queue on
+            # the connection pool; the run ends when the key expires (REPEAT_WINDOW_S after the last)
+            pipe = r.pipeline(transaction=True)
+            pipe.hincrby(key, "count", 1)
+            pipe.hsetnx(key, "first", repr(now))
+            pipe.hget(key, "first")
+            pipe.pexpire(key, int(REPEAT_WINDOW_S * 1000))
+            return await pipe.execute()
+
+        try:
+            count, _, first, _ = await self.store.run(bump)
+            return int(count), float(first)
+        except Exception:  # noqa: BLE001 - Redis down or odd: the count, never the decision, suffers
+            seen = self._repeats.get(parts)
+            if seen is None or now - seen[2] > REPEAT_WINDOW_S:
+                seen = (now, 0, now)
+            seen = (seen[0], seen[1] + 1, now)
+            if len(self._repeats) > 10_000:
+                self._repeats.clear()
+            self._repeats[parts] = seen
+            return seen[1], seen[0]
+
     async def cluster_view(self) -> dict:
         nodes, age = await self.node_list()
         facts = await asyncio.gather(
@@ -839,8 +910,10 @@ class GuardService:
                 else {"recommended": None, "reason": None}
             )
             best = named["recommended"]
+            note = nested_note(node)
             out.append(
                 {
+                    **({"note": note.message} if note is not None else {}),
                     "name": node.name,
                     "cluster": node.cluster,
                     "online": node.online,
@@ -931,6 +1004,11 @@ class GuardService:
             "cluster": self.cluster,
             "nodes": [n.name for n in hosts_facts],
             "nodes_without_flags": unknown,
+            **(
+                {"notes": [n.message for n in map(nested_note, hosts_facts) if n is not None]}
+                if any(nested_note(n) for n in hosts_facts)
+                else {}
+            ),
             "recommended": named["recommended"],
             "ranked": named["ranked"],
             "reason": named["reason"],

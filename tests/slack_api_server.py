@@ -12,7 +12,9 @@ In-process::
         slack.wait_for("chat.postMessage", 1)
         slack.messages("C1")                       # what the channel holds, oldest first
 
-Posted messages are kept per channel (``ts``, ``thread_ts``, ``text``, ``blocks``, ``metadata``)
+Posted messages are kept per channel (``ts``, ``thread_ts``, ``text``, ``blocks``, ``metadata``;
+``chat.update`` edits one in place -- ``message_not_found`` for an unknown ``ts`` -- setting ``text``
+and ``blocks``, keeping ``metadata`` unless given, and counting ``edits``)
 and read back like Slack: ``conversations.history`` (``channel``, ``oldest``, ``latest``,
 ``limit``, ``cursor``; top-level messages only, newest first; a thread's parent carries
 ``thread_ts``, ``reply_count`` and ``latest_reply``) and ``conversations.replies`` (``channel``,
@@ -58,6 +60,7 @@ NEEDED_SCOPES = {
     "conversations.history": "channels:history,groups:history,mpim:history,im:history",
     "conversations.replies": "channels:history,groups:history,mpim:history,im:history",
     "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
 }
 
 
@@ -261,12 +264,21 @@ class SlackApiServer:
             metadata = params.get("metadata")
             if metadata is not None and not _valid_metadata(metadata):
                 return {"ok": False, "error": "invalid_metadata_format"}
-            if method == "chat.update":
+            if method == "chat.update":  # edits in place: text, blocks (and metadata when given)
                 ts = params.get("ts")
                 with self._lock:
-                    for stored in self._messages.get(channel, []):
-                        if stored["ts"] == ts:
-                            stored["text"] = params.get("text", "")
+                    stored = next((m for m in self._messages.get(channel, []) if m["ts"] == ts), None)
+                    if stored is None:
+                        return {"ok": False, "error": "message_not_found"}
+                    stored["text"] = params.get("text", "")
+                    if params.get("blocks"):
+                        stored["blocks"] = params["blocks"]
+                    else:
+                        stored.pop("blocks", None)
+                    if metadata is not None:
+                        stored["metadata"] = metadata
+                    stored["edited"] = {"user": BOT_USER_ID, "ts": f"{time.time():.6f}"}
+                    stored["edits"] = stored.get("edits", 0) + 1
                 message = {"text": params.get("text", ""), "ts": ts, "user": BOT_USER_ID}
             else:
                 message = self._store(channel, params)

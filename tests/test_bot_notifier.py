@@ -17,7 +17,7 @@ import pytest
 import redis
 from slack_sdk import WebClient
 
-from bot.notifier import GROUP, POSTED_KEY, STREAM, THREAD_KEY, Notifier
+from bot.notifier import GROUP, POSTED_KEY, SHOWN_KEY, STREAM, THREAD_KEY, Notifier
 from tests.bot_helpers import REDIS_URL, veto_event
 from tests.slack_api_server import SlackApiServer
 
@@ -91,18 +91,96 @@ def test_posts_a_veto_with_blocks_and_fallback_then_acks(store, slack):
     assert store.get(POSTED_KEY.format(id=ev["id"])) == call["response"]["ts"]
 
 
-def test_repeat_within_ten_minutes_goes_into_the_thread(store, slack):
+def test_ha_repeats_edit_one_message_per_vm_and_target_with_the_running_count(store, slack):
     n = make(store, slack)
     n.ensure_group()
-    publish(store, vmid=101, target="node3")
-    publish(store, vmid=101, target="node3")
-    publish(store, vmid=101, target="node2")
-    run_until(n, lambda: len(slack.calls("chat.postMessage", ok_only=True)) >= 3)
-    first, again, other = slack.calls("chat.postMessage")
-    assert "thread_ts" not in first["params"]
-    assert again["params"]["thread_ts"] == first["response"]["ts"]
-    assert again["params"]["text"].startswith("Again: ")
-    assert "thread_ts" not in other["params"]
+    since = "2026-11-29T10:02:05.120Z"
+    run = [publish(store, vmid=101, target="node3", repeat={"count": i, "since": since}) for i in (1, 2, 3)]
+    other = publish(store, vmid=101, target="node2", repeat={"count": 1, "since": since})
+    run_until(n, lambda: recorded(store, *run, other))
+
+    first, second = slack.calls("chat.postMessage")
+    assert "thread_ts" not in first["params"] and "thread_ts" not in second["params"]
+    assert "node3" in first["params"]["text"] and "node2" in second["params"]["text"]
+    assert "times since" not in first["params"]["text"]  # the first: no count yet
+    edits = slack.calls("chat.update")
+    assert [e["params"]["ts"] for e in edits] == [first["response"]["ts"]] * 2
+    assert "blocked 2 times since 10:02 UTC" in edits[0]["params"]["text"]
+    shown = {m["ts"]: m for m in slack.messages("C0VETO")}
+    assert len(shown) == 2  # one message per VM and target
+    top = shown[first["response"]["ts"]]
+    assert top["text"].endswith(
+        "blocked 3 times since 10:02 UTC; HA retries until the node leaves maintenance "
+        "or the CPU type changes."
+    )
+    assert "*blocked 3 times since 10:02 UTC;" in json.dumps(top["blocks"])
+    assert top["metadata"]["event_payload"] == {"event_id": run[0]["id"]}  # the edit keeps it
+    assert {store.get(POSTED_KEY.format(id=ev["id"])) for ev in run} == {first["response"]["ts"]}
+    assert store.get(SHOWN_KEY.format(key="lab:101:lab:node3")) == "3"
+
+
+def test_repeats_without_a_count_from_the_service_are_counted_by_the_notifier(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    events = [publish(store), publish(store), publish(store)]  # a service that sends no "repeat"
+    run_until(n, lambda: recorded(store, *events))
+    (post,) = slack.calls("chat.postMessage")
+    assert len(slack.calls("chat.update")) == 2
+    (message,) = slack.messages("C0VETO")
+    assert "blocked 3 times; HA retries until the node leaves maintenance" in message["text"]
+    assert message["ts"] == post["response"]["ts"]
+
+
+def test_a_new_run_of_the_service_starts_a_new_message(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    old = [publish(store, repeat={"count": i, "since": now_iso(-900)}) for i in (1, 2)]
+    new = publish(store, repeat={"count": 1, "since": now_iso()})  # the service counts anew after a gap
+    run_until(n, lambda: recorded(store, *old, new))
+    assert len(slack.calls("chat.postMessage")) == 2 and len(slack.calls("chat.update")) == 1
+    assert store.get(THREAD_KEY.format(key="lab:101:lab:node3")) == slack.calls("chat.postMessage")[1][
+        "response"
+    ]["ts"]
+
+
+def test_an_older_count_never_turns_the_message_back(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    first = publish(store, repeat={"count": 1, "since": now_iso()})
+    later = publish(store, repeat={"count": 5, "since": now_iso()})
+    late = publish(store, repeat={"count": 4, "since": now_iso()})  # handled after 5 (another consumer)
+    run_until(n, lambda: recorded(store, first, later, late))
+    assert len(slack.calls("chat.update")) == 1
+    (message,) = slack.messages("C0VETO")
+    assert "blocked 5 times" in message["text"]
+
+
+def test_a_deleted_message_is_replaced_by_a_new_post(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    first = publish(store, repeat={"count": 1, "since": now_iso()})
+    run_until(n, lambda: recorded(store, first))
+    slack.reset(messages=True)  # someone deleted it in Slack
+    again = publish(store, repeat={"count": 2, "since": now_iso()})
+    run_until(make(store, slack), lambda: recorded(store, again))
+    (edit,) = slack.calls("chat.update")
+    assert edit["response"] == {"ok": False, "error": "message_not_found"}
+    (post,) = slack.calls("chat.postMessage", ok_only=True)
+    assert "blocked 2 times" in post["params"]["text"]
+    assert store.get(THREAD_KEY.format(key="lab:101:lab:node3")) == post["response"]["ts"]
+
+
+def test_edits_ride_out_429_and_5xx_and_count_each_veto_once(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    first = publish(store, repeat={"count": 1, "since": now_iso()})
+    run_until(n, lambda: recorded(store, first))
+    slack.fail("chat.update", status=429, retry_after=0)
+    slack.fail("chat.update", status=503)
+    again = publish(store, repeat={"count": 2, "since": now_iso()})
+    run_until(make(store, slack), lambda: recorded(store, again))
+    assert [c["status"] for c in slack.calls("chat.update")] == [429, 503, 200]
+    assert len(slack.calls("chat.postMessage")) == 1 and pending(store) == 0
 
 
 def test_429_honours_retry_after_then_posts_once(store, slack):
@@ -133,7 +211,7 @@ def test_storm_of_429_and_5xx_every_veto_once_in_order_per_vm(store, slack):
     sent = []
     for i in range(12):
         vmid = 101 + i % 3
-        sent.append(publish(store, vmid=vmid, target=f"node{2 + i % 2}", name=f"vm-{vmid}-{i}"))
+        sent.append(publish(store, vmid=vmid, target=f"node{2 + i}", name=f"vm-{vmid}-{i}"))  # no repeats
     for status in (429, 500, 429, 502, 429):
         slack.fail("chat.postMessage", status=status, times=2, retry_after=0)
     run_until(n, lambda: len(slack.calls("chat.postMessage", ok_only=True)) >= 12)
@@ -163,7 +241,7 @@ def test_restart_drains_own_pending_then_reads_new(store, slack):
     n.ensure_group()
     publish(store, name="old")
     store.xreadgroup(GROUP, "c1", {STREAM: ">"})  # delivered to c1, which then "died"
-    publish(store, name="new")
+    publish(store, name="new", vmid=102)
     run_until(
         make(store, slack, consumer="c1"), lambda: len(slack.calls("chat.postMessage", ok_only=True)) >= 2
     )
@@ -408,25 +486,24 @@ def test_lost_post_answer_the_retry_finds_it_and_posts_once(store, slack, hang):
     assert store.get(POSTED_KEY.format(id=ev["id"])) == post["response"]["ts"]
 
 
-def test_lost_answer_of_a_thread_repeat_the_retry_looks_in_the_thread(store, slack):
+def test_lost_answer_of_an_edit_is_edited_again_never_posted(store, slack):
     client = WebClient(token="xoxb-test", base_url=slack.url, retry_handlers=[], timeout=0.5)
     n = Notifier(store, client, "C0VETO", block_ms=100, backoff_base_s=0.05)
     n.ensure_group()
-    first = publish(store)
+    first = publish(store, repeat={"count": 1, "since": now_iso()})
     run_until(n, lambda: recorded(store, first))
     (parent,) = slack.calls("chat.postMessage")
-    slack.lose_answer("chat.postMessage")
-    again = publish(store)
+    slack.lose_answer("chat.update")
+    again = publish(store, repeat={"count": 2, "since": now_iso()})
     n = Notifier(store, client, "C0VETO", block_ms=100, backoff_base_s=0.05)
     run_until(n, lambda: recorded(store, again))
 
-    lost = slack.calls("chat.postMessage")[1:]
-    assert len(lost) == 1 and lost[0]["answer_lost"]
-    assert lost[0]["params"]["thread_ts"] == parent["response"]["ts"]
-    assert [(c["method"], c["params"]["ts"]) for c in lookups(slack)] == [
-        ("conversations.replies", parent["response"]["ts"])
-    ]
-    assert store.get(POSTED_KEY.format(id=again["id"])) == lost[0]["response"]["ts"]
+    edits = slack.calls("chat.update")
+    assert len(edits) == 2 and edits[0]["answer_lost"] and edits[1]["ok"]  # an edit is safe to repeat
+    assert len(slack.calls("chat.postMessage")) == 1 and lookups(slack) == []
+    (message,) = slack.messages("C0VETO")
+    assert "blocked 2 times" in message["text"] and message["edits"] == 2
+    assert store.get(POSTED_KEY.format(id=again["id"])) == parent["response"]["ts"]
 
 
 @pytest.mark.parametrize(
@@ -476,52 +553,50 @@ def test_missing_scope_warning_tells_the_operator_what_to_add(store, slack, capl
 def test_new_entries_make_no_history_call(store, slack):
     n = make(store, slack)
     n.ensure_group()
-    events = [publish(store, vmid=101), publish(store, vmid=101), publish(store, vmid=102)]  # 2nd: thread
+    events = [publish(store, vmid=101), publish(store, vmid=101), publish(store, vmid=102)]  # 2nd: edit
     slack.fail("chat.postMessage", status=429, retry_after=0)  # Slack did not post: no lookup
     slack.fail("chat.postMessage", status=503)
     run_until(n, lambda: recorded(store, *events))
     assert lookups(slack) == []
-    assert [c["method"] for c in slack.calls()] == ["chat.postMessage"] * 5
+    methods = [c["method"] for c in slack.calls()]
+    assert methods == ["chat.postMessage"] * 3 + ["chat.update", "chat.postMessage"]
     posts = slack.calls("chat.postMessage", ok_only=True)
     assert all(p["params"]["metadata"]["event_type"] == VETO_METADATA_TYPE for p in posts)
-    assert posts[1]["params"]["thread_ts"] == posts[0]["response"]["ts"]
+    assert slack.calls("chat.update")[0]["params"]["ts"] == posts[0]["response"]["ts"]
 
 
-def test_thread_repeat_redelivered_is_looked_for_in_the_thread(store, slack):
+def test_a_redelivered_repeat_is_edited_again_not_posted(store, slack):
     n = make(store, slack)
     n.ensure_group()
-    first = publish(store)
+    first = publish(store, repeat={"count": 1, "since": now_iso(-30)})
     run_until(n, lambda: recorded(store, first))
     (parent,) = slack.calls("chat.postMessage")
-    again = publish(store)
-    post_then_die(store, slack, "c1")
-    reply = slack.calls("chat.postMessage")[1]
-    assert reply["params"]["thread_ts"] == parent["response"]["ts"]
+    again = publish(store, repeat={"count": 2, "since": now_iso(-30)})
+    post_then_die(store, slack, "c1")  # edited the message, died before recording
+    assert len(slack.calls("chat.update")) == 1 and pending(store) == 1
     run_until(make(store, slack, consumer="c1"), lambda: pending(store) == 0)
 
-    assert len(slack.calls("chat.postMessage")) == 2
-    (lookup,) = lookups(slack)
-    assert lookup["method"] == "conversations.replies"
-    assert (
-        lookup["params"]["ts"] == parent["response"]["ts"] and lookup["params"]["include_all_metadata"] == "1"
-    )
-    assert store.get(POSTED_KEY.format(id=again["id"])) == reply["response"]["ts"]
+    assert len(slack.calls("chat.postMessage")) == 1  # never a second message
+    assert [c["method"] for c in lookups(slack)] == ["conversations.history"]  # not its own post
+    assert len(slack.calls("chat.update")) == 2  # edited again: an edit sets the whole message
+    assert store.get(POSTED_KEY.format(id=again["id"])) == parent["response"]["ts"]
+    (message,) = slack.messages("C0VETO")
+    assert "blocked 2 times" in message["text"] and "blocked 3" not in message["text"]
 
 
-def test_thread_repeat_redelivered_that_went_to_the_top_level_is_found_there(store, slack):
-    """The first attempt posted at the top level; meanwhile another consumer started the thread."""
+def test_a_redelivered_first_post_is_found_even_after_another_consumer_led_the_run(store, slack):
+    """The first attempt posted and died; meanwhile another consumer posted the run's message."""
     n = make(store, slack)
     n.ensure_group()
     first = publish(store)
     post_then_die(store, slack, "c1")  # top level, not recorded
     publish(store)
     run_until(make(store, slack, consumer="c2"), lambda: len(slack.calls("chat.postMessage")) == 2)
-    # c2 took the newer veto and started a thread with it; c1's entry is still pending
     top, newer = slack.calls("chat.postMessage")
     assert "thread_ts" not in top["params"] and "thread_ts" not in newer["params"]
     run_until(make(store, slack, consumer="c1"), lambda: pending(store) == 0)
-    assert len(slack.calls("chat.postMessage")) == 2
-    assert [c["method"] for c in lookups(slack)] == ["conversations.replies", "conversations.history"]
+    assert len(slack.calls("chat.postMessage")) == 2 and slack.calls("chat.update") == []
+    assert [c["method"] for c in lookups(slack)] == ["conversations.history"]
     assert store.get(POSTED_KEY.format(id=first["id"])) == top["response"]["ts"]
 
 
@@ -585,3 +660,17 @@ def test_gateway_timeout_is_checked_before_posting_again(store, slack):
     assert [c["status"] for c in slack.calls("chat.postMessage")] == [504, 200]
     assert [c["method"] for c in lookups(slack)] == ["conversations.history"]
     assert len(slack.messages("C0VETO")) == 1
+
+
+def test_blocks_slack_refuses_in_an_edit_are_replaced_by_plain_text(store, slack):
+    n = make(store, slack)
+    n.ensure_group()
+    first = publish(store, repeat={"count": 1, "since": now_iso()})
+    run_until(n, lambda: recorded(store, first))
+    slack.fail("chat.update", status=200, error="invalid_blocks")
+    again = publish(store, repeat={"count": 2, "since": now_iso()})
+    run_until(make(store, slack), lambda: recorded(store, again))
+    refused, plain = slack.calls("chat.update")
+    assert refused["params"]["blocks"] and plain["params"]["blocks"] == []
+    (message,) = slack.messages("C0VETO")
+    assert "blocks" not in message and "blocked 2 times" in message["text"]  # no stale count left

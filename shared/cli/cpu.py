@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ..checks import nested_host_note
 from ..cpu_models import catalog
 from ..cpu_spec import CustomModel, parse_cpu, parse_custom_models
 from ..engine import check_migration, check_runnable, recommend
@@ -128,6 +129,7 @@ def _check(args: argparse.Namespace) -> int:
     custom = _custom(args.custom_models)
     specs = [(text, parse_cpu(text, custom)) for text in args.cpu]
     hosts = _load_hosts(args.host)
+    nested = {h.name: n.message for h in hosts if (n := nested_host_note(h)) is not None}
     results = []
     for text, spec in specs:
         for host in hosts:
@@ -142,6 +144,7 @@ def _check(args: argparse.Namespace) -> int:
                     "runnable": v.runnable,
                     "missing": list(v.missing),
                     "model": v.model,
+                    **({"facts": [nested[v.host]]} if v.host in nested else {}),
                 }
                 for text, v in results
             ]
@@ -160,7 +163,7 @@ def _check(args: argparse.Namespace) -> int:
             )
         print(_table(rows))
         notes = [r.message for _, v in results for r in v.reasons if r.code != "missing-flags"]
-        for note in dict.fromkeys(notes):
+        for note in dict.fromkeys([*notes, *nested.values()]):
             print(f"note: {note}")
     return 0 if all(v.runnable for _, v in results) else 1
 
@@ -170,12 +173,15 @@ def _migrate(args: argparse.Namespace) -> int:
     spec = parse_cpu(args.cpu, custom)
     source, target = _load_hosts([args.source, args.target])
     verdict = check_migration(spec, source, target, running=not args.stopped)
+    judged = [source, target] if spec.is_passthrough and not args.stopped else [target]
+    notes = [n for n in map(nested_host_note, judged) if n is not None]
     if args.json:
         _print_json(
             {
                 "verdict": verdict.verdict,
                 "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
                 "suggestion": verdict.suggestion,
+                **({"facts": [{"code": n.code, "message": n.message} for n in notes]} if notes else {}),
             }
         )
     else:
@@ -189,6 +195,8 @@ def _migrate(args: argparse.Namespace) -> int:
             print("\n".join("  " + line for line in _table(rows).splitlines()))
         if verdict.suggestion:
             print(f"  suggestion: {verdict.suggestion}")
+        for note in notes:
+            print(f"  note: {note.message}")
     return 0 if verdict.verdict == "allow" else 1
 
 

@@ -108,6 +108,10 @@ _NOT_CPUID_FLAGS = frozenset(
         "x-hv-synic-kvm-only", "lmce", "pmu", "migratable",
     }
 )
+#: QEMU's experimental knobs (``x-``) and Hyper-V enlightenments (``hv-``, set on when the
+#: expansion is asked with ``hv-passthrough``): properties of the CPU object, not in QEMU's
+#: "Recognized CPUID flags" list that pve-qemu-kvm ships
+_NOT_CPUID_PREFIXES = ("x-", "hv-")
 
 
 def kvm_expansion(ref: str) -> list[str]:
@@ -123,7 +127,7 @@ def kvm_expansion(ref: str) -> list[str]:
         )
     props = json.loads(entry.read_text(encoding="utf-8"))["true_props"]
     flags = {_QEMU_ALIASES.get(p, p) for p in (str(p).replace("_", "-").replace(".", "-") for p in props)}
-    return sorted(f for f in flags if f not in _NOT_CPUID_FLAGS)
+    return sorted(f for f in flags if f not in _NOT_CPUID_FLAGS and not f.startswith(_NOT_CPUID_PREFIXES))
 
 
 @functools.cache

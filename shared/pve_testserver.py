@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hmac
 import json
 import signal
@@ -107,6 +108,10 @@ _NOT_CPUID_FLAGS = frozenset(
         "x-hv-synic-kvm-only", "lmce", "pmu", "migratable",
     }
 )
+#: QEMU's experimental knobs (``x-``) and Hyper-V enlightenments (``hv-``, set on when the
+#: expansion is asked with ``hv-passthrough``): properties of the CPU object, not in QEMU's
+#: "Recognized CPUID flags" list that pve-qemu-kvm ships
+_NOT_CPUID_PREFIXES = ("x-", "hv-")
 
 
 def kvm_expansion(ref: str) -> list[str]:
@@ -122,34 +127,35 @@ def kvm_expansion(ref: str) -> list[str]:
         )
     props = json.loads(entry.read_text(encoding="utf-8"))["true_props"]
     flags = {_QEMU_ALIASES.get(p, p) for p in (str(p).replace("_", "-").replace(".", "-") for p in props)}
-    return sorted(f for f in flags if f not in _NOT_CPUID_FLAGS)
+    return sorted(f for f in flags if f not in _NOT_CPUID_FLAGS and not f.startswith(_NOT_CPUID_PREFIXES))
 
 
-def _qemu_flags(node: dict) -> list[str]:
-    """What the node's KVM offers in QEMU names: given by the scenario (``qemu_flags``), or a real
-    host's recorded expansion (``kvm_ref``). Nodes with neither are still derived from the node's
-    /proc/cpuinfo flags with the engine's KVM rules (interim: to be replaced by recordings)."""
+@functools.cache
+def recognised_flags() -> tuple[str, ...]:
+    """The flags this server lists as QEMU-recognised (pve-qemu-kvm ships the real list as
+    /usr/share/kvm/recognized-CPUID-flags-x86_64, read by qemu-server PVE/QemuServer/CPUFlags.pm
+    ``query_understood_cpu_flags``): every flag any recording names."""
+    folder = resources.files("shared").joinpath("data", "kvm_expansions")
+    names: set[str] = set()
+    for entry in folder.iterdir():
+        if entry.name.endswith(".json"):
+            names.update(kvm_expansion(entry.name[: -len(".json")]))
+    return tuple(sorted(names))
+
+
+def _qemu_flags(node: dict) -> list[str] | None:
+    """What the node's KVM offers in QEMU names, as pvestatd stores it in the node's
+    ``cpuflags-kvm`` key-value entry: given by the scenario (``qemu_flags``), or a real host's
+    recorded expansion (``kvm_ref``). None for a node with neither: nothing recorded, so this
+    server has no KVM report for it, as when pvestatd's flag detection failed and it broadcast an
+    empty entry (pve-manager PVE/Service/pvestatd.pm ``update_supported_cpuflags``); such a node is
+    in no flag's ``supported-on`` (qemu-server PVE/QemuServer/CPUFlags.pm
+    ``query_available_cpu_flags`` walks only the nodes with flags in the entry)."""
     if "qemu_flags" in node:
         return sorted(node["qemu_flags"])
     if "kvm_ref" in node:
         return kvm_expansion(node["kvm_ref"])
-    from . import engine
-    from .hosts import HostCpu, vendor_of
-
-    cpu = _node_cpu(node)
-    flags = frozenset(cpu.get("flags") or ())
-    bugs = cpu.get("bugs")
-    host = HostCpu(
-        name=node["name"],
-        vendor=vendor_of(cpu.get("vendor_id"), cpu.get("model", ""), flags),
-        model=cpu.get("model", ""),
-        flags=flags,
-        bugs=frozenset(bugs) if bugs is not None else None,
-        family=cpu.get("family"),
-        model_number=cpu.get("model_number"),
-    )
-    off = engine.offer(host)
-    return sorted(engine._features(off.bits & ~off.undecidable))
+    return None
 
 
 # --- state shared by the handler threads ------------------------------------------------------
@@ -183,7 +189,7 @@ class ClusterState:
         self.faults = Faults()
         self.counts: Counter[str] = Counter()
         self.hang_release = threading.Event()
-        self._qemu_flags_cache: dict[str, list[str]] = {}
+        self._qemu_flags_cache: dict[str, list[str] | None] = {}
         #: seconds pveproxy waits for a node before it gives up (its proxy timeout: 30 s)
         self.proxy_timeout_s = float(scenario.get("proxy_timeout_s", DEFAULT_PROXY_TIMEOUT_S))
         #: seconds pve-http-server waits before it answers a failed authentication (3 s)
@@ -205,7 +211,7 @@ class ClusterState:
     def vm(self, vmid: int) -> dict | None:
         return next((v for v in self.scenario.get("vms", []) if int(v["vmid"]) == vmid), None)
 
-    def qemu_flags(self, node: dict) -> list[str]:
+    def qemu_flags(self, node: dict) -> list[str] | None:
         name = node["name"]
         if name not in self._qemu_flags_cache:
             self._qemu_flags_cache[name] = _qemu_flags(node)
@@ -350,17 +356,20 @@ VM_SPECIFIC_FLAGS = {
 
 def _cpu_flags(state: ClusterState) -> list[dict[str, Any]]:
     """What qemu-server's ``query_available_cpu_flags('kvm', 0, 'x86_64')`` answers: every flag
-    QEMU recognises (pve-qemu-kvm's /usr/share/kvm/recognized-CPUID-flags-x86_64, here the flags
-    the nodes' recorded KVM reports name, plus the VM-specific ones), each with ``supported-on``
+    QEMU recognises (pve-qemu-kvm's /usr/share/kvm/recognized-CPUID-flags-x86_64, here every flag
+    the recordings in shared/data/kvm_expansions name, plus the VM-specific ones: the list does not
+    depend on which nodes have a report), each with ``supported-on``
     the nodes whose ``cpuflags-kvm`` key-value entry (written by pvestatd from QMP
     ``query-cpu-model-expansion`` of ``host``) names it, sorted: ``nested-virt`` first (on the
     nodes with svm or vmx), then flags some node offers, then the others (``supported-on`` []),
     each group by name. ``description`` only where qemu-server has one."""
     offered: dict[str, set[str]] = {name: set() for name in VM_SPECIFIC_FLAGS}
+    for name in recognised_flags():
+        offered.setdefault(name, set())
     for n in state.scenario.get("nodes", []):
         if n.get("online") is False:
             continue  # a node that is down: its pvestatd wrote no entry (kept from before otherwise)
-        for flag in state.qemu_flags(n):
+        for flag in state.qemu_flags(n) or ():  # no recording: in no supported-on
             offered.setdefault(flag, set()).add(n["name"])
             if flag in ("svm", "vmx"):
                 offered["nested-virt"].add(n["name"])

@@ -64,10 +64,19 @@ def test_proxy_and_ca_environment_read_once_with_requests_meaning(demo, monkeypa
     assert len(trusting.nodes()) == 4  # the test server's CA from the environment
 
 
-def test_cpu_flags_endpoint_names_every_node(demo):
-    flags = reader_for(demo).cluster_cpu_flags()
-    assert set(flags) == {"pve-epyc1", "pve-xeon-bdw", "pve-xeon-csl", "pve-atom1"}
-    assert "avx2" in flags["pve-epyc1"] and "avx2" not in flags["pve-atom1"]
+def test_cpu_flags_endpoint_names_the_nodes_with_a_kvm_report(demo):
+    """The demo's EPYC and Cascade Lake nodes have a recorded KVM report; the Broadwell and Atom
+    nodes have none, so Proxmox names them under no flag and their facts come from cpuinfo."""
+    reader = reader_for(demo)
+    flags = reader.cluster_cpu_flags()
+    assert set(flags) == {"pve-epyc1", "pve-xeon-csl"}
+    assert "avx2" in flags["pve-epyc1"] and "avx512f" not in flags["pve-epyc1"]
+    assert {"avx512f", "avx512vnni"} <= flags["pve-xeon-csl"] and "rtm" not in flags["pve-xeon-csl"]
+    atom = reader.node_facts("pve-atom1", flags.get("pve-atom1"))
+    assert atom.flag_source == "cpuinfo" and atom.cpu is not None and "sse4_2" in atom.cpu.flags
+    assert "avx" not in atom.cpu.flags  # the Atom's own cpuinfo, not an empty KVM report
+    csl = reader.node_facts("pve-xeon-csl", flags.get("pve-xeon-csl"))
+    assert csl.flag_source == "qemu-kvm" and "avx512f" in csl.cpu.flags
 
 
 def test_old_proxmox_answers_501_and_reader_falls_back_quietly(caplog):

@@ -4,12 +4,14 @@ test per behaviour, each naming the Proxmox source it follows (qemu-server 9.2.6
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import ssl
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +189,51 @@ def test_cpu_flags_of_a_node_come_from_its_recorded_kvm_expansion():
     assert {intel, amd} <= on["sse4-2"] and {intel, amd} <= on["lahf-lm"]  # spelled as QEMU does
     assert intel in on["nested-virt"] and intel in on["vmx"]  # vmx recorded on the Intel host
     assert "sse4_2" not in on and "check" not in on and "i64" not in on
+
+
+
+def test_a_node_without_a_kvm_report_is_in_no_supported_on(pve):
+    """pvestatd broadcasts an empty ``cpuflags-kvm`` entry when its flag detection fails (pve-manager
+    PVE/Service/pvestatd.pm ``update_supported_cpuflags``), and ``query_available_cpu_flags`` only
+    walks the nodes whose entry names flags: such a node appears under no flag, while every
+    recognised flag is still listed. Here pve4 has no recording, pve1-pve3 have one."""
+    rows = data(pve, "/cluster/qemu/cpu-flags")
+    named = {node for r in rows for node in r["supported-on"]}
+    assert named == {"pve1", "pve2", "pve3"}  # pve5 (a recording, but offline) is left out too
+    by_name = {r["name"]: r["supported-on"] for r in rows}
+    assert by_name["sse4a"] == [] and by_name["avx512f"] == ["pve1", "pve2"]  # sse4a: AMD recordings
+
+#: the project's engine: what the guard judges with, which the test server must never use
+ENGINE_MODULES = frozenset({"engine", "checks", "cpu_models", "hosts", "flags"})
+
+
+def engine_imports(source: str) -> list[str]:
+    """Every import of an engine module in ``source``, at any depth (function-level included),
+    absolute (``shared.engine``) or relative (``from . import engine``, ``from .hosts import``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names = [base] + [f"{base}.{alias.name}" if base else alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if ENGINE_MODULES & set(name.split(".")):
+                found.append(f"line {node.lineno}: {name}")
+    return found
+
+
+def test_engine_imports_are_found_at_any_depth():
+    """The check below would catch the import it is there to forbid."""
+    src = "import json\ndef f():\n    from . import engine\n    from .hosts import HostCpu\n"
+    assert engine_imports(src) == ["line 3: engine", "line 4: hosts", "line 4: hosts.HostCpu"]
+    assert engine_imports("import shared.checks\n") and engine_imports("from shared import flags\n")
+    assert not engine_imports("from .errors import ConfigError\nimport json\n")
+
+
+def test_the_test_server_imports_nothing_of_the_engine():
+    """Its answers come from recorded data only, never from what it is there to test."""
+    source = Path(__file__).resolve().parents[1].joinpath("shared", "pve_testserver.py").read_text()
+    assert engine_imports(source) == []

@@ -61,8 +61,13 @@ def test_node_status_has_cpuinfo_and_versions(demo):
 
 def test_cpu_flags_shape(demo):
     _, body = _get(demo, "/api2/json/cluster/qemu/cpu-flags")
-    entry = next(e for e in body["data"] if e["name"] == "avx2")
-    assert "pve-epyc1" in entry["supported-on"] and "pve-atom1" not in entry["supported-on"]
+    on = {e["name"]: e["supported-on"] for e in body["data"]}
+    assert on["avx2"] == ["pve-epyc1", "pve-xeon-csl"]  # the nodes with a recorded KVM report
+    assert on["avx512f"] == ["pve-xeon-csl"] and on["nested-virt"] == ["pve-epyc1", "pve-xeon-csl"]
+    # no recording for the Broadwell and Atom nodes: named under no flag, as a node without a
+    # cpuflags-kvm entry is by pve-manager, although the recorded flags are still listed
+    named = {node for nodes in on.values() for node in nodes}
+    assert named == {"pve-epyc1", "pve-xeon-csl"} and "sse4-2" in on
 
 
 def test_cpu_flags_501_on_old_proxmox():

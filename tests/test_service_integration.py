@@ -105,6 +105,21 @@ def test_check_over_https_with_real_redis(pve, redis_db):
         }
 
 
+def test_a_node_without_a_kvm_report_is_judged_on_its_cpuinfo(pve, redis_db):
+    """pve4 (EPYC 7003) has no recorded KVM report: Proxmox's /cluster/qemu/cpu-flags names it
+    under no flag, as for a node whose pvestatd wrote no cpuflags-kvm entry. That is "no report
+    for this node", not "its KVM offers nothing": its cpuinfo flags decide, while the nodes with a
+    report are still judged on QEMU's own names."""
+    with client_for(settings_for(pve)) as c:
+        v2 = check(c, 102, "pve4").json()  # x86-64-v2-AES: every x86-64 server CPU of the last decade
+        assert (v2["verdict"], v2["flag_source"]) == ("allow", "cpuinfo"), v2
+        v4 = check(c, 101, "pve4").json()  # x86-64-v4: AVX-512, which an EPYC 7003 does not have
+        assert (v4["verdict"], v4["flag_source"]) == ("deny", "cpuinfo"), v4
+        missing = next(r for r in v4["reasons"] if r["code"] == "missing-flags")
+        assert "avx512" in missing["message"] and "sse4" not in missing["message"]
+        assert check(c, 101, "pve2").json()["flag_source"] == "qemu-kvm"
+
+
 @pytest.mark.parametrize("inventory", [True, False], ids=["running-service", "empty-caches"])
 def test_burst_of_500_decisions_one_proxmox_call_per_resource(pve, redis_db7, inventory):
     """A node evacuation: 500 hook decisions at once for the VMs of pve1 (real proxmoxer over

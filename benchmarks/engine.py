@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/engine.py [--specs N] [--hosts N] [--catalog FILE]
 Prints verdicts/s for check_runnable (full verdicts with reasons) and for the boolean batch
 path runnable_matrix. Goal: >= 1,000,000 (spec, host) verdicts per second on one core.
-Hosts come from the real CPU fixtures (shared/data/cpus, plus the folder of extra dumps that
+Hosts come from the real CPU fixtures (shared/migration_guard/data/cpus, plus the folder of extra dumps that
 MIGRATION_GUARD_TEST_EXTRA_CPUS names, when set),
 varied by dropping flags so that all 64 differ.
 """
@@ -21,9 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shared import cpu_models, engine  # noqa: E402
-from shared.cpu_spec import parse_cpu  # noqa: E402
-from shared.hosts import HostCpu, host_from_json  # noqa: E402
+from migration_guard.engine import cpu_models  # noqa: E402
+from migration_guard.engine import verdicts as engine  # noqa: E402
+from migration_guard.engine.cpu_spec import parse_cpu  # noqa: E402
+from migration_guard.engine.hosts import HostCpu, host_from_json  # noqa: E402
 
 VM_FLAGS = [
     "+pcid",
@@ -44,12 +45,13 @@ VM_FLAGS = [
 def real_hosts() -> list[HostCpu]:
     hosts = []
     extra = os.environ.get("MIGRATION_GUARD_TEST_EXTRA_CPUS", "").strip()
-    for folder in (REPO / "shared" / "data" / "cpus", Path(extra) if extra else None):
+    for folder in (REPO / "shared" / "migration_guard" / "data" / "cpus", Path(extra) if extra else None):
         if folder is not None and folder.is_dir():
             for path in sorted(folder.glob("*.json")):
                 hosts.append(host_from_json(json.loads(path.read_text()), path.stem))
     if not hosts:
-        sys.exit("no real CPU fixtures found in shared/data/cpus (nor in MIGRATION_GUARD_TEST_EXTRA_CPUS)")
+        sys.exit("no real CPU fixtures found in shared/migration_guard/data/cpus (nor in "
+                 "MIGRATION_GUARD_TEST_EXTRA_CPUS)")
     return hosts
 
 

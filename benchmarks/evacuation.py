@@ -94,7 +94,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from shared.pve_testserver import start_server
+    from migration_guard.demo.pve_server import start_server
 
     server = start_server(scenario(args.vms))
     port = free_port()
@@ -114,7 +114,7 @@ def main() -> int:
         MIGRATION_GUARD_INVENTORY_REFRESH="false" if args.cold else "true",
     )
     cli = Path(sys.executable).parent / "migration-guard"
-    argv = [str(cli)] if cli.is_file() else [sys.executable, "-m", "shared.cli.main"]
+    argv = [str(cli)] if cli.is_file() else [sys.executable, "-m", "migration_guard.cli.main"]
     proc = subprocess.Popen(
         [*argv, "serve", "--log-level", "warning"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
     )

@@ -1,8 +1,9 @@
 """The matrix endpoint (``GET /v1/matrix``: every VM against every node) for a big cluster.
 
 Default size: 10,000 VMs x 64 nodes (630,000 cells: a VM is not checked against its own node).
-The nodes carry the 24 real CPUs of shared/data/cpus/ (cycled), the VMs a mix of CPU types. The
-cluster is served by an in-memory reader with the ClusterReader's interface (tests/test_api.py's
+The nodes carry the 24 real CPUs of shared/migration_guard/data/cpus/ (cycled), the VMs a mix of CPU types.
+The
+cluster is served by an in-memory reader with the ClusterReader's interface (tests/api/test_api.py's
 FakeReader): reading 10,000 VM configs from a real Proxmox takes 10,000 API calls whatever the
 service does, so this measures what the service adds — the verdicts and the JSON — through the
 real FastAPI app (httpx's ASGI transport, no socket). Two requests: cold (facts loaded from the
@@ -41,9 +42,9 @@ CPU_MIX = [
 
 def big_scenario(vms: int, nodes: int) -> dict:
     """``nodes`` nodes with the real CPU fixtures (cycled) and ``vms`` running VMs spread over them."""
-    fixtures = sorted((ROOT / "shared" / "data" / "cpus").glob("*.json"))
+    fixtures = sorted((ROOT / "shared" / "migration_guard" / "data" / "cpus").glob("*.json"))
     if not fixtures:
-        raise SystemExit("shared/data/cpus/*.json is missing: the CPU fixtures are needed")
+        raise SystemExit("shared/migration_guard/data/cpus/*.json is missing: the CPU fixtures are needed")
     node_list = []
     for i in range(nodes):
         cpu = json.loads(fixtures[i % len(fixtures)].read_text())
@@ -72,10 +73,10 @@ def big_service(vms: int, nodes: int):
     """A GuardService over the in-memory reader and the embedded store, long cache lifetimes."""
     import fakeredis
 
-    from shared.service import GuardService
-    from shared.settings import load_settings
-    from shared.store import Store
-    from tests.test_api import FakeReader
+    from migration_guard.service.guard import GuardService
+    from migration_guard.service.settings import load_settings
+    from migration_guard.store.redis_store import Store
+    from tests.api.test_api import FakeReader
 
     settings = load_settings(
         None,
@@ -97,7 +98,7 @@ def main() -> int:
 
     import httpx
 
-    from shared.api import create_app
+    from migration_guard.api.app import create_app
 
     service = big_service(args.vms, args.nodes)
     app = create_app(service, ("bench-matrix-token",))

@@ -43,8 +43,8 @@ def main() -> int:
 
     from matrix import big_scenario
 
-    import shared.api  # noqa: F401 - the imports count in the baseline, not in the growth
-    import shared.service  # noqa: F401
+    import migration_guard.api.app  # noqa: F401 - the imports count in the baseline, not in the growth
+    import migration_guard.service.guard  # noqa: F401
 
     gc.collect()
     baseline = rss_mb()
@@ -52,10 +52,10 @@ def main() -> int:
 
     import fakeredis
 
-    from shared.service import GuardService
-    from shared.settings import load_settings
-    from shared.store import Store, connect
-    from tests.test_api import FakeReader
+    from migration_guard.service.guard import GuardService
+    from migration_guard.service.settings import load_settings
+    from migration_guard.store.redis_store import Store, connect
+    from tests.api.test_api import FakeReader
 
     settings = load_settings(
         None,

@@ -36,7 +36,7 @@ TOKEN = "bench-token"
 
 
 def _settings(server, **extra):
-    from shared.settings import load_settings
+    from migration_guard.service.settings import load_settings
 
     tok = server.token
     values = dict(
@@ -62,9 +62,9 @@ def serve(port: int) -> None:
     import uvicorn
     from fastapi.responses import Response
 
-    from shared.api import create_app
-    from shared.pve_testserver import start_server
-    from shared.service import build_service
+    from migration_guard.api.app import create_app
+    from migration_guard.demo.pve_server import start_server
+    from migration_guard.service.guard import build_service
 
     server = start_server(str(SCENARIO))
     settings = _settings(server, cache_vm_ttl=3600, cache_list_ttl=3600, cache_node_ttl=3600)
@@ -159,9 +159,9 @@ def bench_warm_asgi(n: int) -> None:
     import httpx
     from fastapi.responses import Response
 
-    from shared.api import create_app
-    from shared.pve_testserver import start_server
-    from shared.service import build_service
+    from migration_guard.api.app import create_app
+    from migration_guard.demo.pve_server import start_server
+    from migration_guard.service.guard import build_service
 
     server = start_server(str(SCENARIO))
     settings = _settings(server, cache_vm_ttl=3600, cache_list_ttl=3600, cache_node_ttl=3600)
@@ -204,10 +204,10 @@ def bench_warm_asgi(n: int) -> None:
 
 
 def bench_cold(repeats: int) -> None:
-    from shared.inventory import ClusterReader
-    from shared.pve_testserver import start_server
-    from shared.refresher import InventoryRefresher
-    from shared.service import build_service
+    from migration_guard.cluster.reader import ClusterReader
+    from migration_guard.demo.pve_server import start_server
+    from migration_guard.service.guard import build_service
+    from migration_guard.service.refresher import InventoryRefresher
 
     server = start_server(str(SCENARIO))
     settings = _settings(server)
@@ -271,9 +271,9 @@ def bench_cold(repeats: int) -> None:
 
 
 def bench_burst(n: int) -> None:
-    from shared.pve_testserver import start_server
-    from shared.refresher import InventoryRefresher
-    from shared.service import build_service
+    from migration_guard.demo.pve_server import start_server
+    from migration_guard.service.guard import build_service
+    from migration_guard.service.refresher import InventoryRefresher
 
     server = start_server(str(SCENARIO))
     settings = _settings(server)

@@ -2,7 +2,7 @@
 
 Redis: the tests never touch a Redis they did not start. Before any test module is imported, a
 private ``redis-server`` is started on a free loopback port (nothing kept on disk) and its URL is put
-in ``MIGRATION_GUARD_TEST_REDIS``; ``tests.redis_support.redis_url(db)`` hands out databases of it.
+in ``MIGRATION_GUARD_TEST_REDIS``; ``tests.support.redis_server.redis_url(db)`` hands out databases of it.
 To use a Redis of your own instead (one you are happy to have emptied), set
 ``MIGRATION_GUARD_TEST_REDIS=redis://host:port`` before running pytest.
 """
@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests import redis_support
+from tests.support import redis_server as redis_support
 
 _private = None
 
@@ -40,7 +40,7 @@ def _own_state_dir(tmp_path_factory, monkeypatch) -> None:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Proxmox answers a wrong token only after 3 s (pve-http-server). The in-process test servers
-    answer it at once, except in tests/test_pve_conformance.py, which checks Proxmox's own delays."""
-    from shared import pve_testserver
+    answer it at once, except in tests/demo/test_pve_conformance.py, which checks Proxmox's own delays."""
+    from migration_guard.demo import pve_server as pve_testserver
 
     pve_testserver.DEFAULT_AUTH_FAILURE_DELAY_S = 0.0

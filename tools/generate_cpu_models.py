@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate shared/data/cpu_models.json by asking a real QEMU over QMP.
+"""Generate shared/migration_guard/data/cpu_models.json by asking a real QEMU over QMP.
 
     python3 tools/generate_cpu_models.py [--qemu /usr/bin/qemu-system-x86_64] [--accel tcg|kvm] [-o FILE]
     python3 tools/generate_cpu_models.py --qemu-source DIR --write-newer-models  # refresh newer_models.json
@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUTPUT = ROOT / "shared" / "data" / "cpu_models.json"
+DEFAULT_OUTPUT = ROOT / "shared" / "migration_guard" / "data" / "cpu_models.json"
 NEWER_MODELS = Path(__file__).resolve().parent / "newer_models.json"
 
 #: QEMU target/i386/kvm/kvm-cpu.c kvm_default_props (identical in 7.2.0 and 10.2.2): applied by

@@ -1,4 +1,5 @@
-"""Write shared/data/qemu_server_cpu_types.json: the ``cpu:`` types each qemu-server release accepts.
+"""Write shared/migration_guard/data/qemu_server_cpu_types.json: the ``cpu:`` types each qemu-server release
+accepts.
 
 Reads a clone of proxmox/qemu-server: for every "bump version to X" commit, the built-in model list
 of ``PVE/QemuServer/CPUConfig.pm`` (``$cpu_vendor_list`` / ``$cpu_models_by_arch->{x86_64}``) and
@@ -59,7 +60,7 @@ def version_key(v: str) -> tuple[int, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", type=Path)
-    default_out = Path(__file__).parent.parent / "shared/data/qemu_server_cpu_types.json"
+    default_out = Path(__file__).parent.parent / "shared/migration_guard/data/qemu_server_cpu_types.json"
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args(argv)
     head = git(args.repo, "rev-parse", "HEAD").strip()

@@ -1,0 +1,457 @@
+"""Service answers -> Slack messages (Block Kit + plain ``text`` fallback).
+
+``answer(intent, client, command)`` is the one entry point used by every listener and by the
+console: it calls the service, and turns the body (or the error) into an ``Answer``. Every
+string from Proxmox or the service goes through migration_guard_bot.messages (``code``/``prose``/``plain``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from migration_guard.errors import (
+    GuardError,
+    InputError,
+    ServiceUnavailable,
+    UnknownClusterError,
+    UnknownNodeError,
+    UnknownVmError,
+)
+from migration_guard_bot import blocks as bk
+from migration_guard_bot.messages import code, plain, prose
+from migration_guard_bot.parser import Check, Decisions, Help, Intent, Recommend, Targets
+
+log = logging.getLogger(__name__)
+
+DECISIONS_LIMIT = 10
+
+
+class Service(Protocol):
+    def check(self, vmid: int, target: str, target_cluster: str | None = None) -> Any: ...
+    def targets(self, vmid: int) -> Any: ...
+    def decisions(self, limit: int = 10, vmid: int | None = None) -> Any: ...
+    def cluster(self) -> Any: ...
+    def recommendation(self, nodes: tuple[str, ...] = ()) -> Any: ...
+
+
+@dataclass(slots=True)
+class Answer:
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    #: worth showing to the whole channel (a verdict) or only to the asker (help, errors)
+    public: bool = True
+
+    def as_message(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks}
+
+
+_ICON = {"allow": ":white_check_mark:", "deny": ":no_entry:", "unknown": ":grey_question:"}
+_WORD = {"allow": "Yes", "deny": "No", "unknown": "Not sure"}
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def answer(intent: Intent, service: Service, command: str = "/canmove") -> Answer:
+    if isinstance(intent, Help):
+        return help_answer(command, intent.problem)
+    try:
+        if isinstance(intent, Check):
+            return verdict_answer(service.check(intent.vmid, intent.target, intent.target_cluster))
+        if isinstance(intent, Targets):
+            return targets_answer(intent.vmid, service.targets(intent.vmid))
+        if isinstance(intent, Recommend):
+            return recommendation_answer(service.recommendation(intent.nodes))
+        if isinstance(intent, Decisions):
+            return decisions_answer(intent.vmid, service.decisions(DECISIONS_LIMIT, intent.vmid))
+    except (UnknownVmError, UnknownNodeError, UnknownClusterError) as exc:
+        return not_found_answer(exc, intent, service)
+    except GuardError as exc:
+        return error_answer(exc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a body we cannot read
+        log.warning("could not read the service's answer to %s: %r", type(intent).__name__, exc)
+        return error_answer(
+            GuardError(
+                "the service answered something the bot cannot read; "
+                "are the bot and the service the same version?"
+            )
+        )
+    return help_answer(command)
+
+
+# --- help and errors -----------------------------------------------------------------------
+
+
+def help_answer(command: str = "/canmove", problem: str = "") -> Answer:
+    examples = [
+        ("can vm 101 move to node3?", f"{command} 101 node3", "yes/no with reasons"),
+        ("where can vm 101 go?", f"{command} 101", "every node with its verdict"),
+        ("which cpu type should we use?", f"{command} recommend node1 node2", "the cluster's CPU type"),
+        ("why was 101 blocked?", f"{command} recent blocks", "the latest decisions"),
+    ]
+    intro = "Ask me about live migrations and CPU types:"
+    lines = [f"“{q}”  or  `{c}`  – {what}" for q, c, what in examples]
+    mrk = (prose(problem) + " " if problem else "") + intro + "\n" + bk.bullets(lines)
+    text = (problem + " " if problem else "") + intro + " " + "; ".join(f"{q} ({c})" for q, c, _ in examples)
+    return Answer(
+        text=plain(text),
+        blocks=[
+            bk.section(mrk),
+            bk.context(
+                "Mention me, DM me, or use "
+                + code(command)
+                + ". Another cluster: can vm 101 move to clusterB/node5?"
+            ),
+        ],
+        public=False,
+    )
+
+
+def error_answer(exc: GuardError) -> Answer:
+    """One line: the service is down, slow or refused us."""
+    if isinstance(exc, ServiceUnavailable):
+        line = f"Cannot answer right now: {exc}. Try again in a minute."
+    elif isinstance(exc, InputError):
+        line = f"The service cannot answer that: {exc}"
+    else:
+        line = f"Cannot answer: {exc}"
+    return Answer(text=plain(line), blocks=[bk.section(":warning: " + prose(line))], public=False)
+
+
+def not_found_answer(exc: GuardError, intent: Intent, service: Service) -> Answer:
+    """An unknown VM, node or cluster: say so, name the known nodes and the closest match."""
+    nodes = _known_nodes(service)
+    msg = str(exc).strip().rstrip(".")
+    parts: list[tuple[str, str]] = []  # (mrkdwn, plain text) of each sentence
+    cluster = getattr(intent, "target_cluster", None) or ""
+    if isinstance(exc, UnknownVmError):
+        said = msg[:1].upper() + msg[1:] if msg else f"I don't know VM {getattr(intent, 'vmid', '')}"
+        parts += [(prose(said) + ".", said + "."), ("Is the VM ID right?", "Is the VM ID right?")]
+    elif isinstance(exc, UnknownClusterError):
+        tail = f" ({msg})" if msg else ""
+        parts.append(
+            (f"There is no cluster {code(cluster)}{prose(tail)}.", f"There is no cluster {cluster}{tail}.")
+        )
+    else:
+        asked = getattr(intent, "target", None) or ""
+        if not asked and isinstance(intent, Recommend):
+            asked = next((n for n in intent.nodes if n not in nodes), "")
+        label = f"{cluster}/{asked}" if cluster and asked else asked
+        if label:
+            parts.append((f"There is no node {code(label)}.", f"There is no node {label}."))
+        else:
+            parts.append((prose(msg) + ".", msg + "."))
+        close = difflib.get_close_matches(asked, nodes, n=1, cutoff=0.5) if asked and nodes else []
+        if close:
+            parts.append((f"Did you mean {code(close[0])}?", f"Did you mean {close[0]}?"))
+    if nodes:
+        parts.append(
+            (
+                "Known nodes: " + ", ".join(code(n) for n in nodes) + ".",
+                "Known nodes: " + ", ".join(nodes) + ".",
+            )
+        )
+    return Answer(
+        text=plain(" ".join(t for _, t in parts)),
+        blocks=[bk.section(":mag: " + " ".join(m for m, _ in parts))],
+        public=False,
+    )
+
+
+def _known_nodes(service: Service) -> list[str]:
+    try:
+        body = service.cluster()
+    except GuardError:
+        return []
+    return [n for n in (_node_name(x) for x in _list_of(body, "nodes")) if n]
+
+
+# --- verdicts ------------------------------------------------------------------------------
+
+
+def verdict_answer(body: dict[str, Any], *, veto: bool = False) -> Answer:
+    """One verdict (a /check answer, or a veto event when ``veto``)."""
+    verdict = str(body.get("verdict") or "unknown")
+    vm = _vm_label(body)
+    src, dst = body.get("source"), body.get("target")
+    src_c, dst_c = body.get("source_cluster"), body.get("target_cluster")
+    dst_label = f"{dst_c}/{dst}" if dst_c and dst_c != src_c else f"{dst}"
+    if veto:
+        enforced = body.get("enforced", True)
+        icon = ":no_entry:" if enforced else ":warning:"
+        head_m = (
+            f"*{icon} Blocked:* live migration of {vm['m']} to {code(dst_label)}"
+            if enforced
+            else f"*{icon} Would block:* live migration of {vm['m']} to {code(dst_label)} "
+            "(warn mode, not stopped)"
+        )
+        head_t = (
+            f"Blocked: live migration of {vm['t']} to {dst_label}"
+            if enforced
+            else f"Would block (warn mode): live migration of {vm['t']} to {dst_label}"
+        )
+    else:
+        word = _WORD.get(verdict, "Not sure")
+        icon = _ICON.get(verdict, ":grey_question:")
+        phrase = {"allow": "can move to", "deny": "cannot move to"}.get(verdict, "may or may not move to")
+        head_m = f"*{icon} {word}:* {vm['m']} {phrase} {code(dst_label)}"
+        head_t = f"{word.upper()}: {vm['t']} {phrase} {dst_label}"
+    reasons = _reasons(body)
+    suggestion = str(body.get("suggestion") or "")
+    cpu = body.get("cpu")
+    cpu_s = _cpu_label(cpu)
+    blocks = [
+        bk.section(head_m),
+        bk.fields(
+            ("VM", vm["m"]),
+            ("CPU type", code(cpu_s) if cpu_s else "–"),
+            ("Move", f"{code(src or '?')} → {code(dst_label)}"),
+        ),
+    ]
+    if reasons:
+        blocks.append(bk.section("*Why*\n" + bk.bullets([_reason_m(r) for r in reasons])))
+    if suggestion:
+        blocks.append(bk.section("*Suggestion*\n" + prose(suggestion)))
+    ctx = _context(body)
+    if ctx:
+        blocks.append(bk.context(ctx))
+    text = head_t + (f" (CPU type {cpu_s})" if cpu_s else "") + (f", from {src}" if src else "") + "."
+    if reasons:
+        text += " Why: " + "; ".join(str(r.get("message") or r.get("code") or "") for r in reasons) + "."
+    if suggestion:
+        text += " Suggestion: " + suggestion
+    return Answer(text=plain(text), blocks=blocks)
+
+
+def targets_answer(vmid: int, body: Any) -> Answer:
+    rows = _list_of(body, "targets", "verdicts", "results", "nodes")
+    first = rows[0] if rows else (body if isinstance(body, dict) else {})
+    vm = _vm_label({**first, "vmid": first.get("vmid", vmid)} if isinstance(first, dict) else {"vmid": vmid})
+    src = (body.get("source") if isinstance(body, dict) else None) or (
+        first.get("source") if isinstance(first, dict) else None
+    )
+    allowed = [r for r in rows if r.get("verdict") == "allow"]
+    head = (
+        f"{vm['t']}"
+        + (f" on {src}" if src else "")
+        + f": can move to {len(allowed)} of {len(rows)} other nodes"
+    )
+    head_m = (
+        f"*{vm['m']}*"
+        + (f" on {code(src)}" if src else "")
+        + f": can move to *{len(allowed)} of {len(rows)}* other nodes"
+    )
+    lines_m, lines_t = [], []
+    for r in rows:
+        v = str(r.get("verdict") or "unknown")
+        node = str(r.get("target") or r.get("node") or "?")
+        if r.get("target_cluster") and r.get("target_cluster") != r.get("source_cluster"):
+            node = f"{r['target_cluster']}/{node}"
+        reasons = _reasons(r)
+        why = (
+            str(reasons[0].get("message") or reasons[0].get("code") or "") if reasons and v != "allow" else ""
+        )
+        lines_m.append(
+            f"{_ICON.get(v, ':grey_question:')} {code(node)} {_WORD.get(v, v).lower()}"
+            + (f" – {prose(why)}" if why else "")
+        )
+        lines_t.append(f"{node}: {_WORD.get(v, v).lower()}" + (f" ({why})" if why else ""))
+    if not rows:
+        lines_m, lines_t = ["There is no other node in the cluster."], ["there is no other node"]
+    blocks = [bk.section(head_m + "\n" + bk.bullets(lines_m, 40))]
+    suggestion = body.get("suggestion") if isinstance(body, dict) else None
+    if suggestion:
+        blocks.append(bk.section("*Suggestion*\n" + prose(suggestion)))
+    cpu_s = _cpu_label(first.get("cpu")) if isinstance(first, dict) else ""
+    if cpu_s:
+        blocks.append(bk.context("CPU type " + code(cpu_s)))
+    # clusters (or nodes) the service could not ask: say so, a missing node is not a "no"
+    errors = [e for e in _list_of(body, "errors") if isinstance(e, dict)]
+    unasked = [
+        (f"{e.get('cluster')}/{e['node']}" if e.get("node") else str(e.get("cluster") or "?"))
+        + f" ({e.get('message') or e.get('code') or 'no answer'})"
+        for e in errors
+    ]
+    text = head + ". " + "; ".join(lines_t) + "."
+    if unasked:
+        blocks.append(bk.context("Not asked: " + prose("; ".join(unasked))))
+        text += " Not asked: " + "; ".join(unasked) + "."
+    return Answer(text=plain(text), blocks=blocks)
+
+
+def recommendation_answer(body: dict[str, Any]) -> Answer:
+    """The cluster's CPU type (``recommended``) and the VMs whose type some node cannot run."""
+    rec = body.get("recommendation", body)
+    if not isinstance(rec, dict):
+        rec = {"cpu_type": rec}
+    cpu_type = _first(rec, "recommended", "cpu_type", "type", "model", "best")
+    nodes = [n for n in (_node_name(x) for x in _list_of(rec, "nodes") or _list_of(body, "nodes")) if n]
+    why = str(_first(rec, "reason", "why", "message", "explanation") or "")
+    vms = _list_of(body, "vms_at_risk", "vms", "incompatible_vms", "blocked_vms")
+    where_m = (" for " + ", ".join(code(n) for n in nodes)) if nodes else ""
+    where_t = (" for " + ", ".join(nodes)) if nodes else ""
+    if cpu_type:
+        head_m = f"*:bulb: Recommended CPU type{where_m}:* {code(cpu_type)}"
+        head_t = f"Recommended CPU type{where_t}: {cpu_type}."
+    else:
+        head_m = f"*:warning: No CPU type runs on every node{where_m}.*"
+        head_t = f"No CPU type runs on every node{where_t}."
+    no_flags = [n for n in (_node_name(x) for x in _list_of(body, "nodes_without_flags")) if n]
+    if no_flags:
+        why = (why + " " if why else "") + "Not counted (CPU flags unknown): " + ", ".join(no_flags) + "."
+    blocks = [bk.section(head_m + (("\n" + prose(why)) if why else ""))]
+    text = head_t + (f" {why}" if why else "")
+    if vms:
+        lines_m, lines_t = [], []
+        for vm in vms:
+            label = _vm_label(vm)
+            cpu_s = _cpu_label(vm.get("cpu"))
+            bad = vm.get("cannot_run_on") or vm.get("nodes") or vm.get("bad_nodes") or []
+            bad = bad if isinstance(bad, list) else []
+            bad_m = [code(_node_name(x)) + _lacks(x, True) for x in bad if _node_name(x)]
+            bad_t = [_node_name(x) + _lacks(x, False) for x in bad if _node_name(x)]
+            lines_m.append(
+                label["m"]
+                + (f" ({code(cpu_s)})" if cpu_s else "")
+                + (" cannot run on " + ", ".join(bad_m) if bad_m else "")
+            )
+            lines_t.append(
+                label["t"]
+                + (f" ({cpu_s})" if cpu_s else "")
+                + (" cannot run on " + ", ".join(bad_t) if bad_t else "")
+            )
+        blocks.append(
+            bk.section(f"*VMs whose CPU type some node cannot run ({len(vms)})*\n" + bk.bullets(lines_m))
+        )
+        text += " VMs whose CPU type some node cannot run: " + "; ".join(lines_t) + "."
+    else:
+        blocks.append(bk.context("Every VM's CPU type runs on every node."))
+        text += " Every VM's CPU type runs on every node."
+    return Answer(text=plain(text), blocks=blocks)
+
+
+def _lacks(x: Any, mrkdwn: bool, limit: int = 4) -> str:
+    missing = x.get("missing") if isinstance(x, dict) else None
+    if not missing or not isinstance(missing, list):
+        return ""
+    shown = [str(m) for m in missing[:limit]] + (
+        [f"+{len(missing) - limit} more"] if len(missing) > limit else []
+    )
+    return " (lacks " + (prose(", ".join(shown)) if mrkdwn else ", ".join(shown)) + ")"
+
+
+def decisions_answer(vmid: int | None, body: Any) -> Answer:
+    rows = _list_of(body, "decisions", "items", "results")
+    who = f"VM {vmid}" if vmid is not None else "the cluster"
+    if not rows:
+        line = f"No recent decisions for {who}."
+        return Answer(text=line, blocks=[bk.section(line)])
+    lines_m, lines_t = [], []
+    for d in rows[:DECISIONS_LIMIT]:
+        v = str(d.get("verdict") or "unknown")
+        vm = _vm_label(d)
+        when = _when(d.get("time") or d.get("checked_at") or d.get("decided_at"))
+        reasons = _reasons(d)
+        why = (
+            str(reasons[0].get("message") or reasons[0].get("code") or "") if reasons and v != "allow" else ""
+        )
+        move = f"{code(d.get('source') or '?')} → {code(d.get('target') or '?')}"
+        lines_m.append(
+            f"{_ICON.get(v, ':grey_question:')} {when} {vm['m']} {move}" + (f" – {prose(why)}" if why else "")
+        )
+        lines_t.append(
+            f"{when} {v} {vm['t']} {d.get('source') or '?'} → {d.get('target') or '?'}"
+            + (f" ({why})" if why else "")
+        )
+    head = f"Latest decisions for {who}"
+    return Answer(
+        text=plain(head + ": " + "; ".join(lines_t)), blocks=[bk.section(f"*{head}*\n" + bk.bullets(lines_m))]
+    )
+
+
+# --- small readers -------------------------------------------------------------------------
+
+
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if d.get(k) not in (None, ""):
+            return d[k]
+    return None
+
+
+def _list_of(body: Any, *keys: str) -> list[dict[str, Any]]:
+    if isinstance(body, list):
+        return [x for x in body if isinstance(x, dict)] or [{"name": x} for x in body if isinstance(x, str)]
+    if isinstance(body, dict):
+        for k in keys:
+            v = body.get(k)
+            if isinstance(v, list):
+                return [x if isinstance(x, dict) else {"name": x} for x in v]
+            if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
+                return [{"name": name, "node": name, **x} for name, x in v.items()]
+    return []
+
+
+def _node_name(x: Any) -> str:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, dict):
+        return str(x.get("node") or x.get("name") or "")
+    return ""
+
+
+def _vm_label(body: dict[str, Any]) -> dict[str, str]:
+    vmid, name = body.get("vmid"), body.get("name")
+    m = f"VM {vmid}" + (f" {code(name)}" if name else "")
+    t = f"VM {vmid}" + (f" ({name})" if name else "")
+    return {"m": m, "t": t}
+
+
+def _cpu_label(cpu: Any) -> str:
+    if isinstance(cpu, dict):
+        return str(_first(cpu, "type", "cputype", "model", "spec", "raw") or "")
+    return str(cpu or "")
+
+
+def _reasons(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The verdict's reasons, then its ``facts`` notes (e.g. a nested node) not already among them."""
+    raw = body.get("reasons") or []
+    out = [r if isinstance(r, dict) else {"message": str(r)} for r in raw] if isinstance(raw, list) else []
+    notes = body.get("facts")
+    if isinstance(notes, list):
+        out += [n for n in notes if isinstance(n, dict) and n not in out]
+    return out
+
+
+def _reason_m(r: dict[str, Any]) -> str:
+    msg = prose(r.get("message") or "")
+    c = r.get("code")
+    return f"{msg} ({code(c)})" if c and msg else (msg or code(c or "?"))
+
+
+def _context(body: dict[str, Any]) -> str:
+    parts = []
+    when = body.get("checked_at") or body.get("time")
+    if when:
+        parts.append("checked " + _when(when))
+    age = body.get("facts_age_s")
+    if isinstance(age, (int, float)):
+        parts.append(f"cluster facts {int(age)} s old")
+    if body.get("id"):
+        parts.append("event " + code(body["id"]))
+    return " · ".join(parts)
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return datetime.utcfromtimestamp(value).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+        except ValueError:
+            return plain(value[:40])
+    return ""

@@ -1,0 +1,112 @@
+"""The App Home view: nodes (CPU model, vendor, best type), the recommended type, last vetoes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from migration_guard.errors import GuardError
+from migration_guard_bot import blocks as bk
+from migration_guard_bot.answers import (
+    Service,
+    _cpu_label,
+    _first,
+    _list_of,
+    _node_name,
+    _reasons,
+    _vm_label,
+    _when,
+)
+from migration_guard_bot.messages import code, prose
+
+LAST_VETOES = 5
+
+
+def home_view(service: Service, command: str = "/canmove") -> dict[str, Any]:
+    """Each section is read on its own: one failing call leaves a one-line note, not an empty tab."""
+    blocks: list[dict[str, Any]] = [bk.header("migration-guard: live migrations and CPU types")]
+    blocks.append(bk.section("*Nodes*\n" + _section(lambda: _nodes_and_versions(service.cluster()))))
+    blocks.append(
+        bk.section("*Recommended CPU type*\n" + _section(lambda: _recommended(service.recommendation(()))))
+    )
+    blocks.append(bk.section("*Last vetoes*\n" + _section(lambda: _vetoes(service.decisions(20, None)))))
+    blocks.append(
+        bk.context(
+            f"Ask: {code(command + ' 101 node3')} · {code(command + ' 101')} · "
+            f"{code(command + ' recommend')} · or mention me"
+        )
+    )
+    return {"type": "home", "blocks": blocks}
+
+
+def _section(build: Callable[[], str]) -> str:
+    try:
+        return build()
+    except GuardError as exc:
+        return ":warning: " + prose(f"not available right now: {exc}")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ":warning: the service answered something the bot cannot read"
+
+
+def _nodes(cluster: Any) -> str:
+    lines = []
+    for n in _list_of(cluster, "nodes"):
+        if n.get("error"):
+            lines.append(f"{code(_node_name(n))} – {prose(n['error'])}")
+            continue
+        cpu = _first(n, "cpu_model", "model") or "CPU unknown"
+        vendor = _first(n, "vendor", "cpu_vendor")
+        best = _cpu_label(_first(n, "best_cpu_type", "best_type", "best", "cpu_type"))
+        state = "" if n.get("online", True) else " (offline)"
+        lines.append(
+            f"{code(_node_name(n))}{state} – {prose(cpu)}"
+            + (f", {prose(vendor)}" if vendor else "")
+            + (f" – best type {code(best)}" if best else "")
+            + _versions(n)
+            + (f" ({prose(str(n['best_cpu_note']))})" if n.get("best_cpu_note") else "")
+        )
+    return bk.bullets(lines, 40) if lines else "No nodes known yet."
+
+
+def _nodes_and_versions(cluster: Any) -> str:
+    """The node lines, each with its Proxmox and QEMU version, and a rolling upgrade flagged."""
+    text = _nodes(cluster)
+    upgrade = cluster.get("rolling_upgrade") if isinstance(cluster, dict) else None
+    if isinstance(upgrade, dict) and upgrade.get("message"):
+        text = ":arrows_counterclockwise: " + prose(str(upgrade["message"])) + "\n" + text
+    return text
+
+
+def _versions(n: dict[str, Any]) -> str:
+    pve, qemu = n.get("pve_version"), n.get("qemu_version")
+    parts = ([f"PVE {pve}"] if pve else []) + ([f"QEMU {qemu}"] if qemu else [])
+    return f" – {prose(', '.join(parts))}" if parts else ""
+
+
+def _recommended(rec: Any) -> str:
+    r = rec.get("recommendation", rec) if isinstance(rec, dict) else {}
+    cpu_type = _first(r, "recommended", "cpu_type", "type", "model", "best") if isinstance(r, dict) else r
+    why = _first(r, "reason", "why", "message") if isinstance(r, dict) else None
+    at_risk = _list_of(rec, "vms_at_risk", "vms") if isinstance(rec, dict) else []
+    text = code(cpu_type) if cpu_type else "no CPU type runs on every node"
+    if why:
+        text += f" – {prose(why)}"
+    if at_risk:
+        text += f"\n{len(at_risk)} VM(s) use a type some node cannot run: " + ", ".join(
+            _vm_label(v)["m"] for v in at_risk[:10]
+        )
+    return text
+
+
+def _vetoes(decisions: Any) -> str:
+    vetoes = [d for d in _list_of(decisions, "decisions", "items", "results") if d.get("verdict") == "deny"]
+    lines = []
+    for d in vetoes[:LAST_VETOES]:
+        reasons = _reasons(d)
+        why = str(reasons[0].get("message") or "") if reasons else ""
+        lines.append(
+            f"{_when(d.get('time') or d.get('checked_at'))} {_vm_label(d)['m']} "
+            f"{code(d.get('source') or '?')} → {code(d.get('target') or '?')}"
+            + (f" – {prose(why)}" if why else "")
+        )
+    return bk.bullets(lines) if lines else "None recently."

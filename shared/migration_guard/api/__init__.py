@@ -1,0 +1,1 @@
+"""Api: the FastAPI application of the service."""

@@ -1,0 +1,1 @@
+"""Cluster: the proxmoxer reader (node status, VM status, inventory). Imports no service, no store."""

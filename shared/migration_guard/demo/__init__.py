@@ -1,0 +1,1 @@
+"""Demo: the Proxmox-shaped test server and ``serve --demo``."""

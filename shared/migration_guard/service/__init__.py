@@ -1,0 +1,2 @@
+"""Service: gathering facts, deciding, recording, reports, several clusters, the refresher, metrics and
+settings."""

@@ -1,0 +1,115 @@
+"""The store behind the cache, the decision log and the event stream: real Redis when
+``MIGRATION_GUARD_REDIS_URL`` is set, else an embedded in-process one (fakeredis, the same
+redis-py client API, so both take the same code path).
+
+``Store.run`` is the one place redis exceptions become ``StoreUnavailable``. After a failure the
+store is marked degraded and not asked again for ``retry_s``; the first call after that tries
+again, so the service recovers without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from migration_guard.errors import ConfigError, StoreUnavailable
+from migration_guard.service.settings import MEMORY_URL
+
+T = TypeVar("T")
+
+#: seconds a Redis command may take before the store counts as down
+COMMAND_TIMEOUT_S = 0.5
+#: connections to Redis; more concurrent commands (a node evacuation: hundreds of decisions at
+#: once) wait for a free one instead of failing as if Redis were down
+MAX_CONNECTIONS = 64
+#: seconds a command may wait for a free connection (then the store counts as down)
+POOL_WAIT_S = 2.0
+
+
+def connect(url: str) -> tuple[Any, str]:
+    """-> (an asyncio Redis client, "redis" | "embedded"). An empty url or ``memory://`` gives the
+    embedded store (``serve`` accepts only ``memory://``, the explicit opt-in, outside the demo)."""
+    if not url or url == MEMORY_URL:
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(
+            decode_responses=True,
+            connection_pool_class=aioredis.BlockingConnectionPool,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
+        ), "embedded"
+    try:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
+            decode_responses=True,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+    except ValueError as exc:
+        raise ConfigError(
+            f"MIGRATION_GUARD_REDIS_URL is wrong: {exc} (expected e.g. redis://127.0.0.1:6379/0)"
+        ) from None
+    return client, "redis"
+
+
+class Store:
+    """A Redis client that fails fast and remembers whether Redis is up."""
+
+    def __init__(self, client: Any, kind: str = "redis", *, retry_s: float = 1.0) -> None:
+        self.client = client
+        self.kind = kind
+        self.retry_s = retry_s
+        self.up = True
+        self.last_error = ""
+        self._retry_at = 0.0
+        self.failures = 0
+
+    @property
+    def degraded(self) -> bool:
+        return not self.up
+
+    async def run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """``await fn(client)``; raises StoreUnavailable (fast while Redis is known to be down)."""
+        if not self.up and time.monotonic() < self._retry_at:
+            raise StoreUnavailable(f"Redis is down ({self.last_error})")
+        try:
+            result = await fn(self.client)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError) as exc:
+            self._down(exc)
+            raise StoreUnavailable(f"Redis is down ({self.last_error})") from None
+        except redis_errors.ResponseError as exc:  # e.g. a wrong type at a key, a read-only replica
+            self._down(exc)
+            raise StoreUnavailable(f"Redis refused a command ({exc})") from None
+        if not self.up:
+            self.up = True
+            self.last_error = ""
+        return result
+
+    def _down(self, exc: BaseException) -> None:
+        self.up = False
+        self.failures += 1
+        self.last_error = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+        self._retry_at = time.monotonic() + self.retry_s
+
+    async def ping(self) -> bool:
+        """Try Redis now (ignoring the back-off); True when it answers."""
+        self._retry_at = 0.0
+        try:
+            await self.run(lambda r: r.ping())
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a dead connection must not fail shutdown
+            await self.client.aclose()

@@ -1,0 +1,125 @@
+"""The hookscript file, run as Proxmox runs it, against the REAL service: migration_guard.api.app over HTTP
+(uvicorn), proxmoxer speaking HTTPS to the Proxmox-shaped test server, real Redis (DB 3)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hook.test_hookscript import run_hook, write_conf
+from tests.support.redis_server import redis_url
+
+pytestmark = pytest.mark.integration
+redis = pytest.importorskip("redis")
+uvicorn = pytest.importorskip("uvicorn")
+api = pytest.importorskip("migration_guard.api.app")
+service_mod = pytest.importorskip("migration_guard.service.guard")
+pve_testserver = pytest.importorskip("migration_guard.demo.pve_server")
+settings_mod = pytest.importorskip("migration_guard.service.settings")
+
+SCENARIO = Path(__file__).parents[1] / "fixtures" / "service" / "scenario.json"
+CATALOG = Path(__file__).resolve().parents[2] / "shared" / "migration_guard" / "data" / "cpu_models.json"
+REDIS_URL = redis_url(3)
+TOKEN = "hook-integration-token"
+
+
+@pytest.fixture(scope="module")
+def service():
+    if not SCENARIO.exists():
+        pytest.skip("tests/fixtures/service/scenario.json is not there")
+    scenario = json.loads(SCENARIO.read_text())
+    # a `host` VM on the AMD node (pve4): its live migration to an Intel node is a vendor switch
+    vm = copy.deepcopy(next(v for v in scenario["vms"] if v["vmid"] == 103))
+    vm.update(vmid=403, node="pve4", name="amdhost01")
+    scenario["vms"].append(vm)
+    patch = pytest.MonkeyPatch()
+    if not CATALOG.exists():  # until the packaged catalog lands: the engine tests' inline catalog
+        from migration_guard.engine import cpu_models
+        from tests.engine.test_engine import MODELS
+
+        inline = cpu_models.load_catalog(json.dumps({"schema": 1, "provenance": {}, "models": MODELS}))
+        patch.setattr(cpu_models, "catalog", lambda: inline)
+    store = redis.Redis.from_url(REDIS_URL)
+    try:
+        store.ping()
+    except redis.ConnectionError:
+        pytest.skip("no test Redis (is redis-server installed?)")
+    store.flushdb()
+    pve = pve_testserver.start_server(scenario)
+    tok = pve.token
+    settings = settings_mod.load_settings(
+        None, pve_host=pve.host_port, pve_user=tok["user"], pve_token_name=tok["name"],
+        pve_token_value=tok["value"], pve_verify_ssl=pve.ca_path, api_tokens=TOKEN,
+        pve_cluster_name="lab", redis_url=REDIS_URL, pve_timeout=2,
+    )
+    app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    pve.stop()
+    store.flushdb()
+    patch.undo()
+
+
+@pytest.fixture
+def confdir(tmp_path: Path) -> Path:
+    d = tmp_path / "etc"
+    d.mkdir()
+    (d / "token").write_text(TOKEN + "\n")
+    (d / "token").chmod(0o600)
+    return d
+
+
+def test_vetoed_host_amd_to_intel_exits_with_the_vendor_code(service, confdir):
+    write_conf(confdir, url=service, node="pve1", timeout=10)
+    proc, _ = run_hook(confdir, "403", "pre-start", migrated_from="pve4")
+    assert proc.returncode == 1, proc.stderr
+    head = "migration-guard: blocked migration of VM 403 (amdhost01) from pve4 to pve1: "
+    assert proc.stderr.startswith(head)
+    assert proc.stderr.count("\n") == 1
+
+
+def test_missing_features_exit_2(service, confdir):
+    write_conf(confdir, url=service, node="pve3", timeout=10)
+    proc, _ = run_hook(confdir, "101", "pre-start", migrated_from="pve1")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("migration-guard: blocked migration of VM 101 (web01) from pve1 to pve3: ")
+    assert "avx512" in proc.stderr
+
+
+def test_allowed_migration_exits_0(service, confdir):
+    write_conf(confdir, url=service, node="pve2", timeout=10)
+    proc, _ = run_hook(confdir, "102", "pre-start", migrated_from="pve1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "blocked" not in proc.stderr
+
+
+def test_plain_start_makes_no_request(service, confdir):
+    write_conf(confdir, url=service, node="pve3", fail="closed")
+    before = redis.Redis.from_url(REDIS_URL).dbsize()
+    proc, _ = run_hook(confdir, "101", "pre-start", migrated_from="")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert redis.Redis.from_url(REDIS_URL).dbsize() == before
+
+
+def test_wrong_token_is_no_decision(service, confdir):
+    write_conf(confdir, url=service, node="pve3", fail="closed")
+    (confdir / "token").write_text("wrong\n")
+    proc, _ = run_hook(confdir, "101", "pre-start", migrated_from="pve1")
+    assert proc.returncode == 5
+    assert "the service refused the token (HTTP 401)" in proc.stderr

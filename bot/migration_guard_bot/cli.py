@@ -20,15 +20,38 @@ from migration_guard_bot.settings import BotSettings
 log = logging.getLogger("bot")
 
 
+DESCRIPTION = (
+    "Run the Slack bot. Socket Mode when SLACK_APP_TOKEN is set; --http serves "
+    "/slack/events on MIGRATION_GUARD_BOT_LISTEN (default 127.0.0.1:3000); --console chats in "
+    "the terminal. Vetoes are posted to MIGRATION_GUARD_SLACK_CHANNEL from "
+    "MIGRATION_GUARD_REDIS_URL."
+)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "bot",
-        help="run the Slack bot (Socket Mode, --http or --console)",
-        description="Run the Slack bot. Socket Mode when SLACK_APP_TOKEN is set; --http serves "
-        "/slack/events on MIGRATION_GUARD_BOT_LISTEN (default 127.0.0.1:3000); --console chats in "
-        "the terminal. Vetoes are posted to MIGRATION_GUARD_SLACK_CHANNEL from "
-        "MIGRATION_GUARD_REDIS_URL.",
-    )
+    p = subparsers.add_parser("bot", help="run the Slack bot (Socket Mode, --http or --console)",
+                              description=DESCRIPTION)
+    _arguments(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``migration-guard-bot``: the bot's own command, the same as ``migration-guard bot``."""
+    parser = argparse.ArgumentParser(prog="migration-guard-bot", description=DESCRIPTION)
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"migration-guard-bot: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"migration-guard-bot: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--http", action="store_true", help="serve the Events API over HTTP")
     mode.add_argument("--console", action="store_true", help="chat in the terminal, no Slack needed")

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="migration-guard",
         description="Stop Proxmox VE live migrations the target node's CPU cannot run.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:
@@ -47,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pve-migration-guard")
+    except PackageNotFoundError:
+        from migration_guard import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,8 @@ import json
 import pytest
 
 from migration_guard.errors import ConfigError, UnknownClusterError
-from migration_guard.service.clusters import ClusterSet, endpoints, load_clusters_file
+from migration_guard.service.cluster_set import ClusterSet
+from migration_guard.service.clusters import endpoints, load_clusters_file
 from migration_guard.service.settings import load_settings
 
 SECRET = "5e0f3c2a-0000-4000-8000-0000000000b2"
@@ -138,6 +139,11 @@ class _Home:
         self.settings = s
         self.store = None
         self.clock = lambda: 0.0
+
+    def sibling(self, reader):
+        from migration_guard.service.guard import GuardService
+
+        return GuardService(self.settings, reader, self.store, clock=self.clock)
 
 
 def test_cluster_set_names_and_an_unknown_cluster(token):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from migration_guard.cluster.reader import vm_facts_from
 from migration_guard.cluster.vm_status import VmStatusReader
 from migration_guard.engine import pve_versions
 from migration_guard.engine import verdicts as engine
-from migration_guard.engine.checks import SKIP_TAG, Verdict, evaluate, nested_note, verdict_body
+from migration_guard.engine.checks import SKIP_TAG, Verdict, nested_note, verdict_body
 from migration_guard.engine.cpu_spec import parse_cpu
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
 from migration_guard.engine.hosts import host_from_qemu_flags
@@ -37,68 +36,13 @@ from migration_guard.errors import (
     UnknownVmError,
 )
 from migration_guard.service.metrics import Metrics
+from migration_guard.service.outcome import Outcome, _judge, _prefix_of
 from migration_guard.service.settings import Settings
 from migration_guard.store.cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
 from migration_guard.store.events import EventLog, iso_utc, new_id
 from migration_guard.store.redis_store import Store
 
 log = logging.getLogger("migration_guard.service")
-
-
-def dumps(body: object) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class Outcome:
-    """A verdict and the HTTP status it is answered with (503 when the cluster is unreachable).
-    The JSON body is built on first use; an unchanged verdict reuses its serialised part."""
-
-    __slots__ = ("verdict", "status", "checked_at", "age", "_body", "_prefix")
-
-    def __init__(
-        self,
-        verdict: Verdict | None,
-        *,
-        status: int = 200,
-        body: dict | None = None,
-        checked_at: str = "",
-        age: float = 0.0,
-        prefix: bytes | None = None,
-    ) -> None:
-        self.verdict = verdict
-        self.status = status
-        self.checked_at = checked_at
-        self.age = age
-        self._body = body
-        self._prefix = prefix
-
-    @property
-    def body(self) -> dict:
-        if self._body is None:
-            assert self.verdict is not None
-            self._body = verdict_body(self.verdict, checked_at=self.checked_at, facts_age_s=self.age)
-            self._body["stale"] = False
-        return self._body
-
-    def json_bytes(self) -> bytes:
-        if self._body is None and self._prefix is not None:
-            tail = f',"checked_at":"{self.checked_at}","facts_age_s":{round(self.age, 1)!r},"stale":false}}'
-            return self._prefix + tail.encode()
-        return dumps(self.body)
-
-
-def _prefix_of(verdict: Verdict) -> bytes:
-    """The verdict body serialised without its last three fields (checked_at, facts_age_s, stale)."""
-    body = verdict_body(verdict, checked_at="", facts_age_s=0.0)
-    del body["checked_at"], body["facts_age_s"]
-    return dumps(body)[:-1]
-
-
-def _judge(vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition | None) -> Verdict:
-    """``checks.evaluate`` for a source node the service reads: offline, its CPU is not known."""
-    if source.online:
-        return evaluate(vm, source, target, pre)
-    return evaluate(vm, None, target, pre, source_known=False)
 
 
 def _answer_within(budget_s: float) -> float:
@@ -177,12 +121,15 @@ class GuardService:
         self.pool.shutdown(wait=False, cancel_futures=True)
         await self.store.close()
 
+    def sibling(self, reader: Any) -> GuardService:
+        """A service for another cluster: this one's settings, store and clock, its own reader."""
+        return GuardService(self.settings, reader, self.store, clock=self.clock)
+
     def across(self) -> Any:
         """The clusters this service reads: its own (the default) and MIGRATION_GUARD_CLUSTERS_FILE's
-        (a ``migration_guard.service.clusters.ClusterSet``; cross-cluster checks and remote decisions, issue
-        6)."""
+        (a ``ClusterSet``: cross-cluster checks and remote decisions)."""
         if self._across is None:
-            from migration_guard.service.clusters import ClusterSet
+            from migration_guard.service.cluster_set import ClusterSet
 
             self._across = ClusterSet(self)
         return self._across

@@ -6,7 +6,7 @@ import logging
 
 from slack_bolt import Ack, App, Respond
 
-from migration_guard_bot.listeners import Deps
+from migration_guard_bot.listeners.deps import Deps
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from migration_guard_bot.home import home_view
-from migration_guard_bot.listeners import Deps
+from migration_guard_bot.listeners.deps import Deps
 
 
 def register(app: App, deps: Deps) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App, Say
 
-from migration_guard_bot.listeners import Deps
+from migration_guard_bot.listeners.deps import Deps
 
 
 def register(app: App, deps: Deps) -> None:

@@ -4,7 +4,7 @@ Default size: 10,000 VMs x 64 nodes (630,000 cells: a VM is not checked against 
 The nodes carry the 24 real CPUs of shared/migration_guard/data/cpus/ (cycled), the VMs a mix of CPU types.
 The
 cluster is served by an in-memory reader with the ClusterReader's interface (tests/api/test_api.py's
-FakeReader): reading 10,000 VM configs from a real Proxmox takes 10,000 API calls whatever the
+MemoryReader): reading 10,000 VM configs from a real Proxmox takes 10,000 API calls whatever the
 service does, so this measures what the service adds — the verdicts and the JSON — through the
 real FastAPI app (httpx's ASGI transport, no socket). Two requests: cold (facts loaded from the
 reader, every cell computed) and warm (facts cached).
@@ -73,10 +73,10 @@ def big_service(vms: int, nodes: int):
     """A GuardService over the in-memory reader and the embedded store, long cache lifetimes."""
     import fakeredis
 
+    from migration_guard.demo.memory_reader import MemoryReader
     from migration_guard.service.guard import GuardService
     from migration_guard.service.settings import load_settings
     from migration_guard.store.redis_store import Store
-    from tests.api.test_api import FakeReader
 
     settings = load_settings(
         None,
@@ -87,7 +87,7 @@ def big_service(vms: int, nodes: int):
         cache_node_ttl=3600,
     )
     store = Store(fakeredis.FakeAsyncRedis(decode_responses=True), "embedded", retry_s=0.0)
-    return GuardService(settings, FakeReader(big_scenario(vms, nodes), name="big"), store)
+    return GuardService(settings, MemoryReader(big_scenario(vms, nodes), name="big"), store)
 
 
 def main() -> int:

@@ -52,10 +52,10 @@ def main() -> int:
 
     import fakeredis
 
+    from migration_guard.demo.memory_reader import MemoryReader
     from migration_guard.service.guard import GuardService
     from migration_guard.service.settings import load_settings
     from migration_guard.store.redis_store import Store, connect
-    from tests.api.test_api import FakeReader
 
     settings = load_settings(
         None,
@@ -66,7 +66,7 @@ def main() -> int:
         cache_node_ttl=3600,
         redis_url=args.redis_url,
     )
-    reader = FakeReader(big_scenario(args.vms, args.nodes), name="big")
+    reader = MemoryReader(big_scenario(args.vms, args.nodes), name="big")
     if args.redis_url:
         client, kind = connect(args.redis_url)
         store = Store(client, kind)

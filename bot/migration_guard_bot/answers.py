@@ -45,9 +45,6 @@ class Answer:
     #: worth showing to the whole channel (a verdict) or only to the asker (help, errors)
     public: bool = True
 
-    def as_message(self) -> dict[str, Any]:
-        return {"text": self.text, "blocks": self.blocks}
-
 
 _ICON = {"allow": ":white_check_mark:", "deny": ":no_entry:", "unknown": ":grey_question:"}
 _WORD = {"allow": "Yes", "deny": "No", "unknown": "Not sure"}

@@ -143,10 +143,3 @@ class ServiceClient:
 
     def matrix(self) -> dict:
         return self._request("GET", "/v1/matrix")
-
-    def ready(self) -> dict:
-        try:
-            answer = self._http.get("/readyz")
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"cannot reach the service at {self.url}: {exc}") from None
-        return answer.json()

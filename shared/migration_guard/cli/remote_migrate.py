@@ -147,14 +147,6 @@ def parse_qm_args(args: Sequence[str]) -> QmArgs:
     )
 
 
-def endpoint_host(endpoint: str) -> str:
-    for part in endpoint.split(","):
-        key, _, value = part.partition("=")
-        if key.strip() == "host":
-            return value.strip()
-    return ""
-
-
 def masked(argv: Sequence[str]) -> str:
     """A command line for the operator's eyes: the endpoint's API token secret hidden."""
     out = []

@@ -104,7 +104,6 @@ class GuardService:
         self._warm_memo: dict[tuple, tuple[float, Verdict, float, bytes]] = {}
         self._combined: dict[tuple, NodeFacts] = {}
         self._verdicts: dict[tuple, tuple[Verdict, NodeFacts, NodeFacts, bytes]] = {}
-        self._tasks: set[asyncio.Task] = set()
         #: (source cluster, vmid, target cluster, target) -> (first, count, last): vetoes in a row,
         #: used while Redis is down (Redis keeps them for every service process otherwise)
         self._repeats: dict[tuple, tuple[float, int, float]] = {}

@@ -65,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = BotSettings.from_env()
-    from migration_guard_bot.service import ServiceClient
+    from migration_guard.client import ServiceClient
 
-    service = ServiceClient(settings.service_url, settings.service_token)
+    service = ServiceClient(
+        settings.service_url, settings.service_token, timeout=20.0, user_agent="migration-guard-bot"
+    )
     if args.console:
         from migration_guard_bot import console
 

@@ -1,4 +1,4 @@
-"""A small client of the compatibility service's HTTP API (used by the CLI and the bot).
+"""The one client of the compatibility service's HTTP API, used by the CLI and by the bot.
 
 Connection failures become ServiceUnavailable; the API's JSON errors become the project's
 errors (404 UnknownVmError/UnknownNodeError/NotFoundError, 422 InputError, 401 ServiceError with
@@ -8,7 +8,6 @@ is returned as a verdict with ``verdict == "unknown"``, not raised.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
@@ -23,8 +22,6 @@ from migration_guard.errors import (
     UnknownNodeError,
     UnknownVmError,
 )
-
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 _NOT_FOUND = {
     "unknown-vm": UnknownVmError,
@@ -57,16 +54,16 @@ def error_from(status: int, body: Any, url: str) -> GuardError:
 class ServiceClient:
     def __init__(
         self,
-        url: str | None = None,
-        token: str | None = None,
+        url: str,
+        token: str = "",
         *,
         timeout: float = 10.0,
         verify: bool | str = True,
         transport: httpx.BaseTransport | None = None,
+        user_agent: str = "migration-guard-client/1",
     ) -> None:
-        self.url = (url or os.environ.get("MIGRATION_GUARD_URL") or DEFAULT_URL).rstrip("/")
-        token = token if token is not None else os.environ.get("MIGRATION_GUARD_TOKEN", "")
-        headers = {"Accept": "application/json", "User-Agent": "migration-guard-client/1"}
+        self.url = url.rstrip("/")
+        headers = {"Accept": "application/json", "User-Agent": user_agent}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
@@ -94,9 +91,13 @@ class ServiceClient:
         try:
             answer = self._http.request(method, path, params=params, json=json)
         except httpx.TimeoutException:
-            raise ServiceUnavailable(f"the service at {self.url} did not answer in time") from None
+            raise ServiceUnavailable(
+                f"the migration-guard service at {self.url} did not answer in time"
+            ) from None
         except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"cannot reach the service at {self.url}: {exc}") from None
+            raise ServiceUnavailable(
+                f"the migration-guard service at {self.url} is unreachable ({exc or type(exc).__name__})"
+            ) from None
         try:
             body = answer.json()
         except ValueError:

@@ -15,9 +15,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from migration_guard.client import ServiceClient
 from migration_guard_bot import http_server
 from migration_guard_bot.app import build_app
-from migration_guard_bot.service import ServiceClient
 from migration_guard_bot.settings import BotSettings
 from tests.bot.support import TOKEN, FakeService
 from tests.fakes.slack_api_server import SlackApiServer

@@ -14,12 +14,12 @@ import redis
 import uvicorn
 from slack_sdk import WebClient
 
+from migration_guard.client import ServiceClient
 from migration_guard_bot.answers import answer
 from migration_guard_bot.home import home_view
 from migration_guard_bot.http_server import bind
 from migration_guard_bot.notifier import Notifier
 from migration_guard_bot.parser import parse
-from migration_guard_bot.service import ServiceClient
 from tests.bot.support import REDIS_URL
 from tests.fakes.slack_api_server import SlackApiServer
 
@@ -127,7 +127,7 @@ def test_decisions_and_the_veto_reach_slack(stack):
     import httpx
 
     decided = httpx.post(
-        f"{client.base_url}/v1/decisions",
+        f"{client.url}/v1/decisions",
         json={"vmid": 101, "target": "pve3", "source": "pve1"},
         headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=15,

@@ -124,7 +124,8 @@ def test_service_unreachable_exit_3():
         port = s.getsockname()[1]
     done = cli("check", "101", "pve2", url=f"http://127.0.0.1:{port}")
     assert done.returncode == 3
-    assert "cannot reach the service" in done.stderr and "Traceback" not in done.stderr
+    assert f"the migration-guard service at http://127.0.0.1:{port} is unreachable" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_matrix_table_and_json(served):

@@ -243,9 +243,9 @@ def test_cli_check_cluster_slash_node(stack):
 
 
 def test_the_bot_question_names_the_other_cluster(stack):
+    from migration_guard.client import ServiceClient
     from migration_guard_bot.answers import answer
     from migration_guard_bot.parser import parse
-    from migration_guard_bot.service import ServiceClient
 
     client = ServiceClient(stack["url"], TOKEN, timeout=15)
     try:
@@ -261,9 +261,9 @@ def test_the_bot_question_names_the_other_cluster(stack):
 
 
 def test_the_bot_where_can_it_go_asks_every_cluster(stack):
+    from migration_guard.client import ServiceClient
     from migration_guard_bot.answers import answer
     from migration_guard_bot.parser import parse
-    from migration_guard_bot.service import ServiceClient
 
     client = ServiceClient(stack["url"], TOKEN, timeout=15)
     try:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from migration_guard.cli.settings import cli_settings
 from migration_guard.client import ServiceClient
 from migration_guard.errors import GuardError, InputError, NotFoundError
 
@@ -48,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace) -> ServiceClient:
-    return ServiceClient(args.url, args.token, timeout=args.timeout)
+    settings = cli_settings()
+    token = args.token if args.token is not None else settings.token.get_secret_value()
+    return ServiceClient(args.url or settings.url, token, timeout=args.timeout)
 
 
 def _vmid(text: str) -> int:

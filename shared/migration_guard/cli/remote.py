@@ -28,6 +28,7 @@ from migration_guard.cli.remote_migrate import (
     refusal,
     smbios_uuid,
 )
+from migration_guard.cli.settings import cli_settings
 from migration_guard.client import ServiceClient
 from migration_guard.errors import InputError
 
@@ -151,10 +152,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise InputError(f"--timeout {args.timeout!r} is not a number of seconds") from None
     qm_args = parse_qm_args(qm_argv)
-    source_node = (
-        args.source_node or os.environ.get("MIGRATION_GUARD_NODE") or os.uname().nodename.split(".")[0]
-    )
-    qm = Qm()
+    settings = cli_settings()
+    source_node = args.source_node or settings.node or os.uname().nodename.split(".")[0]
+    qm = Qm(settings.qm)
     config = qm.config(vmid)
     plan = plan_move(
         vmid,
@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     why = refusal(vmid)
     if why:
         raise InputError(why)
-    with ServiceClient(args.url, token, timeout=timeout) as client:
+    token = token if token is not None else settings.token.get_secret_value()
+    with ServiceClient(args.url or settings.url, token, timeout=timeout) as client:
         body = client.decide(
             vmid,
             args.target_node,
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         plan,
         qm,
         say,
-        pending_file=args.pending_file or os.environ.get("MIGRATION_GUARD_PENDING_REATTACH") or PENDING_FILE,
+        pending_file=args.pending_file or settings.pending_reattach or PENDING_FILE,
     )
 
 

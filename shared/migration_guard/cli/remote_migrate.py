@@ -25,7 +25,6 @@ Pure planning (``parse_qm_args``, ``plan_move``, ``refusal``) and a runner over 
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import time
@@ -311,11 +310,11 @@ def pending_line(plan: MovePlan, now: float) -> str:
 
 
 class Qm:
-    """Runs ``qm`` (the first on PATH, or ``MIGRATION_GUARD_QM``). Output of remote-migrate goes
-    straight to the terminal; other commands are captured."""
+    """Runs ``qm`` (``path``: the command line's MIGRATION_GUARD_QM setting, else the first on
+    PATH). Output of remote-migrate goes straight to the terminal; other commands are captured."""
 
     def __init__(self, path: str | None = None) -> None:
-        self.path = path or os.environ.get("MIGRATION_GUARD_QM") or "qm"
+        self.path = path or "qm"
 
     def _run(self, args: Sequence[str], *, capture: bool = True) -> subprocess.CompletedProcess:
         try:

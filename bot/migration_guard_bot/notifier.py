@@ -41,7 +41,6 @@ Slack is replaced by a new post.
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import os
 import socket
@@ -56,13 +55,14 @@ import redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from migration_guard.store.stream import EVENTS_STREAM, decode_event
 from migration_guard_bot import blocks as bk
 from migration_guard_bot.answers import Answer, verdict_answer
 from migration_guard_bot.messages import clip
 
 log = logging.getLogger(__name__)
 
-STREAM = "migration-guard:events"
+STREAM = EVENTS_STREAM
 GROUP = "slack-notifier"
 POSTED_KEY = "migration-guard:slack:posted:{id}"
 #: the one message of a (VM, target) run of vetoes: its ts (the name is from when repeats were replies)
@@ -154,13 +154,8 @@ def consumer_name() -> str:
 
 def parse_entry(entry_id: str, fields: dict[str, str] | None) -> Veto | None:
     """A stream entry -> Veto, or None when it is not a readable veto event."""
-    if not fields or "event" not in fields:
-        return None
-    try:
-        body = json.loads(fields["event"])
-    except ValueError:
-        return None
-    if not isinstance(body, dict) or body.get("vmid") is None:
+    body = decode_event(fields)
+    if body is None:
         return None
     return Veto(entry_id, str(body.get("id") or entry_id), body)
 

@@ -41,6 +41,7 @@ from migration_guard.service.settings import Settings
 from migration_guard.store.cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
 from migration_guard.store.events import EventLog, iso_utc, new_id
 from migration_guard.store.redis_store import Store
+from migration_guard.store.stream import VetoEvent
 
 log = logging.getLogger("migration_guard.service")
 
@@ -740,7 +741,7 @@ class GuardService:
                         "from clusters the service does not read",
                     }
                 )
-            event = {
+            event: VetoEvent = {
                 "id": decision_id,
                 "time": record["time"],
                 "vmid": vmid,

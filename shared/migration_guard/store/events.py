@@ -1,5 +1,5 @@
-"""The decision log (audit, ``GET /v1/decisions``) and the veto event stream
-``migration-guard:events`` (read by the Slack bot's consumer group).
+"""The decision log (audit, ``GET /v1/decisions``) and the writing side of the veto event stream
+(``stream.EVENTS_STREAM``, read by the Slack bot's consumer group).
 
 Both live in the store. While Redis is down, decisions and events are kept in memory (bounded)
 and written once Redis is back, oldest first; ``publish`` says whether the event went out now.
@@ -25,10 +25,10 @@ from typing import Any
 
 from migration_guard.errors import ConfigError, StoreUnavailable
 from migration_guard.store.redis_store import Store
+from migration_guard.store.stream import EVENT_FIELD, EVENTS_STREAM, VetoEvent, encode_event
 
 log = logging.getLogger("migration_guard.events")
 
-EVENTS_STREAM = "migration-guard:events"
 DECISIONS_STREAM = "migration-guard:decisions"
 #: how many not-yet-written events / decisions are kept while Redis is down
 PENDING_LIMIT = 1000
@@ -199,9 +199,9 @@ class EventLog:
             return False
         return True
 
-    async def publish(self, event: dict) -> bool:
+    async def publish(self, event: VetoEvent) -> bool:
         """Publish a veto event; False when it was queued for later (Redis down)."""
-        text = json.dumps(event, separators=(",", ":"))
+        text = encode_event(event)
         ident = str(event.get("id") or new_id())
         await self.flush()
         if self._pending_events:
@@ -268,7 +268,7 @@ class EventLog:
                 )
 
     async def _xadd(self, stream: str, ident: str, text: str, keep: int) -> None:
-        field = "event" if stream == EVENTS_STREAM else "decision"
+        field = EVENT_FIELD if stream == EVENTS_STREAM else "decision"
         if self.store.kind != "redis":  # the embedded store: no scripts, and it never goes down
             await self.store.run(lambda r: r.xadd(stream, {field: text}, maxlen=keep, approximate=True))
             return

@@ -924,7 +924,13 @@ def start_server(
 ) -> RunningServer:
     """Start serving ``scenario`` over HTTPS in a background thread. ``proxy_timeout_s`` (30 s)
     and ``auth_failure_delay_s`` (3 s), Proxmox's own delays, may be made shorter for tests."""
-    import trustme
+    try:
+        import trustme
+    except ImportError:
+        raise ConfigError(
+            "the demo's Proxmox-shaped server needs trustme (its TLS certificate), which is not "
+            "installed: pip install 'pve-migration-guard[demo]'"
+        ) from None
 
     state = ClusterState(load_scenario(scenario))
     if proxy_timeout_s is not None:

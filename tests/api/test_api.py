@@ -5,36 +5,15 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import fakeredis
 import pytest
 from fastapi.testclient import TestClient
 
 from migration_guard.api.app import create_app
-from migration_guard.demo.memory_reader import MemoryReader
 from migration_guard.errors import ProxmoxAuthError, ProxmoxUnreachable
-from migration_guard.service.guard import GuardService
-from migration_guard.service.settings import load_settings
 from migration_guard.store.events import EVENTS_STREAM
-from migration_guard.store.redis_store import Store
-
-SCENARIO = json.loads((Path(__file__).parents[1] / "fixtures" / "service" / "scenario.json").read_text())
-TOKEN = "test-token-1"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class FakeReader(MemoryReader):
-    """The in-memory reader over this folder's test scenario."""
-
-    def __init__(self, scenario: dict = SCENARIO, name: str = "lab") -> None:
-        super().__init__(scenario, name)
-
-
-def make_service(reader=None, redis=None, **settings):
-    s = load_settings(None, api_tokens=TOKEN, pve_timeout=2, **settings)
-    store = Store(redis or fakeredis.FakeAsyncRedis(decode_responses=True), "embedded", retry_s=0.0)
-    return GuardService(s, reader or FakeReader(), store)
+from tests.fakes.service import AUTH, SCENARIO, TOKEN, FakeReader, make_service
 
 
 @pytest.fixture
@@ -466,7 +445,7 @@ def test_warm_check_touches_no_reader(reader, client):
 
 
 def test_readyz_degraded_when_redis_down(reader):
-    from tests.store.test_cache import FlakyRedis
+    from tests.fakes.redis import FlakyRedis
 
     flaky = FlakyRedis()
     service = make_service(reader, flaky, readyz_cache_s=0)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migration_guard.api.app import create_app
-from tests.api.test_api import TOKEN, FakeReader, make_service
+from tests.fakes.service import TOKEN, FakeReader, make_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

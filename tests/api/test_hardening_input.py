@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from migration_guard.api.app import create_app
-from tests.api.test_api import FakeReader, make_service
+from tests.fakes.service import FakeReader, make_service
 from tests.hook.test_hookscript import HOOK, StandIn
 
 TOKENS = ("first-token-aaaaaaaaaaaaaaaa", "second-token-bbbbbbbbbbbbbbb")

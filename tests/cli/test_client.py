@@ -17,7 +17,7 @@ import uvicorn
 
 from migration_guard.api.app import create_app
 from migration_guard.errors import ProxmoxUnreachable
-from tests.api.test_api import TOKEN, FakeReader, make_service
+from tests.fakes.service import TOKEN, FakeReader, make_service
 
 pytestmark = pytest.mark.integration
 

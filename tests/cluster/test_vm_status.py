@@ -16,8 +16,8 @@ import pytest
 
 from migration_guard.cluster.vm_status import VmStatusReader
 from migration_guard.errors import ProxmoxError, ProxmoxUnreachable, UnknownVmError
-from tests.api.test_api import FakeReader, make_service
 from tests.fakes.clock import Clock
+from tests.fakes.service import FakeReader, make_service
 
 #: node -> vmid -> (status, running machine)
 CLUSTER = {

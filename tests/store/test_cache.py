@@ -6,7 +6,6 @@ import asyncio
 
 import fakeredis
 import pytest
-from redis import exceptions as redis_errors
 
 from migration_guard.engine.facts import NodeFacts, VmFacts
 from migration_guard.engine.hosts import HostCpu
@@ -14,29 +13,9 @@ from migration_guard.errors import NodeUnreachable, ProxmoxUnreachable, StoreUna
 from migration_guard.store.cache import NODE, VM, Codec, FactsCache, facts_hash, node_from, node_to
 from migration_guard.store.redis_store import Store
 from tests.fakes.clock import Clock
+from tests.fakes.redis import FlakyRedis
 
 PLAIN = Codec(lambda v: v, lambda v: v)
-
-
-class FlakyRedis:
-    """A fakeredis client whose every command fails with ConnectionError while ``down``."""
-
-    def __init__(self, inner=None) -> None:
-        self.inner = inner or fakeredis.FakeAsyncRedis(decode_responses=True)
-        self.down = False
-
-    def __getattr__(self, name):
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        async def call(*args, **kwargs):
-            if self.down:
-                raise redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
-            return await attr(*args, **kwargs)
-
-        return call
-
 
 
 def make(clock=None, client=None, grace=0.2):

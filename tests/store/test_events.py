@@ -9,7 +9,7 @@ import fakeredis
 
 from migration_guard.store.events import DECISIONS_STREAM, EVENTS_STREAM, PENDING_LIMIT, EventLog, new_id
 from migration_guard.store.redis_store import Store
-from tests.store.test_cache import FlakyRedis
+from tests.fakes.redis import FlakyRedis
 
 
 def run(coro):

@@ -1,0 +1,26 @@
+"""A Redis client that can be made to fail (``down``), for the store's outage paths."""
+
+from __future__ import annotations
+
+import fakeredis
+from redis import exceptions as redis_errors
+
+
+class FlakyRedis:
+    """A fakeredis client whose every command fails with ConnectionError while ``down``."""
+
+    def __init__(self, inner=None) -> None:
+        self.inner = inner or fakeredis.FakeAsyncRedis(decode_responses=True)
+        self.down = False
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args, **kwargs):
+            if self.down:
+                raise redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+            return await attr(*args, **kwargs)
+
+        return call

@@ -83,7 +83,7 @@ def main() -> int:
         started = time.perf_counter()
         nodes, _ = await service.node_list()
         await asyncio.gather(*(service.node(n.name) for n in nodes))
-        vms = await service._all_vm_facts()
+        vms = await service.reports.all_vm_facts()
         gc.collect()
         step1 = rss_mb()
         print(

@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 
 from migration_guard.api import app as api
+from migration_guard.client import ServiceClient
 from migration_guard.demo import pve_server as pve_testserver
 from migration_guard.engine import pve_versions
 from migration_guard.service.guard import build_service
@@ -30,7 +31,6 @@ from migration_guard_bot.answers import answer
 from migration_guard_bot.home import home_view
 from migration_guard_bot.http_server import bind
 from migration_guard_bot.parser import parse
-from migration_guard_bot.service import ServiceClient
 from tests.support.redis_server import clean_db, redis_url
 
 pytestmark = pytest.mark.integration

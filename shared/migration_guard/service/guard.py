@@ -17,15 +17,11 @@ from typing import Any
 
 from migration_guard.cluster.reader import vm_facts_from
 from migration_guard.cluster.vm_status import VmStatusReader
-from migration_guard.engine import pve_versions
-from migration_guard.engine import verdicts as engine
-from migration_guard.engine.checks import SKIP_TAG, Verdict, nested_note, verdict_body
-from migration_guard.engine.cpu_spec import parse_cpu
+from migration_guard.engine.checks import Verdict, verdict_body
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
 from migration_guard.engine.hosts import host_from_qemu_flags
 from migration_guard.engine.verdicts import Reason
 from migration_guard.errors import (
-    CpuSpecError,
     GuardError,
     InputError,
     NodeUnreachable,
@@ -37,6 +33,7 @@ from migration_guard.errors import (
 )
 from migration_guard.service.metrics import Metrics
 from migration_guard.service.outcome import Outcome, _judge, _prefix_of
+from migration_guard.service.reports import Reports
 from migration_guard.service.settings import Settings
 from migration_guard.store.cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
 from migration_guard.store.events import EventLog, iso_utc, new_id
@@ -108,6 +105,7 @@ class GuardService:
         #: (source cluster, vmid, target cluster, target) -> (first, count, last): vetoes in a row,
         #: used while Redis is down (Redis keeps them for every service process otherwise)
         self._repeats: dict[tuple, tuple[float, int, float]] = {}
+        self.reports = Reports(self)
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -841,185 +839,16 @@ class GuardService:
             self._repeats[parts] = seen
             return seen[1], seen[0]
 
+    # --- reports (reports.py) -----------------------------------------------------------------
+
     async def cluster_view(self) -> dict:
-        nodes, age = await self.node_list()
-        facts = await asyncio.gather(
-            *(self.node(n.name, online=n.online) for n in nodes), return_exceptions=True
-        )
-        out = []
-        for summary, got in zip(nodes, facts, strict=True):
-            if isinstance(got, BaseException):
-                if not isinstance(got, GuardError):
-                    raise got
-                out.append({"name": summary.name, "online": summary.online, "error": str(got)})
-                continue
-            node, node_age = got
-            named = (
-                pve_versions.named_ranking(engine.recommend([node.cpu]).ranked, [node])
-                if node.cpu is not None
-                else {"recommended": None, "reason": None}
-            )
-            best = named["recommended"]
-            note = nested_note(node)
-            out.append(
-                {
-                    **({"note": note.message} if note is not None else {}),
-                    "name": node.name,
-                    "cluster": node.cluster,
-                    "online": node.online,
-                    "cpu_model": node.cpu_model,
-                    "vendor": node.cpu.vendor if node.cpu else None,
-                    "best_cpu_type": best,
-                    "best_cpu_note": named["reason"],
-                    "flag_source": node.flag_source,
-                    "pve_version": node.pve_version,
-                    "kernel_version": node.kernel_version,
-                    "qemu_version": node.qemu_version,
-                    "cpu_types_from": pve_versions.accepts_of(node).source or None,
-                    "facts_age_s": round(node_age, 1),
-                }
-            )
-        view = {"cluster": self.cluster, "nodes": out, "checked_at": iso_utc(self.clock())}
-        known = [g[0] for g in facts if not isinstance(g, BaseException)]
-        view["rolling_upgrade"] = pve_versions.rolling_upgrade(known)
-        return view
-
-    async def _online_hosts(self, names: list[str] | None) -> list[NodeFacts]:
-        nodes, _ = await self.node_list()
-        online = {n.name: n.online for n in nodes}
-        if names:
-            unknown = [n for n in names if n not in online]
-            if unknown:
-                raise UnknownNodeError(
-                    f"cluster {self.cluster} has no node {', '.join(unknown)}; "
-                    f"its nodes are {', '.join(sorted(online))}"
-                )
-            offline = [n for n in names if not online[n]]
-            if offline:
-                raise InputError(f"node {', '.join(offline)} is offline: its CPU cannot be read")
-        else:
-            names = [n for n, up in online.items() if up]
-        got = await asyncio.gather(*(self.node(n) for n in names))
-        return [g[0] for g in got]
-
-    async def _all_vm_facts(self) -> list[VmFacts]:
-        vms, _ = await self.vm_list()
-        got = await asyncio.gather(
-            *(self.vm(v.node, v.vmid) for v in vms if not v.template), return_exceptions=True
-        )
-        out = []
-        for g in got:
-            if isinstance(g, BaseException):
-                if isinstance(g, UnknownVmError):  # moved or deleted since the list was read
-                    continue
-                raise g
-            out.append(g[0])
-        return out
+        return await self.reports.cluster_view()
 
     async def recommendation(self, names: list[str] | None) -> dict:
-        hosts_facts = await self._online_hosts(names)
-        unknown = [n.name for n in hosts_facts if n.cpu is None]
-        hosts = [n.cpu for n in hosts_facts if n.cpu is not None]
-        rec = engine.recommend(hosts)
-        named = pve_versions.named_ranking(rec.ranked, [n for n in hosts_facts if n.cpu is not None])
-        vms = await self._all_vm_facts()
-        at_risk = []
-        for vm in vms:
-            try:
-                spec = parse_cpu(vm.cpu or None)
-                if spec.is_passthrough:
-                    continue
-                runs = [engine.check_runnable(spec, h) for h in hosts]
-            except CpuSpecError:
-                continue
-            cannot: list[dict[str, Any]] = [
-                {"node": r.host, "missing": list(r.missing)} for r in runs if not r.runnable
-            ]
-            # a node whose Proxmox does not define the type refuses it whatever its CPU offers
-            for n in hosts_facts:
-                defined = pve_versions.accepts_of(n).accepts(spec.cputype)
-                if defined is False and n.name not in {c["node"] for c in cannot}:
-                    cannot.append({"node": n.name, "missing": [], "type_unknown": True})
-            if cannot:
-                at_risk.append(
-                    {
-                        "vmid": vm.vmid,
-                        "name": vm.name,
-                        "node": vm.node,
-                        "cpu": vm.cpu or "kvm64",
-                        "cannot_run_on": cannot,
-                    }
-                )
-        return {
-            "cluster": self.cluster,
-            "nodes": [n.name for n in hosts_facts],
-            "nodes_without_flags": unknown,
-            **(
-                {"notes": [n.message for n in map(nested_note, hosts_facts) if n is not None]}
-                if any(nested_note(n) for n in hosts_facts)
-                else {}
-            ),
-            "recommended": named["recommended"],
-            "ranked": named["ranked"],
-            "reason": named["reason"],
-            "blocked": [{"type": b.type, "node": b.host, "missing": list(b.missing)} for b in rec.blocked],
-            "vms_at_risk": at_risk,
-            "checked_at": iso_utc(self.clock()),
-        }
+        return await self.reports.recommendation(names)
 
     async def matrix(self) -> dict:
-        nodes, _ = await self.node_list()
-        node_facts = {}
-        got = await asyncio.gather(
-            *(self.node(n.name, online=n.online) for n in nodes), return_exceptions=True
-        )
-        for summary, g in zip(nodes, got, strict=True):
-            if isinstance(g, ProxmoxUnreachable):
-                node_facts[summary.name] = NodeFacts(
-                    cluster=self.cluster, name=summary.name, online=summary.online
-                )
-            elif isinstance(g, BaseException):
-                raise g
-            else:
-                node_facts[summary.name] = g[0]
-        vms = await self._all_vm_facts()
-        rows = []
-        # a cell (verdict, code, exit) depends on the VM only through these fields, not on its id
-        # or name (those appear in messages, which the matrix leaves out): VMs alike share cells
-        shared: dict[tuple, dict] = {}
-        for vm in sorted(vms, key=lambda v: v.vmid):
-            source = node_facts.get(vm.node) or NodeFacts(self.cluster, vm.node, False)
-            alike = (SKIP_TAG in vm.tags, vm.cpu, vm.pending_cpu, vm.status, vm.running_machine, vm.node)
-            cells = {}
-            for name, target in node_facts.items():
-                if name == vm.node:
-                    continue
-                cell = shared.get((alike, name))
-                if cell is None:
-                    v = _judge(vm, source, target, None)
-                    cell = shared[(alike, name)] = {
-                        "verdict": v.verdict,
-                        "code": v.deny_code if v.verdict != "allow" else "",
-                        "exit": v.exit_code,
-                    }
-                cells[name] = cell
-            rows.append(
-                {
-                    "vmid": vm.vmid,
-                    "name": vm.name,
-                    "node": vm.node,
-                    "status": vm.status,
-                    "cpu": vm.cpu or "kvm64",
-                    "targets": cells,
-                }
-            )
-        return {
-            "cluster": self.cluster,
-            "nodes": [n.name for n in nodes],
-            "vms": rows,
-            "note": "Proxmox's own precondition check (storage, local resources) is not part of the matrix",
-            "checked_at": iso_utc(self.clock()),
-        }
+        return await self.reports.matrix()
 
 
 def build_service(settings: Settings) -> GuardService:

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from migration_guard.errors import ConfigError
+from migration_guard.store.redis_store import MEMORY_URL
 
 PREFIX = "MIGRATION_GUARD_"
 
@@ -39,7 +40,6 @@ _HELP = {
 #: where the service keeps vetoes queued while Redis is down, unless MIGRATION_GUARD_STATE_DIR says
 DEFAULT_STATE_DIR = "/var/lib/migration-guard"
 #: the explicit opt-in to the in-process store outside the demo
-MEMORY_URL = "memory://"
 
 
 class Settings(BaseSettings):

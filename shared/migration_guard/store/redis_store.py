@@ -18,7 +18,6 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from migration_guard.errors import ConfigError, StoreUnavailable
-from migration_guard.service.settings import MEMORY_URL
 
 T = TypeVar("T")
 
@@ -29,6 +28,9 @@ COMMAND_TIMEOUT_S = 0.5
 MAX_CONNECTIONS = 64
 #: seconds a command may wait for a free connection (then the store counts as down)
 POOL_WAIT_S = 2.0
+
+#: the Redis URL that asks for the embedded in-process store instead (no Redis)
+MEMORY_URL = "memory://"
 
 
 def connect(url: str) -> tuple[Any, str]:

@@ -1,0 +1,227 @@
+"""The reports of one cluster, built from its service's facts: the cluster view (nodes and their
+CPUs), the CPU type recommendation, and the matrix of every VM against every node."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from migration_guard.engine import pve_versions
+from migration_guard.engine import verdicts as engine
+from migration_guard.engine.checks import SKIP_TAG, nested_note
+from migration_guard.engine.cpu_spec import parse_cpu
+from migration_guard.engine.facts import NodeFacts, VmFacts
+from migration_guard.errors import (
+    CpuSpecError,
+    GuardError,
+    InputError,
+    ProxmoxUnreachable,
+    UnknownNodeError,
+    UnknownVmError,
+)
+from migration_guard.service.outcome import _judge
+from migration_guard.store.events import iso_utc
+
+
+class Facts(Protocol):
+    """What the reports read of a service."""
+
+    cluster: str
+
+    def clock(self) -> float: ...
+    async def node_list(self, renew_after: float | None = None) -> Any: ...
+    async def vm_list(self, renew_after: float | None = None) -> Any: ...
+    async def node(self, name: str, *, online: bool | None = None) -> Any: ...
+    async def vm(self, node: str, vmid: int) -> Any: ...
+
+
+class Reports:
+    """The cluster-wide answers of one service (``GET /v1/cluster``, ``/v1/cluster/recommendation``,
+    ``/v1/matrix``)."""
+
+    def __init__(self, facts: Facts) -> None:
+        self.facts = facts
+
+    async def cluster_view(self) -> dict:
+        nodes, age = await self.facts.node_list()
+        facts = await asyncio.gather(
+            *(self.facts.node(n.name, online=n.online) for n in nodes), return_exceptions=True
+        )
+        out = []
+        for summary, got in zip(nodes, facts, strict=True):
+            if isinstance(got, BaseException):
+                if not isinstance(got, GuardError):
+                    raise got
+                out.append({"name": summary.name, "online": summary.online, "error": str(got)})
+                continue
+            node, node_age = got
+            named = (
+                pve_versions.named_ranking(engine.recommend([node.cpu]).ranked, [node])
+                if node.cpu is not None
+                else {"recommended": None, "reason": None}
+            )
+            best = named["recommended"]
+            note = nested_note(node)
+            out.append(
+                {
+                    **({"note": note.message} if note is not None else {}),
+                    "name": node.name,
+                    "cluster": node.cluster,
+                    "online": node.online,
+                    "cpu_model": node.cpu_model,
+                    "vendor": node.cpu.vendor if node.cpu else None,
+                    "best_cpu_type": best,
+                    "best_cpu_note": named["reason"],
+                    "flag_source": node.flag_source,
+                    "pve_version": node.pve_version,
+                    "kernel_version": node.kernel_version,
+                    "qemu_version": node.qemu_version,
+                    "cpu_types_from": pve_versions.accepts_of(node).source or None,
+                    "facts_age_s": round(node_age, 1),
+                }
+            )
+        view: dict[str, Any] = {
+            "cluster": self.facts.cluster,
+            "nodes": out,
+            "checked_at": iso_utc(self.facts.clock()),
+        }
+        known = [g[0] for g in facts if not isinstance(g, BaseException)]
+        view["rolling_upgrade"] = pve_versions.rolling_upgrade(known)
+        return view
+
+    async def _online_hosts(self, names: list[str] | None) -> list[NodeFacts]:
+        nodes, _ = await self.facts.node_list()
+        online = {n.name: n.online for n in nodes}
+        if names:
+            unknown = [n for n in names if n not in online]
+            if unknown:
+                raise UnknownNodeError(
+                    f"cluster {self.facts.cluster} has no node {', '.join(unknown)}; "
+                    f"its nodes are {', '.join(sorted(online))}"
+                )
+            offline = [n for n in names if not online[n]]
+            if offline:
+                raise InputError(f"node {', '.join(offline)} is offline: its CPU cannot be read")
+        else:
+            names = [n for n, up in online.items() if up]
+        got = await asyncio.gather(*(self.facts.node(n) for n in names))
+        return [g[0] for g in got]
+
+    async def all_vm_facts(self) -> list[VmFacts]:
+        vms, _ = await self.facts.vm_list()
+        got = await asyncio.gather(
+            *(self.facts.vm(v.node, v.vmid) for v in vms if not v.template), return_exceptions=True
+        )
+        out = []
+        for g in got:
+            if isinstance(g, BaseException):
+                if isinstance(g, UnknownVmError):  # moved or deleted since the list was read
+                    continue
+                raise g
+            out.append(g[0])
+        return out
+
+    async def recommendation(self, names: list[str] | None) -> dict:
+        hosts_facts = await self._online_hosts(names)
+        unknown = [n.name for n in hosts_facts if n.cpu is None]
+        hosts = [n.cpu for n in hosts_facts if n.cpu is not None]
+        rec = engine.recommend(hosts)
+        named = pve_versions.named_ranking(rec.ranked, [n for n in hosts_facts if n.cpu is not None])
+        vms = await self.all_vm_facts()
+        at_risk = []
+        for vm in vms:
+            try:
+                spec = parse_cpu(vm.cpu or None)
+                if spec.is_passthrough:
+                    continue
+                runs = [engine.check_runnable(spec, h) for h in hosts]
+            except CpuSpecError:
+                continue
+            cannot: list[dict[str, Any]] = [
+                {"node": r.host, "missing": list(r.missing)} for r in runs if not r.runnable
+            ]
+            # a node whose Proxmox does not define the type refuses it whatever its CPU offers
+            for n in hosts_facts:
+                defined = pve_versions.accepts_of(n).accepts(spec.cputype)
+                if defined is False and n.name not in {c["node"] for c in cannot}:
+                    cannot.append({"node": n.name, "missing": [], "type_unknown": True})
+            if cannot:
+                at_risk.append(
+                    {
+                        "vmid": vm.vmid,
+                        "name": vm.name,
+                        "node": vm.node,
+                        "cpu": vm.cpu or "kvm64",
+                        "cannot_run_on": cannot,
+                    }
+                )
+        return {
+            "cluster": self.facts.cluster,
+            "nodes": [n.name for n in hosts_facts],
+            "nodes_without_flags": unknown,
+            **(
+                {"notes": [n.message for n in map(nested_note, hosts_facts) if n is not None]}
+                if any(nested_note(n) for n in hosts_facts)
+                else {}
+            ),
+            "recommended": named["recommended"],
+            "ranked": named["ranked"],
+            "reason": named["reason"],
+            "blocked": [{"type": b.type, "node": b.host, "missing": list(b.missing)} for b in rec.blocked],
+            "vms_at_risk": at_risk,
+            "checked_at": iso_utc(self.facts.clock()),
+        }
+
+    async def matrix(self) -> dict:
+        nodes, _ = await self.facts.node_list()
+        node_facts = {}
+        got = await asyncio.gather(
+            *(self.facts.node(n.name, online=n.online) for n in nodes), return_exceptions=True
+        )
+        for summary, g in zip(nodes, got, strict=True):
+            if isinstance(g, ProxmoxUnreachable):
+                node_facts[summary.name] = NodeFacts(
+                    cluster=self.facts.cluster, name=summary.name, online=summary.online
+                )
+            elif isinstance(g, BaseException):
+                raise g
+            else:
+                node_facts[summary.name] = g[0]
+        vms = await self.all_vm_facts()
+        rows = []
+        # a cell (verdict, code, exit) depends on the VM only through these fields, not on its id
+        # or name (those appear in messages, which the matrix leaves out): VMs alike share cells
+        shared: dict[tuple, dict] = {}
+        for vm in sorted(vms, key=lambda v: v.vmid):
+            source = node_facts.get(vm.node) or NodeFacts(self.facts.cluster, vm.node, False)
+            alike = (SKIP_TAG in vm.tags, vm.cpu, vm.pending_cpu, vm.status, vm.running_machine, vm.node)
+            cells = {}
+            for name, target in node_facts.items():
+                if name == vm.node:
+                    continue
+                cell = shared.get((alike, name))
+                if cell is None:
+                    v = _judge(vm, source, target, None)
+                    cell = shared[(alike, name)] = {
+                        "verdict": v.verdict,
+                        "code": v.deny_code if v.verdict != "allow" else "",
+                        "exit": v.exit_code,
+                    }
+                cells[name] = cell
+            rows.append(
+                {
+                    "vmid": vm.vmid,
+                    "name": vm.name,
+                    "node": vm.node,
+                    "status": vm.status,
+                    "cpu": vm.cpu or "kvm64",
+                    "targets": cells,
+                }
+            )
+        return {
+            "cluster": self.facts.cluster,
+            "nodes": [n.name for n in nodes],
+            "vms": rows,
+            "note": "Proxmox's own precondition check (storage, local resources) is not part of the matrix",
+            "checked_at": iso_utc(self.facts.clock()),
+        }

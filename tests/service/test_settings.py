@@ -125,3 +125,16 @@ def test_tokens_never_in_repr_or_str(monkeypatch):
 
 def test_settings_type_is_pydantic_settings():
     assert Settings.model_config["env_prefix"] == "MIGRATION_GUARD_"
+
+
+def test_worker_count_and_memo_cap_are_settings(monkeypatch):
+    from tests.fakes.service import make_service
+
+    monkeypatch.setenv("MIGRATION_GUARD_PROXMOX_WORKERS", "7")
+    monkeypatch.setenv("MIGRATION_GUARD_VERDICT_MEMO_CAP", "150")
+    service = make_service()
+    assert service.settings.proxmox_workers == 7 and service.settings.verdict_memo_cap == 150
+    assert service.pool._max_workers == 7
+    monkeypatch.setenv("MIGRATION_GUARD_PROXMOX_WORKERS", "0")
+    with pytest.raises(ConfigError, match="MIGRATION_GUARD_PROXMOX_WORKERS"):
+        load_settings(None)

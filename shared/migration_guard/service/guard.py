@@ -94,7 +94,7 @@ class GuardService:
             on_hit=self.metrics.hit,
         )
         self.events = EventLog(store, keep=settings.decisions_keep)
-        self.pool = ThreadPoolExecutor(max_workers=48, thread_name_prefix="proxmox")
+        self.pool = ThreadPoolExecutor(max_workers=settings.proxmox_workers, thread_name_prefix="proxmox")
         self.vm_status = VmStatusReader(self._run, reader, reuse_s=settings.cache_vm_ttl / 2)
         self._node_by_hash: dict[str, NodeFacts] = {}
         self._hash_of: dict[int, tuple[NodeFacts, str]] = {}
@@ -352,7 +352,7 @@ class GuardService:
         oldest = min(f[0] for f in fetched)
         outcome = self._outcome(vm[0], facts[0], facts[1], pre, now - oldest, now)
         if outcome.verdict is not None and outcome._prefix is not None:
-            if len(self._warm_memo) > 20_000:
+            if len(self._warm_memo) > self.settings.verdict_memo_cap:
                 self._warm_memo.clear()
             expires = min(at + ttl for at, ttl in fetched)
             self._warm_memo[memo_key] = (expires, outcome.verdict, oldest, outcome._prefix)
@@ -571,7 +571,7 @@ class GuardService:
             verdict, prefix = hit[0], hit[3]
         else:
             verdict = _judge(vm, source, target, pre)
-            if len(self._verdicts) > 20_000:
+            if len(self._verdicts) > self.settings.verdict_memo_cap:
                 self._verdicts.clear()
             prefix = _prefix_of(verdict)
             self._verdicts[key] = (verdict, source, target, prefix)

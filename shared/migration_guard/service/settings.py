@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     cache_list_ttl: float = Field(default=10.0, ge=0)
     #: how many decisions the audit log keeps
     decisions_keep: int = Field(default=10_000, ge=100)
+    #: threads that wait for Proxmox answers (one per call in flight)
+    proxmox_workers: int = Field(default=48, ge=1, le=1024)
+    #: at most this many memoised verdicts per kind (warm checks, matrix cells) before they are dropped
+    verdict_memo_cap: int = Field(default=20_000, ge=100)
     #: run Proxmox's own migrate precondition check (needs VM.Migrate on the token)
     precheck: bool = True
     #: keep the node list, node CPUs and the VM list fresh in the background (``serve``), so a

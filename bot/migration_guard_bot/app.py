@@ -12,7 +12,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from migration_guard.errors import ConfigError, ServiceUnavailable
 from migration_guard_bot import listeners
 from migration_guard_bot.answers import Service
-from migration_guard_bot.listeners.deps import Deps
+from migration_guard_bot.listeners.deps import Deps, answer_pool
 from migration_guard_bot.settings import BotSettings
 
 log = logging.getLogger(__name__)
@@ -47,5 +47,6 @@ def build_app(
         raise ServiceUnavailable(
             f"cannot reach the Slack API at {settings.slack_api_url} ({type(exc).__name__})"
         ) from exc
-    listeners.register(app, Deps(service=service, command=settings.command))
+    deps = Deps(service=service, command=settings.command, work=answer_pool(settings.answer_workers))
+    listeners.register(app, deps)
     return app

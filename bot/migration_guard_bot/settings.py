@@ -30,6 +30,8 @@ class BotSettings:
     service_token: str = field(default="", repr=False)
     redis_url: str = ""
     listen: str = DEFAULT_LISTEN
+    #: threads answering questions (each waits for the service), so Bolt's own stay free
+    answer_workers: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -46,6 +48,11 @@ class BotSettings:
                 f"MIGRATION_GUARD_SLACK_COMMAND={command!r} is not a Slack slash command "
                 "(lower-case letters, digits, - and _, e.g. /canmove)"
             )
+        workers = get("MIGRATION_GUARD_BOT_ANSWER_WORKERS", "8")
+        if not workers.isdigit() or not 1 <= int(workers) <= 256:
+            raise ConfigError(
+                f"MIGRATION_GUARD_BOT_ANSWER_WORKERS={workers!r} is not a number of threads from 1 to 256"
+            )
         api_url = get("MIGRATION_GUARD_SLACK_API_URL", DEFAULT_SLACK_API_URL)
         if not api_url.endswith("/"):
             api_url += "/"
@@ -60,6 +67,7 @@ class BotSettings:
             service_token=get("MIGRATION_GUARD_TOKEN"),
             redis_url=get("MIGRATION_GUARD_REDIS_URL"),
             listen=get("MIGRATION_GUARD_BOT_LISTEN", DEFAULT_LISTEN),
+            answer_workers=int(workers),
         )
 
     def listen_address(self) -> tuple[str, int]:

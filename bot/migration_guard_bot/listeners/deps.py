@@ -13,11 +13,10 @@ from migration_guard_bot.parser import parse
 
 log = logging.getLogger(__name__)
 
-ANSWER_WORKERS = 8
 
-
-def _pool() -> Executor:
-    return ThreadPoolExecutor(max_workers=ANSWER_WORKERS, thread_name_prefix="answer")
+def answer_pool(workers: int = 8) -> Executor:
+    """The pool the listeners answer on (MIGRATION_GUARD_BOT_ANSWER_WORKERS threads)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +25,7 @@ class Deps:
 
     service: Service
     command: str = "/canmove"
-    work: Executor = field(default_factory=_pool)
+    work: Executor = field(default_factory=answer_pool)
 
     def answer_text(self, text: str) -> Answer:
         return answer(parse(text or ""), self.service, self.command)

@@ -451,7 +451,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
 
     async def probe() -> tuple[dict, int]:
         # the other clusters of MIGRATION_GUARD_CLUSTERS_FILE: one down degrades, it does not
-        # make the service unready (the nodes of this cluster still get their answers)
+        # make the service not ready (the nodes of this cluster still get their answers)
         others = [s for s in service.across().services.values() if s is not service]
         redis_ok, detail, *other_errors = await asyncio.gather(
             service.store.ping(), reach(service), *(reach(s) for s in others)
@@ -461,7 +461,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         body: dict[str, object] = {
             "status": "ready"
             if proxmox == "ok" and redis_ok and not others_down
-            else ("degraded" if proxmox == "ok" else "unready"),
+            else ("degraded" if proxmox == "ok" else "not ready"),
             "degraded": not redis_ok or others_down,
             "store": service.store.kind,
             "redis": "ok" if redis_ok else "down",
@@ -483,7 +483,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         "/readyz",
         responses={
             200: {"description": "ready or degraded; the details only with a valid bearer token"},
-            503: {"description": "unready: this cluster's Proxmox API does not answer"},
+            503: {"description": "not ready: this cluster's Proxmox API does not answer"},
         },
     )
     async def readyz(request: Request) -> Response:

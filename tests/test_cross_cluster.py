@@ -422,7 +422,7 @@ def test_readyz_names_every_cluster_and_degrades_when_another_is_down(stack):
     finally:
         stack["intel"].set_faults()
     body = down.json()
-    # this cluster's nodes still get answers: degraded, not unready
+    # this cluster's nodes still get answers: degraded, not "not ready"
     assert down.status_code == 200 and (body["status"], body["degraded"]) == ("degraded", True)
     assert body["clusters"]["intel"].startswith("unreachable: Proxmox at ")
     assert body["proxmox"] == "ok"

@@ -278,7 +278,7 @@ def test_readyz_without_the_token_says_only_the_state(reader, client):
     assert full["status"] == "ready" and full["proxmox"] == "ok" and full["redis"] == "ok"
     reader.error = ProxmoxAuthError("Proxmox refused the token guard@pve!check at pve1:8006")
     down = client.get("/readyz")
-    assert down.status_code == 503 and down.json() == {"status": "unready"}
+    assert down.status_code == 503 and down.json() == {"status": "not ready"}
     assert "guard@pve!check" in client.get("/readyz", headers=AUTH).json()["proxmox_error"]
 
 

@@ -102,14 +102,9 @@ class DecisionRequest(BaseModel):
     mode: Literal["enforce", "warn"] = "enforce"
     smbios_uuid: str | None = Field(default=None, max_length=64)
     cpu: str | None = Field(default=None, max_length=1024)
-    remote: bool | None = None
     #: cross-cluster (issue 6): the clusters of each side (default: the service's default cluster)
     source_cluster: str | None = Field(default=None, max_length=63)
     target_cluster: str | None = Field(default=None, max_length=63)
-    vmgenid: str | None = Field(default=None, max_length=64)
-    #: the hook's policy for a remote migration whose source the service cannot read: with "deny"
-    #: it blocks such a migration, so the decision is recorded and announced as a veto
-    remote_unknown: Literal["deny", "allow"] | None = None
 
     @field_validator("target", "source", "source_cluster", "target_cluster")
     @classmethod

@@ -41,6 +41,10 @@ log = logging.getLogger("migration_guard.api")
 NODE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")
 #: a VM id as Proxmox writes it: ASCII digits only (no sign, underscore, dot or other scripts' digits)
 DIGITS = re.compile(r"\A[0-9]+\Z")
+#: Proxmox's VM id (pve-common PVE/JSONSchema.pm, format pve-vmid): 100 to 999999999, no leading zero
+VMID_PATTERN = "^[1-9][0-9]{2,8}$"
+VMID = re.compile(r"\A[1-9][0-9]{2,8}\Z")
+VMID_TEXT = "the VM id: ASCII digits, 100 to 999999999, no leading zero (Proxmox's pve-vmid)"
 JSON = "application/json"
 
 
@@ -95,8 +99,9 @@ def error_response(
 
 
 class DecisionRequest(BaseModel):
-    #: strict: a JSON integer only (not true, 101.0 or "101")
-    vmid: int = Field(ge=1, le=999_999_999, strict=True)
+    #: strict: a JSON integer only (not true, 101.0 or "101"); 100 to 999999999 as Proxmox's
+    #: pve-vmid format (pve-common PVE/JSONSchema.pm)
+    vmid: int = Field(ge=100, le=999_999_999, strict=True)
     target: str
     source: str | None = None
     mode: Literal["enforce", "warn"] = "enforce"
@@ -161,8 +166,8 @@ _VMID_PATH = {
     "name": "vmid",
     "in": "path",
     "required": True,
-    "description": "the VM id: ASCII digits, 1 to 999999999",
-    "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+    "description": VMID_TEXT,
+    "schema": {"type": "string", "pattern": VMID_PATTERN},
 }
 _NODE_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$"}
 
@@ -203,10 +208,11 @@ def _budget(request: Request) -> float | None:
 def _vmid(text: str) -> int:
     if not DIGITS.match(text):
         raise FieldError("vmid", f"vmid: {text[:30]!r} is not a VM id (ASCII digits, like 101)")
-    vmid = int(text) if len(text) <= 12 else 0
-    if not 1 <= vmid <= 999_999_999:
-        raise FieldError("vmid", f"vmid: {text[:30]} is out of range (1 to 999999999)")
-    return vmid
+    if not VMID.match(text):
+        raise FieldError(
+            "vmid", f"vmid: {text[:30]} is not a Proxmox VM id (100 to 999999999, no leading zero)"
+        )
+    return int(text)
 
 
 def _methods_of(app: FastAPI, path: str) -> list[str]:
@@ -495,7 +501,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
 
     @app.get("/v1/vms/{vmid}/targets", dependencies=auth, responses=_errors(*V1_ERRORS))
     async def targets(
-        vmid: str = Path(description="the VM id: ASCII digits, 1 to 999999999", pattern="^[0-9]{1,9}$"),
+        vmid: str = Path(description=VMID_TEXT, pattern=VMID_PATTERN),
         all_clusters: bool = Query(False, description="every cluster the service reads"),
         source_cluster: str | None = Query(None, description="the VM's cluster (cross-cluster)"),
     ) -> Response:
@@ -542,7 +548,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     @app.get("/v1/decisions", dependencies=auth, responses=_errors(*V1_ERRORS))
     async def decisions(
         limit: int = Query(50, ge=1, le=1000, description="how many, newest first"),
-        vmid: str | None = Query(None, description="only this VM's decisions", pattern="^[0-9]{1,9}$"),
+        vmid: str | None = Query(None, description="only this VM's decisions", pattern=VMID_PATTERN),
     ) -> Response:
         number = _vmid(vmid) if vmid is not None else None
         return json_response({"decisions": await service.events.recent(limit, number)})

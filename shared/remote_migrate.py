@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import GuardError, InputError
+from .service_client import VMID
 
 PENDING_FILE = "/etc/migration-guard/pending-reattach"
 #: the cluster file system, where HA resources and replication jobs are configured
@@ -127,9 +128,8 @@ def parse_qm_args(args: Sequence[str]) -> QmArgs:
         raise InputError("the target endpoint needs apitoken=... and host=... (as for qm remote-migrate)")
     target_vmid = None
     if target_vmid_text:
-        if not target_vmid_text.isascii() or not target_vmid_text.isdigit() or not (
-            100 <= int(target_vmid_text) <= 999_999_999
-        ):
+        # Proxmox's pve-vmid format (pve-common PVE/JSONSchema.pm): no leading zero
+        if not VMID.match(target_vmid_text):
             raise InputError(f"TARGET-VMID {target_vmid_text!r} is not a VM id (100 to 999999999)")
         target_vmid = int(target_vmid_text)
     for required in ("target-storage", "target-bridge"):

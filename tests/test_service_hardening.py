@@ -155,6 +155,11 @@ BAD_VMIDS = [
     "",
     "1234567890",
     "9" * 5000,
+    # pve-common PVE/JSONSchema.pm pve_verify_vmid: ^[1-9][0-9]{2,8}$ (100 to 999999999, no leading 0)
+    "00101",
+    "0101",
+    "99",
+    "1",
 ]
 
 
@@ -172,7 +177,7 @@ def test_a_vmid_is_ascii_digits_in_paths_and_queries(client, vmid):
         assert answer.json()["error"]["field"] == "vmid", (path, vmid)
 
 
-@pytest.mark.parametrize("vmid", ["true", "101.0", '"101"', "1e2", "[101]", "null"])
+@pytest.mark.parametrize("vmid", ["true", "101.0", '"101"', "1e2", "[101]", "null", "99", "0"])
 def test_a_vmid_in_a_json_body_is_a_json_integer(client, vmid):
     body = '{"vmid": ' + vmid + ', "target": "pve3"}'
     answer = client.post("/v1/decisions", content=body, headers={**AUTH, "Content-Type": "application/json"})

@@ -20,7 +20,7 @@ import os
 
 from ..errors import InputError
 from ..remote_migrate import PENDING_FILE, Qm, execute, parse_qm_args, plan_move, refusal, smbios_uuid
-from ..service_client import ServiceClient
+from ..service_client import VMID, ServiceClient
 
 #: our options (value-taking / flags); everything else after VMID goes to qm remote-migrate
 _OURS_VALUE = {
@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
     if args.token is not None:
         raise InputError(TOKEN_ON_COMMAND_LINE)
     token = read_token(args.token_file) if args.token_file else None
-    if not args.vmid.isdigit() or not 100 <= int(args.vmid) <= 999_999_999:
-        raise InputError(f"VMID must be a VM id like 101, not {args.vmid!r}")
+    if not VMID.match(args.vmid):  # Proxmox's pve-vmid: 100 to 999999999, no leading zero
+        raise InputError(f"VMID must be a VM id like 101 (100 to 999999999), not {args.vmid!r}")
     vmid = int(args.vmid)
     if not args.target_cluster or not args.target_node:
         raise InputError(f"--target-cluster and --target-node are required: {USAGE}")

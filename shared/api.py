@@ -44,6 +44,7 @@ DIGITS = re.compile(r"\A[0-9]+\Z")
 #: Proxmox's VM id (pve-common PVE/JSONSchema.pm, format pve-vmid): 100 to 999999999, no leading zero
 VMID_PATTERN = "^[1-9][0-9]{2,8}$"
 VMID = re.compile(r"\A[1-9][0-9]{2,8}\Z")
+VMID_RULE = "a JSON integer or ASCII digits, 100 to 999999999, no leading zero, like 101"
 VMID_TEXT = "the VM id: ASCII digits, 100 to 999999999, no leading zero (Proxmox's pve-vmid)"
 JSON = "application/json"
 
@@ -366,6 +367,10 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or "body"
         message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
+        if field == "vmid" and first.get("type") != "missing":  # what to type, not the schema's rule
+            given = first.get("input")
+            shown = repr(given[:30]) if isinstance(given, str) else json.dumps(given)[:30]
+            message = f"{shown} is not a Proxmox VM id ({VMID_RULE})"
         return error_response(request, 422, "bad-input", f"{field}: {message}", field)
 
     @app.exception_handler(StarletteHTTPException)

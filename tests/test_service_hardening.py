@@ -175,6 +175,9 @@ def test_a_vmid_is_ascii_digits_in_paths_and_queries(client, vmid):
             continue  # no such path: an empty or space-padded segment never reaches the route
         assert answer.status_code == 422, (path, vmid, answer.text)
         assert answer.json()["error"]["field"] == "vmid", (path, vmid)
+        # what an operator can act on, never a regular expression
+        message = answer.json()["error"]["message"]
+        assert "VM id" in message and "pattern" not in message, (path, vmid, message)
 
 
 @pytest.mark.parametrize("vmid", ["true", "101.0", '"101"', "1e2", "[101]", "null", "99", "0"])
@@ -182,6 +185,7 @@ def test_a_vmid_in_a_json_body_is_a_json_integer(client, vmid):
     body = '{"vmid": ' + vmid + ', "target": "pve3"}'
     answer = client.post("/v1/decisions", content=body, headers={**AUTH, "Content-Type": "application/json"})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "vmid", answer.text
+    assert "VM id" in answer.json()["error"]["message"], answer.text
 
 
 @pytest.mark.parametrize("name", ["pve2\n", "pve2\r\n", "pve2\x00"])

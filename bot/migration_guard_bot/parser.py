@@ -99,6 +99,8 @@ _SPLIT = re.compile(r"[^\w/.\-#]+", re.UNICODE)
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,62})")
 _VM_PREFIXED = re.compile(r"(?i)vm[#\-_]?(\d+)")
 _NUMBER = re.compile(r"\d+")
+#: Proxmox's pve-vmid format (pve-common PVE/JSONSchema.pm): 100 to 999999999, no leading zero
+_VMID = re.compile(r"[1-9][0-9]{2,8}")
 
 
 def _tokens(text: str) -> list[str]:
@@ -133,7 +135,7 @@ def _node_ref(tok: str) -> tuple[str | None, str] | None:
 
 
 def _vmid(tok: str) -> int | Help:
-    if len(tok) > 10 or not VMID_MIN <= int(tok) <= VMID_MAX:
+    if not _VMID.fullmatch(tok) or not VMID_MIN <= int(tok) <= VMID_MAX:
         return Help(f"{tok} is not a VM ID (Proxmox VM IDs run from {VMID_MIN} to {VMID_MAX}).")
     return int(tok)
 

@@ -8,6 +8,7 @@ is returned as a verdict with ``verdict == "unknown"``, not raised.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -28,6 +29,10 @@ _NOT_FOUND = {
     "unknown-node": UnknownNodeError,
     "unknown-cluster": UnknownClusterError,
 }
+
+#: a Proxmox VM id as the pve-vmid format has it (pve-common PVE/JSONSchema.pm): 100 to 999999999,
+#: ASCII digits, no leading zero. Checked before a VMID is sent: "00101" is no VM, not VM 101.
+VMID = re.compile(r"\A[1-9][0-9]{2,8}\Z")
 
 
 def error_from(status: int, body: Any, url: str) -> GuardError:

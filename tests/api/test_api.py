@@ -198,12 +198,27 @@ def test_post_decision_malformed_422(client):
     )
     assert answer.status_code == 422
     assert answer.json()["error"]["message"].startswith("body: Invalid JSON"), answer.text
-    answer = client.post(
+
+
+def test_no_remote_policy_path_is_left(client):
+    """A remote migration never runs the target's hook, so the service has no "remote" decision and no
+    remote_unknown policy: the request schema does not offer them and a caller still sending them (a
+    hook of an earlier release) gets the same verdict as without them, never a policy veto."""
+    schema = client.get("/openapi.json").json()
+    offered = set(schema["paths"]["/v1/decisions"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]["properties"])
+    assert not offered & {"remote", "remote_unknown", "vmgenid"}, offered
+    plain = client.post("/v1/decisions", json={"vmid": 103, "target": "pve2"}, headers=AUTH).json()
+    old = client.post(
         "/v1/decisions",
-        json={"vmid": 101, "target": "pve2", "remote": True, "remote_unknown": "perhaps"},
+        json={"vmid": 103, "target": "pve2", "remote": True, "remote_unknown": "deny"},
         headers=AUTH,
-    )
-    assert answer.status_code == 422 and answer.json()["error"]["field"] == "remote_unknown"
+    ).json()
+    assert (old["verdict"], old["code"], old["exit"]) == (plain["verdict"], plain["code"], plain["exit"])
+    assert "remote_unknown" not in old["line"]
+    recorded = client.get("/v1/decisions", params={"limit": 1}, headers=AUTH).json()["decisions"][0]
+    assert recorded["id"] == old["decision_id"] and "policy" not in recorded and "remote" not in recorded
 
 
 @pytest.mark.parametrize("body", [b"{not json", b'{"vmid": "x"}', b""])
@@ -331,7 +346,6 @@ def test_deny_is_published_and_recorded(client, redis):
             "mode": "warn",
             "smbios_uuid": "abc",
             "cpu": "x86-64-v4",
-            "remote": False,
         },
         headers=AUTH,
     ).json()
@@ -358,11 +372,7 @@ def test_deny_is_published_and_recorded(client, redis):
     assert len(client.portal.call(redis.xrange, EVENTS_STREAM)) == 1  # an allow is not an event
     decisions = client.get("/v1/decisions", params={"limit": 5}, headers=AUTH).json()["decisions"]
     assert [d["vmid"] for d in decisions] == [102, 101]
-    assert (
-        decisions[1]["mode"] == "warn"
-        and decisions[1]["smbios_uuid"] == "abc"
-        and decisions[1]["remote"] is False
-    )
+    assert decisions[1]["mode"] == "warn" and decisions[1]["smbios_uuid"] == "abc"
     only = client.get("/v1/decisions", params={"limit": 5, "vmid": 101}, headers=AUTH).json()["decisions"]
     assert [d["vmid"] for d in only] == [101]
 

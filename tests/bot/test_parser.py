@@ -53,6 +53,7 @@ REFUSED = [
     ("can vm 101 and 102 go to node3", "One VM at a time"),
     ("can vm 42 go to node3", "42 is not a VM ID"),
     ("can vm 99999999999 go to node3", "is not a VM ID"),
+    ("can vm 00101 go to node3", "00101 is not a VM ID"),
     ("can vm move to node3", "Which VM?"),
     ("can vm 101 move to a/b/c", 'I did not understand "a/b/c"'),
     ("can vm 101 go to 102", "One VM at a time"),

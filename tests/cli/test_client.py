@@ -100,6 +100,9 @@ def test_check_unknown_exit_3(served):
     ("args", "needle"),
     [
         (("check", "abc", "pve2"), "VMID must be a number"),
+        (("check", "00101", "pve2"), "VMID 00101 is not a Proxmox VM id"),
+        (("check", "+101", "pve2"), "VMID must be a number"),
+        (("check", "42", "pve2"), "VMID 42 is not a Proxmox VM id"),
         (("check", "999", "pve2"), "no VM 999"),
         (("check", "101", "pve9"), "no node pve9"),
     ],

@@ -45,6 +45,7 @@ def test_qm_args_positionals_and_options():
         ([ENDPOINT, "--target-bridge", "vmbr0"], "--target-storage is required"),
         ([ENDPOINT, "--target-storage", "x"], "--target-bridge is required"),
         (["abc", ENDPOINT, *QM_ARGS], "TARGET-VMID 'abc' is not a VM id"),
+        (["00200", ENDPOINT, *QM_ARGS], "TARGET-VMID '00200' is not a VM id"),
         (["host=x", *QM_ARGS], "needs apitoken=... and host=..."),
         ([ENDPOINT, *QM_ARGS, "--with-local-disks"], "has no option --with-local-disks"),
         ([ENDPOINT, *QM_ARGS, "--online", "maybe", "x"], "in qm's order, VMID [TARGET-VMID] TARGET-ENDPOINT"),

@@ -155,6 +155,11 @@ BAD_VMIDS = [
     "",
     "1234567890",
     "9" * 5000,
+    # pve-common PVE/JSONSchema.pm pve_verify_vmid: ^[1-9][0-9]{2,8}$ (100 to 999999999, no leading 0)
+    "00101",
+    "0101",
+    "99",
+    "1",
 ]
 
 
@@ -170,13 +175,17 @@ def test_a_vmid_is_ascii_digits_in_paths_and_queries(client, vmid):
             continue  # no such path: an empty or space-padded segment never reaches the route
         assert answer.status_code == 422, (path, vmid, answer.text)
         assert answer.json()["error"]["field"] == "vmid", (path, vmid)
+        # what an operator can act on, never a regular expression
+        message = answer.json()["error"]["message"]
+        assert "VM id" in message and "pattern" not in message, (path, vmid, message)
 
 
-@pytest.mark.parametrize("vmid", ["true", "101.0", '"101"', "1e2", "[101]", "null"])
+@pytest.mark.parametrize("vmid", ["true", "101.0", '"101"', "1e2", "[101]", "null", "99", "0"])
 def test_a_vmid_in_a_json_body_is_a_json_integer(client, vmid):
     body = '{"vmid": ' + vmid + ', "target": "pve3"}'
     answer = client.post("/v1/decisions", content=body, headers={**AUTH, "Content-Type": "application/json"})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "vmid", answer.text
+    assert "VM id" in answer.json()["error"]["message"], answer.text
 
 
 @pytest.mark.parametrize("name", ["pve2\n", "pve2\r\n", "pve2\x00"])
@@ -278,7 +287,7 @@ def test_readyz_without_the_token_says_only_the_state(reader, client):
     assert full["status"] == "ready" and full["proxmox"] == "ok" and full["redis"] == "ok"
     reader.error = ProxmoxAuthError("Proxmox refused the token guard@pve!check at pve1:8006")
     down = client.get("/readyz")
-    assert down.status_code == 503 and down.json() == {"status": "unready"}
+    assert down.status_code == 503 and down.json() == {"status": "not ready"}
     assert "guard@pve!check" in client.get("/readyz", headers=AUTH).json()["proxmox_error"]
 
 

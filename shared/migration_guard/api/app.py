@@ -41,6 +41,11 @@ log = logging.getLogger("migration_guard.api")
 NODE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")
 #: a VM id as Proxmox writes it: ASCII digits only (no sign, underscore, dot or other scripts' digits)
 DIGITS = re.compile(r"\A[0-9]+\Z")
+#: Proxmox's VM id (pve-common PVE/JSONSchema.pm, format pve-vmid): 100 to 999999999, no leading zero
+VMID_PATTERN = "^[1-9][0-9]{2,8}$"
+VMID = re.compile(r"\A[1-9][0-9]{2,8}\Z")
+VMID_RULE = "a JSON integer or ASCII digits, 100 to 999999999, no leading zero, like 101"
+VMID_TEXT = "the VM id: ASCII digits, 100 to 999999999, no leading zero (Proxmox's pve-vmid)"
 JSON = "application/json"
 
 
@@ -95,21 +100,17 @@ def error_response(
 
 
 class DecisionRequest(BaseModel):
-    #: strict: a JSON integer only (not true, 101.0 or "101")
-    vmid: int = Field(ge=1, le=999_999_999, strict=True)
+    #: strict: a JSON integer only (not true, 101.0 or "101"); 100 to 999999999 as Proxmox's
+    #: pve-vmid format (pve-common PVE/JSONSchema.pm)
+    vmid: int = Field(ge=100, le=999_999_999, strict=True)
     target: str
     source: str | None = None
     mode: Literal["enforce", "warn"] = "enforce"
     smbios_uuid: str | None = Field(default=None, max_length=64)
     cpu: str | None = Field(default=None, max_length=1024)
-    remote: bool | None = None
     #: cross-cluster (issue 6): the clusters of each side (default: the service's default cluster)
     source_cluster: str | None = Field(default=None, max_length=63)
     target_cluster: str | None = Field(default=None, max_length=63)
-    vmgenid: str | None = Field(default=None, max_length=64)
-    #: the hook's policy for a remote migration whose source the service cannot read: with "deny"
-    #: it blocks such a migration, so the decision is recorded and announced as a veto
-    remote_unknown: Literal["deny", "allow"] | None = None
 
     @field_validator("target", "source", "source_cluster", "target_cluster")
     @classmethod
@@ -166,8 +167,8 @@ _VMID_PATH = {
     "name": "vmid",
     "in": "path",
     "required": True,
-    "description": "the VM id: ASCII digits, 1 to 999999999",
-    "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+    "description": VMID_TEXT,
+    "schema": {"type": "string", "pattern": VMID_PATTERN},
 }
 _NODE_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$"}
 
@@ -208,10 +209,11 @@ def _budget(request: Request) -> float | None:
 def _vmid(text: str) -> int:
     if not DIGITS.match(text):
         raise FieldError("vmid", f"vmid: {text[:30]!r} is not a VM id (ASCII digits, like 101)")
-    vmid = int(text) if len(text) <= 12 else 0
-    if not 1 <= vmid <= 999_999_999:
-        raise FieldError("vmid", f"vmid: {text[:30]} is out of range (1 to 999999999)")
-    return vmid
+    if not VMID.match(text):
+        raise FieldError(
+            "vmid", f"vmid: {text[:30]} is not a Proxmox VM id (100 to 999999999, no leading zero)"
+        )
+    return int(text)
 
 
 def _methods_of(app: FastAPI, path: str) -> list[str]:
@@ -365,6 +367,10 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or "body"
         message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
+        if field == "vmid" and first.get("type") != "missing":  # what to type, not the schema's rule
+            given = first.get("input")
+            shown = repr(given[:30]) if isinstance(given, str) else json.dumps(given)[:30]
+            message = f"{shown} is not a Proxmox VM id ({VMID_RULE})"
         return error_response(request, 422, "bad-input", f"{field}: {message}", field)
 
     @app.exception_handler(StarletteHTTPException)
@@ -451,7 +457,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
 
     async def probe() -> tuple[dict, int]:
         # the other clusters of MIGRATION_GUARD_CLUSTERS_FILE: one down degrades, it does not
-        # make the service unready (the nodes of this cluster still get their answers)
+        # make the service not ready (the nodes of this cluster still get their answers)
         others = [s for s in service.across().services.values() if s is not service]
         redis_ok, detail, *other_errors = await asyncio.gather(
             service.store.ping(), reach(service), *(reach(s) for s in others)
@@ -461,7 +467,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         body: dict[str, object] = {
             "status": "ready"
             if proxmox == "ok" and redis_ok and not others_down
-            else ("degraded" if proxmox == "ok" else "unready"),
+            else ("degraded" if proxmox == "ok" else "not ready"),
             "degraded": not redis_ok or others_down,
             "store": service.store.kind,
             "redis": "ok" if redis_ok else "down",
@@ -483,7 +489,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         "/readyz",
         responses={
             200: {"description": "ready or degraded; the details only with a valid bearer token"},
-            503: {"description": "unready: this cluster's Proxmox API does not answer"},
+            503: {"description": "not ready: this cluster's Proxmox API does not answer"},
         },
     )
     async def readyz(request: Request) -> Response:
@@ -500,7 +506,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
 
     @app.get("/v1/vms/{vmid}/targets", dependencies=auth, responses=_errors(*V1_ERRORS))
     async def targets(
-        vmid: str = Path(description="the VM id: ASCII digits, 1 to 999999999", pattern="^[0-9]{1,9}$"),
+        vmid: str = Path(description=VMID_TEXT, pattern=VMID_PATTERN),
         all_clusters: bool = Query(False, description="every cluster the service reads"),
         source_cluster: str | None = Query(None, description="the VM's cluster (cross-cluster)"),
     ) -> Response:
@@ -547,7 +553,7 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     @app.get("/v1/decisions", dependencies=auth, responses=_errors(*V1_ERRORS))
     async def decisions(
         limit: int = Query(50, ge=1, le=1000, description="how many, newest first"),
-        vmid: str | None = Query(None, description="only this VM's decisions", pattern="^[0-9]{1,9}$"),
+        vmid: str | None = Query(None, description="only this VM's decisions", pattern=VMID_PATTERN),
     ) -> Response:
         number = _vmid(vmid) if vmid is not None else None
         return json_response({"decisions": await service.events.recent(limit, number)})

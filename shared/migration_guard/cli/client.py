@@ -11,7 +11,7 @@ import json
 import sys
 
 from migration_guard.cli.settings import cli_settings
-from migration_guard.client import ServiceClient
+from migration_guard.client import VMID, ServiceClient
 from migration_guard.errors import GuardError, InputError, NotFoundError
 
 EXIT = {"allow": 0, "deny": 1, "unknown": 3}
@@ -55,13 +55,14 @@ def _client(args: argparse.Namespace) -> ServiceClient:
 
 
 def _vmid(text: str) -> int:
-    try:
-        vmid = int(text)
-    except ValueError:
-        raise InputError(f"VMID must be a number like 101, not {text!r}") from None
-    if not 1 <= vmid <= 999_999_999:
-        raise InputError(f"VMID {vmid} is out of range (100 to 999999999)")
-    return vmid
+    if not (text.isascii() and text.isdigit()):
+        raise InputError(f"VMID must be a number like 101, not {text!r}")
+    # Proxmox's pve-vmid format (pve-common PVE/JSONSchema.pm): 100 to 999999999, no leading zero
+    if not VMID.match(text):
+        raise InputError(
+            f"VMID {text[:30]} is not a Proxmox VM id (100 to 999999999, no leading zero), e.g. 101"
+        )
+    return int(text)
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from migration_guard.cli.remote_migrate import (
     smbios_uuid,
 )
 from migration_guard.cli.settings import cli_settings
-from migration_guard.client import ServiceClient
+from migration_guard.client import VMID, ServiceClient
 from migration_guard.errors import InputError
 
 #: our options (value-taking / flags); everything else after VMID goes to qm remote-migrate
@@ -142,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if args.token is not None:
         raise InputError(TOKEN_ON_COMMAND_LINE)
     token = read_token(args.token_file) if args.token_file else None
-    if not args.vmid.isdigit() or not 100 <= int(args.vmid) <= 999_999_999:
-        raise InputError(f"VMID must be a VM id like 101, not {args.vmid!r}")
+    if not VMID.match(args.vmid):  # Proxmox's pve-vmid: 100 to 999999999, no leading zero
+        raise InputError(f"VMID must be a VM id like 101 (100 to 999999999), not {args.vmid!r}")
     vmid = int(args.vmid)
     if not args.target_cluster or not args.target_node:
         raise InputError(f"--target-cluster and --target-node are required: {USAGE}")

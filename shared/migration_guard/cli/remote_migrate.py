@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from migration_guard.client import VMID
 from migration_guard.errors import GuardError, InputError
 
 PENDING_FILE = "/etc/migration-guard/pending-reattach"
@@ -126,9 +127,8 @@ def parse_qm_args(args: Sequence[str]) -> QmArgs:
         raise InputError("the target endpoint needs apitoken=... and host=... (as for qm remote-migrate)")
     target_vmid = None
     if target_vmid_text:
-        if not target_vmid_text.isascii() or not target_vmid_text.isdigit() or not (
-            100 <= int(target_vmid_text) <= 999_999_999
-        ):
+        # Proxmox's pve-vmid format (pve-common PVE/JSONSchema.pm): no leading zero
+        if not VMID.match(target_vmid_text):
             raise InputError(f"TARGET-VMID {target_vmid_text!r} is not a VM id (100 to 999999999)")
         target_vmid = int(target_vmid_text)
     for required in ("target-storage", "target-bridge"):

@@ -5,7 +5,6 @@ themselves (endpoints, the clusters file) are in ``migration_guard.service.clust
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from typing import cast
 
@@ -116,20 +115,27 @@ class ClusterSet:
 
     async def _locate(self, service, vmid: int, source: str | None) -> tuple[VmFacts, float]:
         if source:
+            # as on the same-cluster path: a source that is no node is the caller's mistake (404)
+            names = {n.name for n in (await service.node_list())[0]}
+            if source not in names:
+                raise UnknownNodeError(
+                    f"cluster {service.cluster} has no node {source} (the source given); "
+                    f"its nodes are {', '.join(sorted(names))}"
+                )
             try:
                 return await service.vm(source, vmid)
             except ProxmoxUnreachable:
                 raise
             except GuardError:
-                pass  # the VM moved, or the caller's node name is not the cluster's: ask the cluster
+                pass  # the VM moved: ask the cluster where it runs now
         summary = await service.find_vm(vmid)
         return await service.vm(summary.node, vmid)
 
     async def judge(self, vm: VmFacts, src, dst, target: str, *, vm_age: float = 0.0):
-        """The verdict for moving ``vm`` (read in cluster ``src``; None = a source the service does
-        not read) to node ``target`` of cluster ``dst``."""
+        """The verdict for moving ``vm`` (read in cluster ``src``) to node ``target`` of cluster
+        ``dst``."""
         now = dst.clock()
-        source_cluster = src.cluster if src is not None else "unknown"
+        source_cluster = src.cluster
         try:
             nodes, nodes_age = await dst.node_list()
         except (ProxmoxUnreachable, ProxmoxBadAnswer) as exc:
@@ -141,9 +147,7 @@ class ClusterSet:
             )
         if src is dst and vm.node == target:
             raise InputError(f"VM {vm.vmid} already runs on {target}: pick another target node")
-        jobs = [dst.node(target, online=online[target])]
-        if src is not None:
-            jobs.append(self._source_node(src, vm.node))
+        jobs = [dst.node(target, online=online[target]), self._source_node(src, vm.node)]
         got = await asyncio.gather(*jobs, return_exceptions=True)
         for item in got:
             if isinstance(item, ProxmoxUnreachable | ProxmoxBadAnswer):
@@ -155,19 +159,13 @@ class ClusterSet:
         s = dst.settings
         # (age, lifetime) of every fact used: stale when any is older than its own lifetime
         ages = [(vm_age, s.cache_vm_ttl), (nodes_age, s.cache_list_ttl), (target_age, s.cache_node_ttl)]
-        source_facts = None
-        if src is not None:
-            source_facts, source_age = cast("tuple[NodeFacts, float]", got[1])
-            ages.append((source_age, s.cache_node_ttl))
+        source_facts, source_age = cast("tuple[NodeFacts | None, float]", got[1])
+        ages.append((source_age, s.cache_node_ttl))
         pre = Precondition(checked=False, skipped_reason=CROSS_PRECHECK)
         if source_facts is not None and source_facts.online:
             verdict = evaluate(vm, source_facts, target_facts, pre)
         else:
             verdict = evaluate(vm, source_facts, target_facts, pre, source_known=False)
-            if src is None:
-                verdict = dataclasses.replace(
-                    verdict, source="", source_cluster="unknown", reasons=_with_hint(verdict.reasons)
-                )
         age = max(a for a, _ in ages)
         body = verdict_body(verdict, checked_at=iso_utc(now), facts_age_s=age)
         body["stale"] = any(a > ttl for a, ttl in ages)
@@ -255,14 +253,12 @@ class ClusterSet:
             body["errors"] = errors
         return body
 
-    # --- the hookscript's remote decision ---------------------------------------------------------
+    # --- a decision that names clusters (remote-migrate's question) -------------------------------
 
     async def decide_check(self, request: dict):
-        """The verdict for a POST /v1/decisions that names clusters or comes from a remote
-        incoming migration (``remote: true``)."""
+        """The verdict for a POST /v1/decisions that names clusters (a remote migration never runs
+        the target's hook: this is ``remote-migrate``'s question before it moves the VM)."""
         vmid, target = int(request["vmid"]), str(request["target"])
-        if request.get("remote"):
-            return await self.remote(request)
         src = self.service(request.get("source_cluster"))
         uuid = str(request.get("smbios_uuid") or "").strip().lower()
         if uuid and not request.get("source_cluster"):
@@ -278,60 +274,6 @@ class ClusterSet:
         return await self.check(
             vmid, target, request.get("target_cluster"), src.cluster, request.get("source") or None
         )
-
-    async def remote(self, request: dict):
-        vmid, target = int(request["vmid"]), str(request["target"])
-        uuid = str(request.get("smbios_uuid") or "").strip().lower()
-        dst, copy = await self._target_copy(vmid, target, uuid, request.get("target_cluster"))
-        # vmgenid travels unchanged too (the tunnel's config command restores it): it tells apart
-        # VMs that share a uuid (a copied config)
-        vmgenid = request.get("vmgenid") or (copy.vmgenid if copy is not None else None)
-        found = await self.find_by_uuid(uuid, exclude=(dst.cluster, vmid), vmgenid=vmgenid) if uuid else None
-        if found is not None:
-            # named as the target's VM (the hook runs in its start task), the source's id kept
-            as_target = dataclasses.replace(found, vmid=vmid)
-            outcome = await self.judge(as_target, self.services[found.cluster], dst, target)
-            outcome.body["source_vmid"] = found.vmid
-        else:
-            cpu = str(request.get("cpu") or (copy.cpu if copy is not None else ""))
-            vm = VmFacts(
-                cluster="unknown",
-                vmid=vmid,
-                node="",
-                status="running",
-                name=copy.name if copy is not None else "",
-                tags=copy.tags if copy is not None else (),
-                cpu=cpu,
-                smbios_uuid=uuid,
-            )
-            outcome = await self.judge(vm, None, dst, target)
-        return outcome
-
-    async def _target_copy(self, vmid: int, target: str, uuid: str, cluster: str | None):
-        """The cluster the hook runs in (the one whose node ``target`` holds VM ``vmid`` with this
-        uuid) and that incoming copy's facts (None when it cannot be read)."""
-        candidates = [self.service(cluster)] if cluster else list(self.services.values())
-        fallback = None
-        for service in candidates:
-            try:
-                nodes, _ = await service.node_list()
-            except GuardError:
-                continue
-            if target not in {n.name for n in nodes}:
-                continue
-            fallback = fallback or service
-            try:
-                copy, _ = await service.vm(target, vmid)
-            except GuardError:
-                continue
-            if not uuid or copy.smbios_uuid == uuid:
-                return service, copy
-        if fallback is None:
-            raise UnknownNodeError(
-                f"no cluster the service reads ({', '.join(self.services)}) has a node {target}: "
-                + how_to_add()
-            )
-        return fallback, None
 
     async def find_by_uuid(
         self, uuid: str, *, exclude: tuple[str, int] | None = None, vmgenid: str | None = None
@@ -387,13 +329,3 @@ class ClusterSet:
             if facts.smbios_uuid == uuid:
                 out.append(facts)
         return out
-
-
-def _with_hint(reasons: tuple[Reason, ...]) -> tuple[Reason, ...]:
-    """A source-unknown reason also says how to let the service read the source cluster."""
-    return tuple(
-        Reason(r.code, f"{r.message}; its cluster is not one the service reads: {how_to_add()}")
-        if r.code == "source-unknown"
-        else r
-        for r in reasons
-    )

@@ -658,7 +658,7 @@ class GuardService:
     async def decide(self, request: dict, *, budget_s: float | None = None) -> Outcome:
         vmid, target = int(request["vmid"]), str(request["target"])
         try:
-            if request.get("remote") or request.get("target_cluster") or request.get("source_cluster"):
+            if request.get("target_cluster") or request.get("source_cluster"):
                 outcome = await self.across().decide_check(request)
             else:
                 # no precondition here: the hook asks at pre-start on the target, after Proxmox's
@@ -683,16 +683,6 @@ class GuardService:
         exit_code = verdict.exit_code if verdict else 5
         code = verdict.deny_code if verdict else "cluster-unreachable"
         line = verdict.log_line() if verdict else f"could not judge the migration of VM {vmid} to {target}"
-        # a remote migration from a cluster the service does not read: the node's remote_unknown
-        # policy decides; with "deny" the hook blocks it, so it is recorded and announced as a veto
-        policy_block = (
-            body["verdict"] == "unknown"
-            and code == "source-unknown"
-            and request.get("remote_unknown") == "deny"
-        )
-        if policy_block:
-            exit_code = 4
-            line = f"{line}; blocked (remote_unknown = deny)"
         repeats: tuple[int, float] | None = None
         if body["verdict"] == "deny" and mode == "enforce":
             repeats = await self._count_veto(body, target, now)
@@ -723,22 +713,12 @@ class GuardService:
             "requested_source": request.get("source"),
             "smbios_uuid": request.get("smbios_uuid"),
             "requested_cpu": request.get("cpu"),
-            "remote": request.get("remote"),
-            "policy": "remote_unknown=deny" if policy_block else None,
         }
         self.metrics.decisions.labels(body["verdict"]).inc()
         recorded = await self.events.record(record)
         published = True
-        if body["verdict"] == "deny" or policy_block:
+        if body["verdict"] == "deny":
             reasons = list(body["reasons"]) + list(body.get("facts") or ())  # a nested node: say so
-            if policy_block:
-                reasons.append(
-                    {
-                        "code": "remote-unknown",
-                        "message": "the target node's remote_unknown = deny policy blocks migrations "
-                        "from clusters the service does not read",
-                    }
-                )
             event: VetoEvent = {
                 "id": decision_id,
                 "time": record["time"],
@@ -797,8 +777,6 @@ class GuardService:
             "requested_source": request.get("source"),
             "smbios_uuid": request.get("smbios_uuid"),
             "requested_cpu": request.get("cpu"),
-            "remote": request.get("remote"),
-            "policy": None,
             "status": 503 if isinstance(exc, ProxmoxUnreachable) else 502,
         }
         self.metrics.decisions.labels("unknown").inc()

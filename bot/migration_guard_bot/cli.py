@@ -29,8 +29,9 @@ DESCRIPTION = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bot", help="run the Slack bot (Socket Mode, --http or --console)",
-                              description=DESCRIPTION)
+    p = subparsers.add_parser(
+        "bot", help="run the Slack bot (Socket Mode, --http or --console)", description=DESCRIPTION
+    )
     _arguments(p)
 
 

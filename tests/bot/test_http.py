@@ -1,130 +1,22 @@
-"""Bolt handling real signed HTTP requests (uvicorn + Starlette on a local port), with the Web API
-pointed at the Slack-API-shaped test server and a stand-in service speaking the API's JSON."""
+"""The ``--http`` server in front of Bolt: signatures, replays, body limits, malformed bodies and the
+subprocess; what each listener answers is in tests/bot/listeners/."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from migration_guard.client import ServiceClient
 from migration_guard_bot import http_server
-from migration_guard_bot.app import build_app
 from migration_guard_bot.settings import BotSettings
-from tests.bot.support import TOKEN, FakeService
-from tests.fakes.slack_api_server import SlackApiServer
+from tests.bot.signed_requests import FORM, SECRET, Bot, answers, post, signed, slash
+from tests.bot.support import TOKEN
 
 pytestmark = pytest.mark.integration
-SECRET = "test-signing-secret"
-
-
-class Bot:
-    def __init__(self, slack: SlackApiServer, service_url: str, command: str = "/canmove") -> None:
-        self.settings = BotSettings(
-            bot_token="xoxb-test",
-            signing_secret=SECRET,
-            slack_api_url=slack.url,
-            service_url=service_url,
-            service_token=TOKEN,
-            command=command,
-        )
-        self.service = ServiceClient(service_url, TOKEN, timeout=15)
-        self.app = build_app(self.settings, self.service)
-        sock = http_server.bind("127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}{http_server.PATH}"
-        self.server = http_server.server_for(self.app, sock)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.service.close()
-
-
-def signed(body: str, *, secret: str = SECRET, ts: int | None = None) -> dict[str, str]:
-    ts = int(time.time()) if ts is None else ts
-    sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sig}
-
-
-def post(bot: Bot, body: str, ctype: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    h = {"Content-Type": ctype, **(signed(body) if headers is None else headers)}
-    return httpx.post(bot.url, content=body.encode(), headers=h, timeout=10)
-
-
-def slash(slack: SlackApiServer, text: str, command: str = "/canmove", rid: str = "r1") -> str:
-    return urlencode(
-        {
-            "token": "legacy",
-            "team_id": "T0TEST",
-            "team_domain": "test",
-            "channel_id": "C0ASK",
-            "channel_name": "ops",
-            "user_id": "U0ASK",
-            "user_name": "ops",
-            "command": command,
-            "text": text,
-            "api_app_id": "A0APP",
-            "response_url": slack.response_url(rid),
-            "trigger_id": "1.2.3",
-        }
-    )
-
-
-def event(inner: dict, event_id: str = "Ev1") -> str:
-    return json.dumps(
-        {
-            "token": "legacy",
-            "team_id": "T0TEST",
-            "api_app_id": "A0APP",
-            "type": "event_callback",
-            "event_id": event_id,
-            "event_time": int(time.time()),
-            "event": inner,
-            "authorizations": [{"team_id": "T0TEST", "user_id": "U0BOT", "is_bot": True}],
-        }
-    )
-
-
-@pytest.fixture()
-def slack():
-    with SlackApiServer() as server:
-        yield server
-
-
-@pytest.fixture()
-def service():
-    with FakeService() as svc:
-        yield svc
-
-
-@pytest.fixture()
-def bot(slack, service):
-    b = Bot(slack, service.url)
-    yield b
-    b.stop()
-
-
-FORM = "application/x-www-form-urlencoded"
-
-
-def answers(slack: SlackApiServer, rid: str = "r1", n: int = 1) -> list[dict]:
-    got = [c for c in slack.wait_for("response_url", n, timeout=15) if c["params"].get("_path_id") == rid]
-    assert got, slack.calls()
-    return got
 
 
 def test_url_verification_echoes_the_challenge(bot):
@@ -133,159 +25,9 @@ def test_url_verification_echoes_the_challenge(bot):
     assert r.status_code == 200 and "ch4ll3nge" in r.text
 
 
-def test_slash_command_acks_fast_then_answers_via_response_url(slack, service, bot):
-    service.delay = 5.0
-    started = time.monotonic()
-    r = post(bot, slash(slack, "101 node3"), FORM)
-    assert r.status_code == 200
-    assert time.monotonic() - started < 3.0
-    assert slack.calls("response_url") == []
-    (reply,) = answers(slack)
-    assert time.monotonic() - started >= 5.0
-    p = reply["params"]
-    assert p["text"].startswith("NO: VM 101 (web01) cannot move to node3")
-    assert "node3 lacks avx512f" in p["text"] and "Suggestion: use x86-64-v3" in p["text"]
-    assert p["response_type"] == "in_channel"
-    flat = json.dumps(p["blocks"], ensure_ascii=False)
-    assert ":no_entry: No:* VM 101 `web01` cannot move to `node3`" in flat
-    path, query, headers = service.requests[-1]
-    assert path == "/v1/vms/101/check" and query == {"target": "node3"}
-    assert headers["Authorization"] == f"Bearer {TOKEN}"
-
-
-def test_burst_of_slash_commands_all_acked_fast_while_the_service_is_slow(slack, service, bot):
-    """More questions than Bolt has workers (10): each still acked in time, each answered."""
-    service.delay = 3.2
-    for i in range(11):
-        body = slash(slack, "101 node3", rid=f"burst{i}")
-        started = time.monotonic()
-        assert post(bot, body, FORM).status_code == 200
-        assert time.monotonic() - started < 3.0, f"request {i} was not acked in time"
-    got = slack.wait_for("response_url", 11, timeout=20)
-    assert sorted(c["params"]["_path_id"] for c in got) == sorted(f"burst{i}" for i in range(11))
-    assert all(c["params"]["text"].startswith("NO: VM 101 (web01)") for c in got)
-
-
-def test_slash_command_without_target_lists_every_node(slack, bot):
-    post(bot, slash(slack, "VM #101"), FORM)
-    p = answers(slack)[0]["params"]
-    assert "can move to 1 of 2 other nodes" in p["text"]
-    assert "node2: yes" in p["text"] and "node3: no" in p["text"]
-
-
-def test_cross_cluster_target_passes_target_cluster(slack, service, bot):
-    post(bot, slash(slack, "can vm 101 move to clusterB/node2?"), FORM)
-    p = answers(slack)[0]["params"]
-    assert service.requests[-1][1] == {"target": "node2", "target_cluster": "clusterB"}
-    assert "clusterB/node2" in p["text"]
-
-
-def test_unknown_node_names_known_nodes_and_closest(slack, bot):
-    post(bot, slash(slack, "101 nod3"), FORM)
-    p = answers(slack)[0]["params"]
-    assert "There is no node nod3. Did you mean node3? Known nodes: node1, node2, node3." in p["text"]
-
-
-def test_service_down_is_one_line(slack):
-    b = Bot(slack, "http://127.0.0.1:9")  # nothing listens there
-    try:
-        post(b, slash(slack, "101 node3"), FORM)
-        p = answers(slack)[0]["params"]
-        assert p["text"].startswith("Cannot answer right now: the migration-guard service at")
-        assert "\n" not in p["text"] and len(p["blocks"]) == 1
-        assert p["response_type"] == "ephemeral"  # only the asker sees the error
-    finally:
-        b.stop()
-
-
-def test_vm_name_injection_is_neutralised(slack, bot):
-    post(bot, slash(slack, "102 node2"), FORM)
-    p = answers(slack)[0]["params"]
-    raw = p["text"] + json.dumps(p["blocks"])
-    assert "<!channel>" not in raw and "&lt;!channel&gt;" in p["text"]
-    post(bot, slash(slack, "103 node2", rid="r2"), FORM)
-    p = answers(slack, "r2", 2)[0]["params"]
-    flat = json.dumps(p["blocks"], ensure_ascii=False)
-    assert "<https://evil|x>" not in flat
-    assert "`*bold* _it_ &lt;https://evil|x&gt;`" in flat  # inside code: no formatting, no link
-
-
-def test_oversized_text_gets_a_clear_refusal(slack, bot):
-    post(bot, slash(slack, "101 " + "x" * 3990), FORM)
-    p = answers(slack)[0]["params"]
-    assert "That message is 3994 characters long; I read questions of up to 500." in p["text"]
-
-
 def test_oversized_body_is_refused_with_413(bot):
     body = "x" * (http_server.MAX_BODY + 1)
     assert post(bot, body, FORM).status_code == 413
-
-
-def test_configured_command_name(slack, service):
-    b = Bot(slack, service.url, command="/vmmove")
-    try:
-        assert post(b, slash(slack, "help", command="/vmmove"), FORM).status_code == 200
-        assert "/vmmove 101 node3" in answers(slack)[0]["params"]["text"]
-    finally:
-        b.stop()
-
-
-def test_app_mention_answers_in_thread(slack, service, bot):
-    service.delay = 3.5
-    inner = {
-        "type": "app_mention",
-        "user": "U0ASK",
-        "text": "<@U0BOT> Can VM 101 go to node2?",
-        "ts": "1700000000.000100",
-        "channel": "C0ASK",
-        "event_ts": "1700000000.000100",
-    }
-    started = time.monotonic()
-    assert post(bot, event(inner), "application/json").status_code == 200
-    assert time.monotonic() - started < 3.0  # acked before the slow service answered
-    (call,) = slack.wait_for("chat.postMessage", 1)
-    p = call["params"]
-    assert p["channel"] == "C0ASK" and p["thread_ts"] == "1700000000.000100"
-    assert p["text"].startswith("YES: VM 101 (web01) can move to node2")
-    assert ":white_check_mark: Yes:*" in json.dumps(p["blocks"])
-
-
-def test_direct_message_answers_and_ignores_bots(slack, bot):
-    dm = {
-        "type": "message",
-        "channel_type": "im",
-        "user": "U0ASK",
-        "text": "why was 101 blocked?",
-        "ts": "1700000000.000200",
-        "channel": "D0ASK",
-        "event_ts": "1700000000.000200",
-    }
-    from_bot = dict(dm, bot_id="B0BOT", text="recent blocks", ts="1700000000.000300")
-    post(bot, event(from_bot, "Ev2"), "application/json")
-    post(bot, event(dm, "Ev3"), "application/json")
-    (call,) = slack.wait_for("chat.postMessage", 1)
-    time.sleep(0.3)
-    assert len(slack.calls("chat.postMessage")) == 1
-    assert call["params"]["channel"] == "D0ASK"
-    assert call["params"]["text"].startswith("Latest decisions for VM 101:")
-
-
-def test_app_home_opened_publishes_the_home_tab(slack, bot):
-    inner = {
-        "type": "app_home_opened",
-        "user": "U0ASK",
-        "channel": "D0ASK",
-        "tab": "home",
-        "event_ts": "1700000000.000300",
-    }
-    assert post(bot, event(inner), "application/json").status_code == 200
-    (call,) = slack.wait_for("views.publish", 1)
-    view = call["params"]["view"]
-    assert call["params"]["user_id"] == "U0ASK" and view["type"] == "home"
-    flat = json.dumps(view["blocks"], ensure_ascii=False)
-    assert "`node3` – Intel(R) Xeon(R) Gold 6130, GenuineIntel – best type `Haswell`" in flat
-    assert "*Recommended CPU type*\\n`x86-64-v3`" in flat
-    assert "VM 101 `web01` `node1` → `node3`" in flat
 
 
 @pytest.mark.parametrize(

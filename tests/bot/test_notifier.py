@@ -418,9 +418,9 @@ def dead_pid() -> int:
 @pytest.fixture()
 def fresh_warnings(monkeypatch):
     """The once-per-process lookup warnings, as in a process that has not warned yet."""
-    import migration_guard_bot.notifier as notifier_module
+    import migration_guard_bot.slack_delivery as delivery_module
 
-    monkeypatch.setattr(notifier_module, "_warned", set())
+    monkeypatch.setattr(delivery_module, "_warned", set())
 
 
 @pytest.mark.parametrize("how", ["own pending", "dead consumer on this host", "consumer on another host"])
@@ -617,9 +617,9 @@ def test_event_without_a_readable_time_is_looked_for_without_oldest(store, slack
 
 
 def test_lookup_pages_through_a_busy_channel(store, slack, monkeypatch):
-    import migration_guard_bot.notifier as notifier_module
+    import migration_guard_bot.slack_delivery as delivery_module
 
-    monkeypatch.setattr(notifier_module, "LOOKUP_PAGE", 2)
+    monkeypatch.setattr(delivery_module, "LOOKUP_PAGE", 2)
     make(store, slack).ensure_group()
     ev = publish(store)
     post_then_die(store, slack, "c1")

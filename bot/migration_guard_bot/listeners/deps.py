@@ -1,6 +1,5 @@
 """What every listener needs (``Deps``): the service client, the slash command and the answering pool."""
 
-
 from __future__ import annotations
 
 import logging

@@ -49,7 +49,6 @@ def render_chain(entries: Mapping[str, ChainEntry]) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def merge_chain(opts: InstallOptions, chain: dict[str, ChainEntry],
                  linked: Mapping[str, ChainEntry]) -> list[str]:
     """Add the entries config_dir/chain.conf holds today to ``chain``: none may be lost when the
@@ -69,7 +68,6 @@ def merge_chain(opts: InstallOptions, chain: dict[str, ChainEntry],
     return merged
 
 
-
 def chain_link_steps(opts: InstallOptions, state: NodeState, merged: Sequence[str]) -> list[Step]:
     link = opts.config_dir / CHAIN_NAME
     if opts.chain_path == link or state.chain_link == str(opts.chain_path):
@@ -78,13 +76,11 @@ def chain_link_steps(opts: InstallOptions, state: NodeState, merged: Sequence[st
     return [Step("symlink", f"link {link} -> {opts.chain_path}{what}", link, str(opts.chain_path).encode())]
 
 
-
 def link_target(link: Path) -> Path | None:
     """Where the symlink ``link`` points (a relative target read from the link's folder), or None."""
     if not link.is_symlink():
         return None
     return link.parent / os.readlink(link)
-
 
 
 def resolve_chain_file(opts: InstallOptions) -> InstallOptions:

@@ -76,7 +76,6 @@ def check_token_file(path: str | None) -> None:
         raise ConfigError(f"--token-file {path}: {exc.strerror or exc}") from None
 
 
-
 @dataclass(slots=True)
 class Report:
     steps: list[Step]

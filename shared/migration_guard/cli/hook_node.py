@@ -51,7 +51,6 @@ def script_source() -> bytes:
     return (resources.files("migration_guard_hook") / SCRIPT_NAME).read_bytes()
 
 
-
 class Pve:
     """Proxmox's CLIs on this node. Errors become InstallError with the command's own message."""
 
@@ -92,7 +91,6 @@ class Pve:
 
     def delete_hookscript(self, vmid: str) -> None:
         self.run("qm", "set", vmid, "--delete", "hookscript")
-
 
 
 def _read(path: Path) -> tuple[bytes | None, int | None]:
@@ -153,7 +151,6 @@ def read_node(opts: InstallOptions, pve: Pve, vmids: Iterable[str]) -> NodeState
     )
 
 
-
 def attach_targets(opts: InstallOptions, pve: Pve) -> list[str]:
     if not opts.attach:
         return []
@@ -194,7 +191,6 @@ def _check_nothing_lost(link: Path, target: Path) -> None:
         raise InstallError(f"{link} holds entries missing from {target} (VM "
                            f"{', '.join(sorted(v for v, _ in missing))}): it changed during the install; "
                            "run install again")
-
 
 
 def apply(steps: Sequence[Step], pve: Pve) -> None:

@@ -101,7 +101,6 @@ class Step:
     diff: bool = False
 
 
-
 def parse_kv(text: str, sep: str = "=") -> dict[str, str]:
     out: dict[str, str] = {}
     for raw in text.splitlines():

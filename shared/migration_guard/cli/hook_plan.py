@@ -37,7 +37,6 @@ def render_config(values: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def wanted_config(opts: InstallOptions, current_text: str | None) -> str:
     values = {k: v for k, v in parse_kv(current_text or "").items() if k in CONFIG_KEYS}
     given = {"url": opts.url, "token_file": opts.token_file, "mode": opts.mode, "fail": opts.fail,
@@ -47,7 +46,6 @@ def wanted_config(opts: InstallOptions, current_text: str | None) -> str:
         raise ConfigError("no service URL: give --url on the first install "
                           f"(or write url = ... in {opts.config_dir / CONFIG_NAME})")
     return render_config(values)
-
 
 
 def plan_install(opts: InstallOptions, state: NodeState, script: bytes) -> list[Step]:
@@ -93,7 +91,6 @@ def _encoded(text: str | None) -> bytes | None:
     return None if text is None else text.encode()
 
 
-
 def _secret_mode_steps(state: NodeState, conf_path: Path, conf_written: bool) -> list[Step]:
     """hook.conf and the token file: mode 0600, owned by the installing user (root)."""
     steps = []
@@ -122,7 +119,6 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-
 def plan_uninstall(opts: InstallOptions, state: NodeState) -> list[Step]:
     chain = parse_chain(state.chain_text)
     steps: list[Step] = []
@@ -140,7 +136,6 @@ def plan_uninstall(opts: InstallOptions, state: NodeState) -> list[Step]:
         steps.append(Step("write-file", f"update {opts.chain_path} (VMs of this node removed)",
                           opts.chain_path, render_chain(chain).encode(), None))
     return steps
-
 
 
 def diff_lines(step: Step) -> list[str]:

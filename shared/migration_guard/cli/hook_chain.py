@@ -50,7 +50,7 @@ def render_chain(entries: Mapping[str, ChainEntry]) -> str:
 
 
 def merge_chain(opts: InstallOptions, chain: dict[str, ChainEntry],
-                 linked: Mapping[str, ChainEntry]) -> list[str]:
+                linked: Mapping[str, ChainEntry]) -> list[str]:
     """Add the entries config_dir/chain.conf holds today to ``chain``: none may be lost when the
     link replaces it. Returns the VMIDs merged; InstallError on two different entries for a VM."""
     merged = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_guard.cli import hook_installer
+from migration_guard.cli import hook_chain, hook_installer, hook_plan
 from migration_guard.cli.hook_installer import InstallError, InstallOptions
 from migration_guard.errors import ConfigError
 
@@ -223,7 +223,7 @@ def test_world_readable_token_file_is_made_0600(node):
 def test_needs_root(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(InstallError, match="run this as root on a Proxmox VE node"):
-        hook_installer.check_root({})
+        hook_installer.check_root()
 
 
 @pytest.mark.parametrize(("opts", "needle"), [
@@ -252,8 +252,8 @@ def test_chain_map_defaults_to_the_cluster_file_system_on_a_cluster_node(tmp_pat
     config_dir = tmp_path / "etc-mg"
     members = tmp_path / "pve" / ".members"
     members.parent.mkdir()
-    monkeypatch.setattr(hook_installer, "DEFAULT_CONFIG_DIR", config_dir)
-    monkeypatch.setattr(hook_installer, "PVE_CLUSTER_MARKER", members)
+    monkeypatch.setattr(hook_chain, "DEFAULT_CONFIG_DIR", config_dir)
+    monkeypatch.setattr(hook_chain, "PVE_CLUSTER_MARKER", members)
     opts = InstallOptions(config_dir=config_dir)
     assert hook_installer.resolve_chain_file(opts).chain_path == config_dir / "chain.conf"  # no cluster
     members.write_text("{}")
@@ -361,11 +361,11 @@ def test_a_token_file_on_the_cluster_file_system_is_not_chmodded_but_named(node,
     token = pve_fs / "guard.token"
     token.write_text("tok-123\n")
     token.chmod(0o640)
-    monkeypatch.setattr(hook_installer, "PVE_CLUSTER_FS", pve_fs)
+    monkeypatch.setattr(hook_plan, "PVE_CLUSTER_FS", pve_fs)
     env = node.env()
     opts = InstallOptions(snippets_dir=node.snippets, config_dir=node.config_dir, url="http://127.0.0.1:8080",
                           token_file=str(token))
-    report = hook_installer.install(opts, hook_installer.Pve(env=env), env=env)
+    report = hook_installer.install(opts, hook_installer.Pve(env=env), skip_root_check=True)
     assert [s for s in report.steps if s.kind == "fix-mode"] == []
     assert token.stat().st_mode & 0o777 == 0o640
     assert any(n.startswith(f"warning: {token} is on the cluster file system") for n in report.notes)

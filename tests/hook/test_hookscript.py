@@ -342,6 +342,13 @@ def test_missing_chained_hook_is_skipped_with_a_line(standin, confdir):
     assert "previous hookscript /nonexistent/old-hook of VM 101 is missing" in proc.stderr
 
 
+def test_a_chain_map_that_is_not_utf8_never_stops_a_start(standin, confdir):
+    write_conf(confdir, url=standin.url)
+    (confdir / "chain.conf").write_bytes(b"101=/opt/old-hook\xff\n")
+    proc, _ = run_hook(confdir, migrated_from="")
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
 # --- a plain start of a VM left with lock: migrate (root's `qm start --skiplock`) ------------------
 
 LOCKED_CONF = """boot: order=scsi0

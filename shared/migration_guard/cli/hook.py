@@ -20,6 +20,7 @@ from migration_guard.cli.hook_installer import (
     status,
     uninstall,
 )
+from migration_guard.cli.settings import cli_settings
 
 
 def register(subparsers) -> None:
@@ -114,13 +115,17 @@ def _print_report(report: Report, verb: str) -> None:
         print(note, file=sys.stderr)
 
 
+def _skip_root_check() -> bool:
+    return cli_settings().installer_skip_root_check == "1"
+
+
 def _install(args: argparse.Namespace) -> int:
-    _print_report(install(_options(args)), "install")
+    _print_report(install(_options(args), skip_root_check=_skip_root_check()), "install")
     return 0
 
 
 def _uninstall(args: argparse.Namespace) -> int:
-    _print_report(uninstall(_options(args)), "uninstall")
+    _print_report(uninstall(_options(args), skip_root_check=_skip_root_check()), "uninstall")
     return 0
 
 

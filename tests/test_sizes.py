@@ -19,8 +19,6 @@ STILL_TOO_LONG = {
     "hookscript/migration-guard-hook:http_post": 89,
     "shared/migration_guard/api/app.py:create_app": 210,
     "shared/migration_guard/cli/hook_installer.py": 512,
-    "shared/migration_guard/demo/pve_server.py": 676,
-    "shared/migration_guard/demo/pve_server.py:route": 81,
     "shared/migration_guard/service/guard.py": 657,
     "shared/migration_guard/service/guard.py:_cold": 95,
     "shared/migration_guard/service/guard.py:decide": 97,

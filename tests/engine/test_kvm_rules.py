@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_guard.demo.pve_server import cpu_fixture
+from migration_guard.demo.pve_scenario import cpu_fixture
 from migration_guard.engine import offers
 from migration_guard.engine import verdicts as engine
 from migration_guard.engine.cpu_spec import parse_cpu

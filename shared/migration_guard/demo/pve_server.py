@@ -29,7 +29,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from migration_guard.demo.pve_cluster_routes import route
 from migration_guard.demo.pve_scenario import (
-    DEFAULT_AUTH_FAILURE_DELAY_S,
     ApiError,
     ClusterState,
     Faults,
@@ -40,15 +39,8 @@ from migration_guard.demo.pve_scenario import (
 )
 from migration_guard.errors import ConfigError
 
-#: the server's names other parts start it by (the scenario and the CPU recordings live next door)
-__all__ = [
-    "DEFAULT_AUTH_FAILURE_DELAY_S",
-    "RunningServer",
-    "cpu_fixture",
-    "load_scenario",
-    "main",
-    "start_server",
-]
+#: the names other parts use (``cpu_fixture``, a recorded CPU, is answered here for them)
+__all__ = ["RunningServer", "cpu_fixture", "main", "start_server"]
 
 API_PREFIX = "/api2/json"
 

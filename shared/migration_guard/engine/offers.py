@@ -36,6 +36,12 @@ def _bit(feature: str) -> int:
     return 1 << index
 
 
+def known_bit(feature: str) -> int:
+    """The bit of a feature some requirement or offer has named, 0 for one never named."""
+    index = _BIT.get(feature)
+    return 0 if index is None else 1 << index
+
+
 def _bits(features: Iterable[str]) -> int:
     mask = 0
     for feature in features:
@@ -65,7 +71,7 @@ def display_name(feature: str) -> str:
 _MISSING_NAMES: dict[int, tuple[str, ...]] = {}
 
 
-def _missing_names(mask: int) -> tuple[str, ...]:
+def missing_names(mask: int) -> tuple[str, ...]:
     names = _MISSING_NAMES.get(mask)
     if names is None:
         names = _MISSING_NAMES[mask] = tuple(sorted({display_name(f) for f in _features(mask)}))
@@ -133,10 +139,10 @@ def _apply(features: set[str], flags: Iterable[tuple[str, bool]]) -> bool | None
 
 def requirement(spec: CpuSpec, models: Catalog | None = None) -> Requirement:
     """The precomputed requirement of a spec (cached). Raises UnknownModelError."""
-    return _lookup(spec, models)[0]
+    return lookup(spec, models)[0]
 
 
-def _lookup(spec: CpuSpec, models: Catalog | None = None) -> tuple[Requirement, str]:
+def lookup(spec: CpuSpec, models: Catalog | None = None) -> tuple[Requirement, str]:
     """(requirement, the spec's label in messages), cached by identity, then by value."""
     cat = models if models is not None else cpu_models.catalog()
     hit = _REQ_BY_ID.get(id(spec))
@@ -299,14 +305,16 @@ def _offer(host: HostCpu) -> Offer:
     )
 
 
-def _nested_bit(vendor: str | None) -> int:
+def nested_bit(vendor: str | None) -> int:
+    """The bit of nested virtualization on a ``vendor`` node (svm or vmx), 0 when unknown."""
     feature = rules().nested_virt.get(vendor or "")
     return _bit(feature) if feature else 0
 
 
-def _need(req: Requirement, vendor: str | None) -> int:
+def need_of(req: Requirement, vendor: str | None) -> int:
+    """What ``req`` needs, nested virtualization judged with ``vendor``'s extension."""
     if req.nested:
-        return req.bits | _nested_bit(vendor)
+        return req.bits | nested_bit(vendor)
     return req.bits
 
 

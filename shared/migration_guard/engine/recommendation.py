@@ -11,7 +11,7 @@ from migration_guard.engine.cpu_models import GENERIC_LADDER, Catalog
 from migration_guard.engine.cpu_spec import CpuSpec, format_cpu
 from migration_guard.engine.flags import canonical
 from migration_guard.engine.hosts import HostCpu
-from migration_guard.engine.offers import _BIT, _missing_names, _need, offer, requirement
+from migration_guard.engine.offers import known_bit, missing_names, need_of, offer, requirement
 
 #: spells a catalog type name as every node involved accepts it; None when some node accepts none
 Namer = Callable[[str], str | None]
@@ -86,9 +86,9 @@ def _recommend(hosts: tuple[HostCpu, ...]) -> Recommendation:
         req = requirement(spec)
         fails = []
         for host in hosts:
-            lacking = _need(req, host.vendor) & ~offer(host).for_model(req.vendor)
+            lacking = need_of(req, host.vendor) & ~offer(host).for_model(req.vendor)
             if lacking:
-                fails.append(Blocked(type=name, host=host.name, missing=_missing_names(lacking)))
+                fails.append(Blocked(type=name, host=host.name, missing=missing_names(lacking)))
         if fails:
             if not ranked:
                 blocked.extend(fails)
@@ -115,14 +115,14 @@ def suggestion(
         lacking = 0
         req = requirement(spec)
         for host in hosts:
-            lacking |= _need(req, host.vendor) & ~offer(host).for_model(req.vendor)
+            lacking |= need_of(req, host.vendor) & ~offer(host).for_model(req.vendor)
         names = [canonical(n) for n, on in spec.flags if on]
-        culprits = [n for n in names if n in _BIT and lacking & (1 << _BIT[n])]
+        culprits = [n for n in names if lacking & known_bit(n)]
         if culprits:
             kept = tuple(f for f in spec.flags if not (f[1] and f[0] in culprits))
             lighter = CpuSpec(**{**{f: getattr(spec, f) for f in spec.__slots__}, "flags": kept, "raw": ""})
             req = requirement(lighter)
-            if all(not (_need(req, h.vendor) & ~offer(h).for_model(req.vendor)) for h in hosts):
+            if all(not (need_of(req, h.vendor) & ~offer(h).for_model(req.vendor)) for h in hosts):
                 dropped = ", ".join("+" + n for n in culprits)
                 return f"{format_cpu(lighter)} (without {dropped}) runs {_where(hosts)}"
     rec = recommend(hosts)

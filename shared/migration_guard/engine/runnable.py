@@ -11,10 +11,10 @@ from migration_guard.engine.hosts import HostCpu
 from migration_guard.engine.offers import (
     Offer,
     Requirement,
-    _lookup,
-    _missing_names,
-    _need,
-    _nested_bit,
+    lookup,
+    missing_names,
+    need_of,
+    nested_bit,
     offer,
     requirement,
 )
@@ -42,9 +42,9 @@ _RUN_CACHE: dict[tuple, tuple[Requirement, Offer, RunVerdict]] = {}
 
 # --- messages -------------------------------------------------------------------------------
 
-_VENDOR_WORD = {"intel": "Intel", "amd": "AMD", "unknown": "of unknown vendor"}
+VENDOR_WORD = {"intel": "Intel", "amd": "AMD", "unknown": "of unknown vendor"}
 
-def _join(names: Sequence[str], limit: int = 12) -> str:
+def join_names(names: Sequence[str], limit: int = 12) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
@@ -53,12 +53,12 @@ def _join(names: Sequence[str], limit: int = 12) -> str:
 def _missing_reason(host: str, missing: Sequence[str], cpu: str) -> Reason:
     return Reason(
         "missing-flags",
-        f"{host} lacks {_join(missing)} needed by cpu {cpu}: QEMU refuses to start it there",
+        f"{host} lacks {join_names(missing)} needed by cpu {cpu}: QEMU refuses to start it there",
     )
 
 
 def _undecidable_reason(host: HostCpu, mask: int, cpu: str) -> Reason:
-    names = _join(_missing_names(mask))
+    names = join_names(missing_names(mask))
     if host.bugs is None:
         why = "its CPU data has no bugs: line"
         fix = "read the bugs: line of /proc/cpuinfo on that node"
@@ -74,8 +74,8 @@ def _undecidable_reason(host: HostCpu, mask: int, cpu: str) -> Reason:
 def _vendor_forced_reason(req: Requirement, host: HostCpu, cpu: str) -> Reason:
     return Reason(
         "vendor-forced",
-        f"cpu {cpu} shows the guest an {_VENDOR_WORD[req.vendor or 'unknown']} CPU "
-        f"on {_VENDOR_WORD[host.vendor]} "
+        f"cpu {cpu} shows the guest an {VENDOR_WORD[req.vendor or 'unknown']} CPU "
+        f"on {VENDOR_WORD[host.vendor]} "
         f"node {host.name}: QEMU starts it because the features exist, but test the guest OS there first",
     )
 
@@ -85,11 +85,12 @@ def _vendor_forced_reason(req: Requirement, host: HostCpu, cpu: str) -> Reason:
 
 def check_runnable(spec: CpuSpec, host: HostCpu) -> RunVerdict:
     """Can a VM with this CPU type start on this node? Missing features in Linux names, sorted."""
-    req, cpu = _lookup(spec)
-    return _run(cpu, req, host, host.vendor)
+    req, cpu = lookup(spec)
+    return memo_run(cpu, req, host, host.vendor)
 
 
-def _run(cpu: str, req: Requirement, host: HostCpu, nested_vendor: str | None) -> RunVerdict:
+def memo_run(cpu: str, req: Requirement, host: HostCpu, nested_vendor: str | None) -> RunVerdict:
+    """The runnable verdict of ``req`` (labelled ``cpu``) on ``host``, memoised."""
     off = offer(host)
     # equal inputs give one shared (immutable) verdict: building a frozen dataclass costs more
     # than deciding it
@@ -107,11 +108,11 @@ def _run(cpu: str, req: Requirement, host: HostCpu, nested_vendor: str | None) -
 def _decide(cpu: str, req: Requirement, off: Offer, host: HostCpu, nested_vendor: str | None) -> RunVerdict:
     if req.passthrough:
         return RunVerdict(cpu=cpu, host=host.name, runnable=True, missing=(), model=req.model)
-    need = _need(req, nested_vendor)
+    need = need_of(req, nested_vendor)
     lacking = need & ~off.for_model(req.vendor)
     reasons: list[Reason] = []
     if lacking:
-        missing = _missing_names(lacking)
+        missing = missing_names(lacking)
         reasons.append(_missing_reason(host.name, missing, cpu))
     else:
         missing = ()
@@ -133,7 +134,7 @@ def _decide(cpu: str, req: Requirement, off: Offer, host: HostCpu, nested_vendor
 def runnable_matrix(specs: Sequence[CpuSpec], hosts: Sequence[HostCpu]) -> list[list[bool]]:
     """The fast path: ``matrix[i][j]`` is whether ``specs[i]`` starts on ``hosts[j]``."""
     offers = [offer(h) for h in hosts]
-    nested_need = [_nested_bit(h.vendor) for h in hosts]
+    nested_need = [nested_bit(h.vendor) for h in hosts]
     rows: dict[Requirement, list[bool]] = {}
     result = []
     for spec in specs:

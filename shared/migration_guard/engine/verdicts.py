@@ -36,9 +36,9 @@ from migration_guard.engine.cpu_spec import CpuSpec
 from migration_guard.engine.hosts import HostCpu
 from migration_guard.engine.offers import (
     Requirement,
-    _lookup,
-    _missing_names,
     display_name,
+    lookup,
+    missing_names,
     offer,
     requirement,
 )
@@ -52,12 +52,12 @@ from migration_guard.engine.recommendation import (
     suggestion,
 )
 from migration_guard.engine.runnable import (
-    _VENDOR_WORD,
+    VENDOR_WORD,
     Reason,
     RunVerdict,
-    _join,
-    _run,
     check_runnable,
+    join_names,
+    memo_run,
     runnable_matrix,
 )
 
@@ -105,12 +105,12 @@ def check_migration(
 ) -> MigrationVerdict:
     """source None = unknown source (cross-cluster): named types judged on target alone,
     passthrough types -> unknown with code source-unknown."""
-    req, cpu = _lookup(spec)
+    req, cpu = lookup(spec)
     both = [source, target] if source is not None and source.name != target.name else [target]
     if req.passthrough:
         return _passthrough_migration(spec, req, cpu, source, target, running, names)
     nested_vendor = source.vendor if (running and source is not None) else target.vendor
-    run = _run(cpu, req, target, nested_vendor)
+    run = memo_run(cpu, req, target, nested_vendor)
     if run.runnable:
         return MigrationVerdict("allow", run.reasons, None, cpu, req.model)
     reasons = list(run.reasons)
@@ -119,8 +119,8 @@ def check_migration(
             Reason(
                 "vendor-mismatch",
                 f"cpu {cpu} runs nested virtualization with the source's "
-                f"{_VENDOR_WORD[source.vendor]} extension; "
-                f"{target.name} is {_VENDOR_WORD[target.vendor]}: stop the VM and start it there instead",
+                f"{VENDOR_WORD[source.vendor]} extension; "
+                f"{target.name} is {VENDOR_WORD[target.vendor]}: stop the VM and start it there instead",
             )
         )
     instead = suggestion(both, spec, names)
@@ -172,22 +172,22 @@ def _passthrough_migration(
             Reason(
                 "vendor-mismatch",
                 "CPU vendor mismatch: "
-                f"cpu {cpu} passes the source's {_VENDOR_WORD[source.vendor]} CPU through; "
+                f"cpu {cpu} passes the source's {VENDOR_WORD[source.vendor]} CPU through; "
                 f"{target.name} is "
-                f"{_VENDOR_WORD[target.vendor]}: the guest would crash after cutover",
+                f"{VENDOR_WORD[target.vendor]}: the guest would crash after cutover",
             ),
             [source, target],
         )
     src, dst = offer(source), offer(target)
     lacking = src.guest_bits & ~dst.guest_bits
     if lacking:
-        missing = _missing_names(lacking)
+        missing = missing_names(lacking)
         return refused(
             "deny",
             Reason(
                 "missing-flags",
-                f"{target.name} lacks {_join(missing)} that cpu {cpu} passes through from {source.name}: "
-                "the guest would crash after cutover",
+                f"{target.name} lacks {join_names(missing)} that cpu {cpu} passes through from "
+                f"{source.name}: the guest would crash after cutover",
             ),
             [source, target],
             missing,

@@ -41,6 +41,6 @@ def _own_state_dir(tmp_path_factory, monkeypatch) -> None:
 def pytest_collection_modifyitems(config, items) -> None:
     """Proxmox answers a wrong token only after 3 s (pve-http-server). The in-process test servers
     answer it at once, except in tests/demo/test_pve_conformance.py, which checks Proxmox's own delays."""
-    from migration_guard.demo import pve_server as pve_testserver
+    from migration_guard.demo import pve_scenario as pve_testserver
 
     pve_testserver.DEFAULT_AUTH_FAILURE_DELAY_S = 0.0

@@ -133,7 +133,7 @@ def test_put_vm_replaces_config(demo):
 
 @pytest.mark.integration
 def test_process_mode_prints_ready_and_serves():
-    from migration_guard.demo.pve_server import load_scenario
+    from migration_guard.demo.pve_scenario import load_scenario
 
     t = load_scenario("demo")["token"]
     with pve_process("demo") as proc:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from migration_guard.demo.pve_server import cpu_fixture
+from migration_guard.demo.pve_scenario import cpu_fixture
+from migration_guard.engine import offers
 from migration_guard.engine import verdicts as engine
 from migration_guard.engine.cpu_spec import parse_cpu
 from migration_guard.engine.flags import rules
@@ -90,7 +91,7 @@ def test_ssb_no_follows_amd_no_ssb_of_the_same_view():
     assert pairs["ssb-no"] == ("amd-no-ssb",)
     with_ssb_no = engine.offer(zen5(frozenset(zen5_record()["features"]) | {"amd-no-ssb"}))
     without = engine.offer(zen5())
-    bit = 1 << engine._BIT["ssb-no"] if "ssb-no" in engine._BIT else 0
+    bit = offers.known_bit("ssb-no")
     assert bit and with_ssb_no.for_model("intel") & bit and not without.for_model("intel") & bit
 
 

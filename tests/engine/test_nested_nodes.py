@@ -4,7 +4,7 @@ its KVM view from /cluster/qemu/cpu-flags, when Proxmox gives it, is exact and n
 
 from __future__ import annotations
 
-from migration_guard.demo.pve_server import cpu_fixture
+from migration_guard.demo.pve_scenario import cpu_fixture
 from migration_guard.engine.checks import evaluate, nested_note, verdict_body
 from migration_guard.engine.facts import NodeFacts, VmFacts
 from migration_guard.engine.hosts import HostCpu, host_from_json

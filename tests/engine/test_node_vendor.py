@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from migration_guard.demo.pve_server import cpu_fixture
+from migration_guard.demo.pve_scenario import cpu_fixture
 from migration_guard.engine import verdicts as engine
 from migration_guard.engine.cpu_spec import parse_cpu
 from migration_guard.engine.hosts import HostCpu, host_from_proxmox, host_from_qemu_flags

@@ -24,6 +24,7 @@ import uvicorn
 from migration_guard.api import app as api
 from migration_guard.client import ServiceClient
 from migration_guard.demo import pve_server as pve_testserver
+from migration_guard.demo.pve_scenario import load_scenario
 from migration_guard.engine import pve_versions
 from migration_guard.service.guard import build_service
 from migration_guard.service.settings import load_settings
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 REDIS_URL = redis_url(13)
 TOKEN = "pve-versions-token"
-SCENARIO = pve_testserver.load_scenario("rolling_upgrade")
+SCENARIO = load_scenario("rolling_upgrade")
 
 
 def _settings(pve, **extra):

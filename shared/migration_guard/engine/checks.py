@@ -6,13 +6,14 @@ Pure: facts in, verdict out. The service gathers the facts; the API shapes the b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from migration_guard.engine import pve_versions
 from migration_guard.engine import verdicts as engine
 from migration_guard.engine.cpu_spec import CpuSpec, parse_cpu
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts
 from migration_guard.engine.hosts import HostCpu
+from migration_guard.engine.machines import machine_reasons
 from migration_guard.engine.verdicts import Reason
 from migration_guard.errors import CpuSpecError, GuardError
 
@@ -136,51 +137,43 @@ def nested_host_note(cpu: HostCpu | None) -> Reason | None:
     )
 
 
-def _machine_version(machine: str) -> tuple[int, ...] | None:
-    """``pc-q35-9.0+pve0`` / ``pc-i440fx-8.1`` -> (9, 0); None when the string names no version."""
-    base = machine.split("+", 1)[0]
-    tail = base.rsplit("-", 1)[-1]
-    try:
-        return tuple(int(p) for p in tail.split("."))
-    except ValueError:
-        return None
+@dataclass
+class _Draft:
+    """A verdict in the making: what the checks have found so far."""
 
+    vm: VmFacts
+    source: NodeFacts | None
+    target: NodeFacts
+    pending_note: Reason | None = None
+    reasons: list[Reason] = field(default_factory=list)
+    notices: list[Reason] = field(default_factory=list)  # said after the reasons that decide
+    notes: list[Reason] = field(default_factory=list)
+    suggestion: str | None = None
+    model: str = ""
+    missing: tuple[str, ...] = ()
 
-def _version(text: str) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(p) for p in text.split("+")[0].split(".")[:2])
-    except ValueError:
-        return None
-
-
-def _machine_problem(vm: VmFacts, target: NodeFacts) -> str:
-    """Why ``target`` cannot run the machine the VM runs (``pc-q35-9.2+pve1``), "" when it can.
-    Its ``capabilities/qemu/machines`` list (qemu-server ``PVE/API2/Qemu/Machine.pm``) holds the
-    QEMU machine versions of pve-qemu-kvm and the ``+pveN`` revisions qemu-server knows
-    (``$PVE_MACHINE_VERSION`` in ``PVE/QemuServer/Machine.pm``); Proxmox refuses a version newer
-    than its QEMU and a revision its qemu-server does not know (``can_run_pve_machine_version``)."""
-    running = vm.running_machine
-    base, _, revision = running.partition("+")
-    listed = set(target.machines)
-    bases = {m.split("+", 1)[0] for m in listed}
-    wanted = _machine_version(running)
-    newest = max((v for v in (_machine_version(m) for m in listed) if v), default=None)
-    if base not in bases:
-        if wanted and newest and wanted[:2] > newest[:2]:
-            qemu = f" (QEMU {target.qemu_version})" if target.qemu_version else ""
-            return (
-                f"VM {vm.vmid} runs machine {running}, newer than any {target.name}'s QEMU{qemu} "
-                f"offers: update pve-qemu-kvm on {target.name} first"
-            )
-        return ""  # an older version the list leaves out: QEMU keeps old machine versions
-    if revision and revision != "pve0" and running not in listed:
-        known = sorted(m.split("+", 1)[1] for m in listed if m.startswith(base + "+"))
-        return (
-            f"VM {vm.vmid} runs machine {running}, but qemu-server on {target.name} knows "
-            f"{base} only up to {known[-1] if known else 'pve0'} (Proxmox refuses: \"Installed "
-            f"qemu-server ... is too old\"): update qemu-server on {target.name} first"
+    def verdict(self, kind: str, *reasons: Reason) -> Verdict:
+        self.reasons.extend(reasons)
+        if self.pending_note is not None:
+            self.reasons.append(self.pending_note)
+        vm, source, target = self.vm, self.source, self.target
+        return Verdict(
+            vmid=vm.vmid,
+            name=vm.name,
+            source=source.name if source else vm.node,
+            target=target.name,
+            verdict=kind,
+            reasons=tuple(self.reasons) + tuple(self.notices),
+            cpu=vm.cpu or "kvm64",
+            model=self.model,
+            suggestion=self.suggestion,
+            flag_source=target.flag_source,
+            source_cluster=source.cluster if source else vm.cluster,
+            target_cluster=target.cluster,
+            missing=self.missing,
+            pending_cpu=vm.pending_cpu,
+            notes=tuple(self.notes),
         )
-    return ""
 
 
 def evaluate(
@@ -193,179 +186,154 @@ def evaluate(
 ) -> Verdict:
     """The verdict for moving ``vm`` (running or not) from ``source`` to ``target``.
     ``source`` None with ``source_known`` False: a cross-cluster source the service does not read."""
-    reasons: list[Reason] = []
-    suggestion: str | None = None
-    model = ""
-    missing: tuple[str, ...] = ()
-    running = vm.status == "running"
-    pending_note: Reason | None = None
-    if vm.pending_cpu is not None and vm.pending_cpu != vm.cpu:
-        later = vm.pending_cpu or "kvm64"
-        if running:
-            # a live migration starts the target with the CURRENT cpu (qemu-server applies
-            # pending changes at a start only without a migration state, vm_start_nolock)
-            after = evaluate(
-                replace(vm, cpu=vm.pending_cpu, pending_cpu=None), source, target, precondition,
-                source_known=source_known,
-            )
-            why = [r.message for r in after.reasons if r.code in DENY_CODES or r.code in UNKNOWN_CODES]
-            pending_note = Reason(
-                "pending-cpu",
-                f"cpu {later} is pending for VM {vm.vmid}: it applies at the VM's next reboot (a full "
-                f"stop and start); this live migration keeps cpu {vm.cpu or 'kvm64'}. After that reboot "
-                f"the verdict for {target.name} would be {after.verdict}"
-                + (f": {'; '.join(why)}" if after.verdict != "allow" and why else ""),
-            )
-        else:
-            # a stopped VM's start applies its pending changes first: judge the cpu it will run
-            pending_note = Reason(
-                "pending-cpu",
-                f"cpu {later} is pending for VM {vm.vmid}: its next start applies it, so it is "
-                f"judged with cpu {later} (current config: {vm.cpu or 'kvm64'})",
-            )
-            vm = replace(vm, cpu=vm.pending_cpu)
-    cpu_label = vm.cpu or "kvm64"
-    flag_source = target.flag_source
-    notices: list[Reason] = []  # said after the reasons that decide
-    notes: list[Reason] = []
-
-    def verdict(kind: str) -> Verdict:
-        if pending_note is not None:
-            reasons.append(pending_note)
-        return Verdict(
-            vmid=vm.vmid,
-            name=vm.name,
-            source=source.name if source else vm.node,
-            target=target.name,
-            verdict=kind,
-            reasons=tuple(reasons) + tuple(notices),
-            cpu=cpu_label,
-            model=model,
-            suggestion=suggestion,
-            flag_source=flag_source,
-            source_cluster=source.cluster if source else vm.cluster,
-            target_cluster=target.cluster,
-            missing=missing,
-            pending_cpu=vm.pending_cpu,
-            notes=tuple(notes),
-        )
-
+    vm, pending_note = _pending_cpu(vm, source, target, precondition, source_known)
+    draft = _Draft(vm, source, target, pending_note)
     if SKIP_TAG in vm.tags:
-        reasons.append(
-            Reason("bypassed", f"VM {vm.vmid} is tagged {SKIP_TAG}: the guard lets it through unchecked")
-        )
-        return verdict("allow")
+        return draft.verdict("allow", _skip_tag_reason(vm))
     if not target.online:
-        reasons.append(Reason("target-offline", f"{target.name} is offline: start it or pick another node"))
-        return verdict("deny")
-
+        offline = Reason("target-offline", f"{target.name} is offline: start it or pick another node")
+        return draft.verdict("deny", offline)
     try:
         spec: CpuSpec = parse_cpu(vm.cpu or None)
         engine.requirement(spec)  # resolves the model: an unknown one raises here
     except CpuSpecError as exc:
-        reasons.append(Reason(exc.code, f"the VM's cpu value cannot be judged: {exc}"))
-        return verdict("unknown")
-
+        return draft.verdict("unknown", Reason(exc.code, f"the VM's cpu value cannot be judged: {exc}"))
     # which Proxmox each node runs: the names it accepts, and the direction of the move
-    involved = [n for n in (source, target) if n is not None]
-    names = pve_versions.Namer(involved)
-    notices.extend(_release_notices(source, target))
-    type_reason, type_fix = _type_on_target(vm, spec, source, target, names)
+    names = pve_versions.Namer([n for n in (source, target) if n is not None])
+    draft.notices.extend(_release_notices(source, target))
+    type_reason, draft.suggestion = _type_on_target(vm, spec, source, target, names)
     if type_reason is not None:
-        reasons.append(type_reason)
-        suggestion = type_fix
-        model = engine.requirement(spec).model
-        return verdict("deny")
-
-    if target.cpu is None:
-        reasons.append(
-            Reason(
-                "flags-unknown", f"Proxmox gave no CPU flags for {target.name}, so its CPU cannot be judged"
-            )
-        )
-        return verdict("unknown")
-    source_cpu = source.cpu if source is not None else None
-    if source is not None and source_cpu is None and spec.is_passthrough and running:
-        reasons.append(
-            Reason(
-                "flags-unknown", f"Proxmox gave no CPU flags for {source.name}, so its CPU cannot be judged"
-            )
-        )
-        return verdict("unknown")
-
-    # nested nodes judged on their cpuinfo: the target always, the source when its CPU is passed through
-    for node in (source if spec.is_passthrough and running and source_known else None, target):
-        note = nested_note(node)
-        if note is not None:
-            notes.append(note)
-    result = engine.check_migration(
-        spec, source_cpu if source_known else None, target.cpu, running=running, names=names
-    )
-    model = result.model
-    missing = result.missing
-    suggestion = result.suggestion
-    reasons.extend(result.reasons)
-    kind = result.verdict
-
+        draft.model = engine.requirement(spec).model
+        return draft.verdict("deny", type_reason)
+    no_flags = _flags_unknown(vm, spec, source, target)
+    if no_flags is not None:
+        return draft.verdict("unknown", no_flags)
+    draft.notes.extend(_nested_notes(vm, spec, source, target, source_known))
+    kind = _cpu_check(draft, spec, names, source_known)
     # the machine the VM runs (version and +pveN revision) must exist on the target
-    if running and not vm.running_machine:
-        reasons.append(
+    draft.reasons.extend(machine := machine_reasons(vm, target))
+    if any(r.code == "machine-unsupported" for r in machine):
+        kind = "deny"
+    if precondition is not None:
+        found = _precondition_reasons(vm, target, precondition, denied=kind == "deny")
+        draft.reasons.extend(found)
+        if any(r.code in DENY_CODES for r in found):
+            kind = "deny"
+    return draft.verdict(kind)
+
+
+def _pending_cpu(
+    vm: VmFacts,
+    source: NodeFacts | None,
+    target: NodeFacts,
+    precondition: Precondition | None,
+    source_known: bool,
+) -> tuple[VmFacts, Reason | None]:
+    """The VM as judged (a stopped VM's next start applies its pending cpu first) and the note
+    about a pending cpu change, if any."""
+    if vm.pending_cpu is None or vm.pending_cpu == vm.cpu:
+        return vm, None
+    later = vm.pending_cpu or "kvm64"
+    if vm.status != "running":
+        # a stopped VM's start applies its pending changes first: judge the cpu it will run
+        note = Reason(
+            "pending-cpu",
+            f"cpu {later} is pending for VM {vm.vmid}: its next start applies it, so it is "
+            f"judged with cpu {later} (current config: {vm.cpu or 'kvm64'})",
+        )
+        return replace(vm, cpu=vm.pending_cpu), note
+    # a live migration starts the target with the CURRENT cpu (qemu-server applies
+    # pending changes at a start only without a migration state, vm_start_nolock)
+    after = evaluate(
+        replace(vm, cpu=vm.pending_cpu, pending_cpu=None), source, target, precondition,
+        source_known=source_known,
+    )
+    why = [r.message for r in after.reasons if r.code in DENY_CODES or r.code in UNKNOWN_CODES]
+    note = Reason(
+        "pending-cpu",
+        f"cpu {later} is pending for VM {vm.vmid}: it applies at the VM's next reboot (a full "
+        f"stop and start); this live migration keeps cpu {vm.cpu or 'kvm64'}. After that reboot "
+        f"the verdict for {target.name} would be {after.verdict}"
+        + (f": {'; '.join(why)}" if after.verdict != "allow" and why else ""),
+    )
+    return vm, note
+
+
+def _skip_tag_reason(vm: VmFacts) -> Reason:
+    return Reason("bypassed", f"VM {vm.vmid} is tagged {SKIP_TAG}: the guard lets it through unchecked")
+
+
+def _flags_unknown(vm: VmFacts, spec: CpuSpec, source: NodeFacts | None, target: NodeFacts) -> Reason | None:
+    """Why a node's CPU cannot be judged: the target's flags, or a passed-through source's, are missing."""
+    if target.cpu is None:
+        node: NodeFacts = target
+    elif source is not None and source.cpu is None and spec.is_passthrough and vm.status == "running":
+        node = source
+    else:
+        return None
+    return Reason("flags-unknown", f"Proxmox gave no CPU flags for {node.name}, so its CPU cannot be judged")
+
+
+def _nested_notes(
+    vm: VmFacts, spec: CpuSpec, source: NodeFacts | None, target: NodeFacts, source_known: bool
+) -> list[Reason]:
+    """Nested nodes judged on their cpuinfo: the target always, the source when its CPU is passed through."""
+    passed = spec.is_passthrough and vm.status == "running" and source_known
+    found = (nested_note(node) for node in (source if passed else None, target))
+    return [note for note in found if note is not None]
+
+
+def _cpu_check(draft: _Draft, spec: CpuSpec, names: pve_versions.Namer, source_known: bool) -> str:
+    """The engine's CPU verdict, recorded in ``draft``; its kind."""
+    source_cpu = draft.source.cpu if draft.source is not None else None
+    result = engine.check_migration(
+        spec,
+        source_cpu if source_known else None,
+        draft.target.cpu,  # type: ignore[arg-type]  # _flags_unknown answered a missing one
+        running=draft.vm.status == "running",
+        names=names,
+    )
+    draft.model = result.model
+    draft.missing = result.missing
+    draft.suggestion = result.suggestion
+    draft.reasons.extend(result.reasons)
+    return result.verdict
+
+
+def _precondition_reasons(
+    vm: VmFacts, target: NodeFacts, precondition: Precondition, *, denied: bool
+) -> list[Reason]:
+    """What Proxmox's own precondition check (``migrate_vm_precondition``) found against the move;
+    local disks only matter when nothing else denies it."""
+    if not precondition.checked:
+        skipped = precondition.skipped_reason
+        return [Reason("precheck-skipped", skipped)] if skipped else []
+    found: list[Reason] = []
+    if precondition.local_resources:
+        found.append(
             Reason(
-                "machine-check-skipped",
-                f"Proxmox did not say which machine VM {vm.vmid} runs (running-machine is missing "
-                "when QMP does not answer in time), so the machine version check was skipped",
+                "local-resources",
+                f"VM {vm.vmid} uses local resources ({', '.join(precondition.local_resources)}) "
+                "that cannot move with it",
             )
         )
-    elif running and target.machines:
-        problem = _machine_problem(vm, target)
-        if problem:
-            reasons.append(Reason("machine-unsupported", problem))
-            kind = "deny"
-    elif running and vm.running_machine:
-        wanted = _machine_version(vm.running_machine)
-        offered = _version(target.qemu_version) if target.qemu_version else None
-        if wanted and offered and wanted[:2] > offered[:2]:
-            reasons.append(
-                Reason(
-                    "machine-unsupported",
-                    f"VM {vm.vmid} runs machine {vm.running_machine}, newer than {target.name}'s QEMU "
-                    f"{target.qemu_version}: update pve-qemu-kvm on {target.name} first",
-                )
+    blocked = precondition.unavailable_storages + precondition.unavailable_resources
+    if blocked:
+        found.append(
+            Reason(
+                "storage-unavailable",
+                f"{target.name} lacks storage or resources the VM needs: {', '.join(blocked)}",
             )
-            kind = "deny"
-
-    if precondition is not None:
-        if not precondition.checked:
-            if precondition.skipped_reason:
-                reasons.append(Reason("precheck-skipped", precondition.skipped_reason))
-        else:
-            if precondition.local_resources:
-                reasons.append(
-                    Reason(
-                        "local-resources",
-                        f"VM {vm.vmid} uses local resources ({', '.join(precondition.local_resources)}) "
-                        "that cannot move with it",
-                    )
-                )
-                kind = "deny"
-            blocked = precondition.unavailable_storages + precondition.unavailable_resources
-            if blocked:
-                reasons.append(
-                    Reason(
-                        "storage-unavailable",
-                        f"{target.name} lacks storage or resources the VM needs: {', '.join(blocked)}",
-                    )
-                )
-                kind = "deny"
-            if precondition.local_disks and kind != "deny":
-                reasons.append(
-                    Reason(
-                        "local-disks",
-                        f"VM {vm.vmid} has local disks ({', '.join(precondition.local_disks)}): "
-                        "migrate with --with-local-disks",
-                    )
-                )
-    return verdict(kind)
+        )
+    if precondition.local_disks and not denied and not found:
+        found.append(
+            Reason(
+                "local-disks",
+                f"VM {vm.vmid} has local disks ({', '.join(precondition.local_disks)}): "
+                "migrate with --with-local-disks",
+            )
+        )
+    return found
 
 
 def _release_notices(source: NodeFacts | None, target: NodeFacts) -> list[Reason]:
@@ -433,7 +401,7 @@ def _type_on_target(
 
 
 def verdict_body(v: Verdict, *, checked_at: str, facts_age_s: float) -> dict:
-    """The JSON verdict body of the API (issue 8's field names, plus flag_source and clusters)."""
+    """The JSON verdict body of the API (plus flag_source and clusters)."""
     return {
         "vmid": v.vmid,
         "name": v.name,

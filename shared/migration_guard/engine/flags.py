@@ -94,22 +94,9 @@ def _entries(section: dict) -> dict:
     return {k: v for k, v in section.items() if not k.startswith("_")}
 
 
-def load_rules(text: str) -> FlagRules:
-    """Build the rules from the JSON text of ``flag_rules.json``."""
-    data = json.loads(text)
-    sources: dict[str, str] = {}
-    aliases = {}
-    for name, entry in _entries(data["aliases"]).items():
-        aliases[name] = entry["to"]
-    linux = {}
-    for name, entry in _entries(data["linux_names"]).items():
-        linux[name] = entry["to"]
-    supplied = _entries(data["hypervisor_supplied"])
-    for name, src in supplied.items():
-        sources[name] = src
-    needs = {}
-    for name, entry in _entries(data["host_needs"]).items():
-        needs[name] = HostNeed(
+def _host_needs(data: dict) -> dict[str, HostNeed]:
+    return {
+        name: HostNeed(
             feature=name,
             flags=tuple(entry.get("flags", ())),
             vendor=entry.get("vendor"),
@@ -117,10 +104,13 @@ def load_rules(text: str) -> FlagRules:
             amd_native_ssbd=bool(entry.get("amd_native_ssbd", False)),
             source=entry.get("source", ""),
         )
-        sources[name] = entry.get("source", "")
-    bugs = {}
-    for name, entry in _entries(data["bug_derived"]).items():
-        bugs[name] = BugDerived(
+        for name, entry in _entries(data["host_needs"]).items()
+    }
+
+
+def _bug_derived(data: dict) -> dict[str, BugDerived]:
+    return {
+        name: BugDerived(
             feature=name,
             absent_bugs=tuple(entry.get("absent_bugs", ())),
             flags=tuple(entry.get("flags", ())),
@@ -128,26 +118,44 @@ def load_rules(text: str) -> FlagRules:
             undecidable=bool(entry.get("undecidable", False)),
             source=entry.get("source", ""),
         )
-        sources[name] = entry.get("source", "")
+        for name, entry in _entries(data["bug_derived"]).items()
+    }
+
+
+def _hidden_arch_capabilities(section: dict | None) -> HiddenArchCapabilities:
+    if not section:
+        return HiddenArchCapabilities()
+    features = _entries(section.get("features", {}))
+    return HiddenArchCapabilities(
+        rule=section["rule"],
+        vendor=section["vendor"],
+        when_missing=section["when_missing"],
+        model_vendor=section["model_vendor"],
+        always=frozenset(f for f, e in features.items() if e.get("offered") == "always"),
+        offered_with=tuple(
+            (f, tuple(e["offered_with"])) for f, e in features.items() if e.get("offered_with")
+        ),
+        source=section.get("source", ""),
+    )
+
+
+def load_rules(text: str) -> FlagRules:
+    """Build the rules from the JSON text of ``flag_rules.json``."""
+    data = json.loads(text)
+    aliases = {name: entry["to"] for name, entry in _entries(data["aliases"]).items()}
+    linux = {name: entry["to"] for name, entry in _entries(data["linux_names"]).items()}
+    supplied = _entries(data["hypervisor_supplied"])
+    needs = _host_needs(data)
+    bugs = _bug_derived(data)
     never = _entries(data["never_offered"])
-    for name, src in never.items():
-        sources[name] = src
-    hidden = HiddenArchCapabilities()
+    # the one-line source of each rule about a feature (same order of precedence as before)
+    sources: dict[str, str] = dict(supplied)
+    sources.update({name: need.source for name, need in needs.items()})
+    sources.update({name: derived.source for name, derived in bugs.items()})
+    sources.update(never)
+    hidden = _hidden_arch_capabilities(data.get("hidden_arch_capabilities"))
     rule_sources: dict[str, str] = {}
-    section = data.get("hidden_arch_capabilities")
-    if section:
-        features = _entries(section.get("features", {}))
-        hidden = HiddenArchCapabilities(
-            rule=section["rule"],
-            vendor=section["vendor"],
-            when_missing=section["when_missing"],
-            model_vendor=section["model_vendor"],
-            always=frozenset(f for f, e in features.items() if e.get("offered") == "always"),
-            offered_with=tuple(
-                (f, tuple(e["offered_with"])) for f, e in features.items() if e.get("offered_with")
-            ),
-            source=section.get("source", ""),
-        )
+    if hidden.rule:
         rule_sources[hidden.rule] = hidden.source
     unmigratable = data.get("passthrough_unmigratable") or {}
     if unmigratable:

@@ -303,13 +303,19 @@ def test_proxmox_fault_gives_a_defined_answer(cold_service, name, faults, status
 def test_known_facts_answer_at_once_labelled_with_their_age(pve, faults):
     proc, base = start_service(pve, pve_timeout="1", cache_vm_ttl="0", cache_list_ttl="0", cache_node_ttl="0")
     try:
+        # the first, fault-free check reads everything from Proxmox within the 1 s timeout; on a
+        # busy machine that may take more than one try (what is tested is the second check)
+        deadline = time.monotonic() + 30
         code, fresh, _ = _check(base, 101, "pve3")
+        while code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            code, fresh, _ = _check(base, 101, "pve3")
         assert code == 200 and fresh["verdict"] == "deny" and fresh["stale"] is False
         time.sleep(1.2)
         pve.set_faults(**faults)
         code, body, took = _check(base, 101, "pve3")
         assert code == 200 and body["verdict"] == "deny" and body["stale"] is True
-        assert took < 1.5, took  # not the Proxmox latency: the last known facts
+        assert took < 1.9, took  # not the 2 s Proxmox latency, nor a hang: the last known facts
         assert body["facts_age_s"] >= 1.0
         stale = [r for r in body["reasons"] if r["code"] == "stale-facts"]
         assert stale and "old" in stale[0]["message"], body["reasons"]

@@ -24,9 +24,6 @@ STILL_TOO_LONG = {
     "shared/migration_guard/engine/checks.py:evaluate": 120,
     "shared/migration_guard/engine/verdicts.py": 682,
     "shared/migration_guard/engine/verdicts.py:_passthrough_migration": 86,
-    "shared/migration_guard/service/guard.py": 657,
-    "shared/migration_guard/service/guard.py:_cold": 95,
-    "shared/migration_guard/service/guard.py:decide": 97,
 }
 
 

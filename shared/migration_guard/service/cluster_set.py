@@ -69,7 +69,7 @@ class ClusterSet:
                     path,
                     endpoint.name,
                 )
-            out[endpoint.name] = home.sibling(reader_for(endpoint))
+            out[endpoint.name] = home.sibling(reader_for(endpoint, home.settings))
         return out
 
     @property

@@ -183,7 +183,7 @@ def build_service(settings: Settings) -> GuardService:
     from migration_guard.store.redis_store import connect
 
     settings.require_proxmox()
-    reader = reader_for(default_endpoint(settings))
+    reader = reader_for(default_endpoint(settings), settings)
     client, kind = connect(settings.redis_url)
     service = GuardService(settings, reader, Store(client, kind))
     if kind == "redis":  # what waits for Redis survives a restart (the embedded store never waits)

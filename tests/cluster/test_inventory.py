@@ -53,8 +53,13 @@ def _service_reader(server, verify_ssl: str):
 
     tok = server.token
     settings = load_settings(
-        None, pve_host=server.host_port, pve_user=tok["user"], pve_token_name=tok["name"],
-        pve_token_value=tok["value"], pve_verify_ssl=verify_ssl, api_tokens="t",
+        None,
+        pve_host=server.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=tok["value"],
+        pve_verify_ssl=verify_ssl,
+        api_tokens="t",
     )
     return service_reader_for(default_endpoint(settings), settings)
 

@@ -59,7 +59,7 @@ def _not_json(raw: Any) -> str:
 
 
 def bad_shape(kind: str, data: Any) -> str:
-    """"" when ``data`` has the shape path ``kind`` returns, else what came back instead."""
+    """ "" when ``data`` has the shape path ``kind`` returns, else what came back instead."""
     # proxmoxer's JSON serializer answers a body it cannot decode with {"errors": <the bytes>}
     if isinstance(data, dict) and list(data) == ["errors"] and isinstance(data["errors"], bytes | str):
         return _not_json(data["errors"])

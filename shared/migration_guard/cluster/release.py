@@ -41,9 +41,7 @@ def node_release(call: Call, api: Any, name: str) -> tuple[str, tuple[str, ...],
             )
         except (ProxmoxNotImplemented, ProxmoxNotFound, ProxmoxPermissionError):
             return (), ""
-        names = tuple(
-            sorted({str(r["name"]) for r in rows or () if isinstance(r, dict) and r.get("name")})
-        )
+        names = tuple(sorted({str(r["name"]) for r in rows or () if isinstance(r, dict) and r.get("name")}))
         return (names, "node") if names else ((), "")
 
     pve, (types, source) = both(version, cpu_types)

@@ -215,7 +215,10 @@ class Gatherer:
         s = self.settings
         ages = [(vm_age, s.cache_vm_ttl), (nodes_age, s.cache_list_ttl)]
         try:
-            pair = [await self._node_of(loads, vm, name, online, ages) for name in (vm.node, target)]
+            pair = [
+                await self._node_of(loads, loads.source_node, vm.node, online, ages),
+                await self._node_of(loads, loads.target_node, target, online, ages),
+            ]
         except UNREACHABLE as exc:
             return self._unknown(vmid, target, vm.node, now, exc=exc, vm=vm)
         found: Precondition | None = None
@@ -226,14 +229,18 @@ class Gatherer:
         return self._outcome(vm, pair[0], pair[1], found, ages, now)
 
     async def _node_of(
-        self, loads: _Loads, vm: VmFacts, name: str, online: dict[str, bool], ages: list[tuple[float, float]]
+        self,
+        loads: _Loads,
+        task: asyncio.Future,
+        name: str,
+        online: dict[str, bool],
+        ages: list[tuple[float, float]],
     ) -> NodeFacts:
         """The facts of the VM's node or the target (``name``) from what was loaded; read anew when
         the VM is not where the caller or the last VM list said, or the target is back online since
         the last node list. Its (age, lifetime) joins ``ages``."""
         if not online.get(name, False):
             return self.facts.offline(name)
-        task = loads.source_node if name == vm.node else loads.target_node
         moved = task is loads.source_node and name != loads.where.result()
         back = task is loads.target_node and task.exception() is None and task.result() is None
         if moved or back:

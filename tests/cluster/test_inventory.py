@@ -45,23 +45,43 @@ def test_verify_ssl_false_also_works(demo):
     assert len(reader_for(demo, verify_ssl=False).nodes()) == 4
 
 
+def _service_reader(server, verify_ssl: str):
+    """A reader as the service makes it: from its settings, which read the environment."""
+    from migration_guard.service.clusters import default_endpoint
+    from migration_guard.service.clusters import reader_for as service_reader_for
+    from migration_guard.service.settings import load_settings
+
+    tok = server.token
+    settings = load_settings(
+        None,
+        pve_host=server.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=tok["value"],
+        pve_verify_ssl=verify_ssl,
+        api_tokens="t",
+    )
+    return service_reader_for(default_endpoint(settings), settings)
+
+
 def test_proxy_and_ca_environment_read_once_with_requests_meaning(demo, monkeypatch):
-    """HTTPS_PROXY / NO_PROXY and REQUESTS_CA_BUNDLE keep their usual meaning, read when the reader
-    is made (requests would re-read them on every call)."""
+    """HTTPS_PROXY / NO_PROXY and REQUESTS_CA_BUNDLE keep their usual meaning, read by the service's
+    settings when the reader is made (requests would re-read them on every call)."""
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    session = reader_for(demo)._api._store["session"]
+    session = _service_reader(demo, demo.ca_path)._api._store["session"]
     assert session.trust_env is False
     assert session.proxies.get("https") == "http://proxy.example:3128"
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    bypassed = reader_for(demo)
+    bypassed = _service_reader(demo, demo.ca_path)
     assert bypassed._api._store["session"].proxies == {}
     assert len(bypassed.nodes()) == 4  # the proxy variable set, the call still goes direct
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", demo.ca_path)
-    trusting = reader_for(demo, verify_ssl=True)
+    trusting = _service_reader(demo, "true")
     assert trusting._api._store["session"].auth.verify_ssl == demo.ca_path
     assert len(trusting.nodes()) == 4  # the test server's CA from the environment
+    assert reader_for(demo, verify_ssl=True)._api._store["session"].auth.verify_ssl is True  # alone: none
 
 
 def test_cpu_flags_endpoint_names_the_nodes_with_a_kvm_report(demo):

@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from migration_guard.service import settings as settings_mod
-from migration_guard.service.guard import REPEAT_WINDOW_S, GuardService
+from migration_guard.service.decisions import REPEAT_WINDOW_S
+from migration_guard.service.guard import GuardService
 from migration_guard.store.redis_store import Store, connect
 from tests.fakes.pve import pve_server, reader_for
 from tests.system.test_kvm_view_e2e import scenario
@@ -76,9 +77,9 @@ def test_repeats_are_counted_and_the_line_says_what_to_do(server):
 def test_a_quiet_gap_starts_the_count_anew(server, monkeypatch):
     import time
 
-    from migration_guard.service import guard
+    from migration_guard.service import decisions
 
-    monkeypatch.setattr(guard, "REPEAT_WINDOW_S", 0.3)  # the run's key expires in Redis
+    monkeypatch.setattr(decisions, "REPEAT_WINDOW_S", 0.3)  # the run's key expires in Redis
     clock = Clock(1_780_000_000.0)
     service = make_service(server, clock)
     decide(service)

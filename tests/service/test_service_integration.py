@@ -305,7 +305,7 @@ def service_for(server, clock=time.time, redis_url=REDIS_URL_7, **extra):
     settings = settings_for(server, redis_url=redis_url, **extra)
     redis_client, kind = connect(settings.redis_url)
     return GuardService(
-        settings, reader_for(default_endpoint(settings)), Store(redis_client, kind), clock=clock
+        settings, reader_for(default_endpoint(settings), settings), Store(redis_client, kind), clock=clock
     )
 
 

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
+from migration_guard.cluster.answers import bad_shape, kind_of
+from migration_guard.cluster.pair import both
+from migration_guard.cluster.release import node_release, qemu_version_of
+from migration_guard.cluster.stats import CallStats
+from migration_guard.cluster.vm_facts import tags_of, vm_facts_from
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
 from migration_guard.engine.hosts import (
     host_from_proxmox,
@@ -50,23 +51,6 @@ log = logging.getLogger("migration_guard.inventory")
 
 DEFAULT_PORT = 8006
 
-#: what ``data`` of each path the reader reads must be: (type, keys every row or object needs).
-#: Anything else is a bad answer (ProxmoxBadAnswer), never an empty value. The shapes are those of
-#: the paths' ``returns`` schemas in qemu-server ``PVE/API2/Qemu.pm``, ``PVE/API2/Qemu/Machine.pm``
-#: and pve-manager ``PVE/API2/Nodes.pm``, ``PVE/API2/Cluster.pm``, ``PVE/API2/Cluster/Qemu/CPUFlags.pm``.
-SHAPES: dict[str, tuple[type, tuple[str, ...]]] = {
-    "nodes": (list, ("node",)),
-    "cpu-flags": (list, ("name",)),
-    "node-status": (dict, ()),
-    "node-machines": (list, ("id",)),
-    "resources": (list, ("vmid",)),
-    "vm-config": (list, ("key",)),  # GET .../pending: one row per option
-    "vm-status": (dict, ("status",)),
-    "node-vms": (list, ("vmid",)),
-    "vm-precondition": (dict, ()),
-}
-
-
 def split_host(host: str) -> tuple[str, int]:
     """``host[:port]`` (IPv6 in brackets) -> (host, port); the port defaults to 8006."""
     host = host.strip()
@@ -78,54 +62,6 @@ def split_host(host: str) -> tuple[str, int]:
         name, port = host.split(":")
         return name, int(port)
     return host, DEFAULT_PORT
-
-
-class CallStats:
-    """Counts of Proxmox calls and errors, by kind (read by /metrics and the benchmarks)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-
-    def record(self, kind: str, error: str | None = None) -> None:
-        with self._lock:
-            self.calls[kind] += 1
-            if error is not None:
-                self.errors[error] += 1
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.calls.values())
-
-
-def _tags(value: Any) -> tuple[str, ...]:
-    if not value:
-        return ()
-    text = str(value).replace(",", ";").replace(" ", ";")
-    return tuple(t for t in text.split(";") if t)
-
-
-def _smbios_uuid(value: str) -> str:
-    for part in str(value or "").split(","):
-        key, _, val = part.partition("=")
-        if key.strip() == "uuid":
-            return val.strip().lower()
-    return ""
-
-
-def _qemu_version_of(machines: list[dict]) -> str:
-    """The newest machine version the node's QEMU offers, as its QEMU version (e.g. "9.2")."""
-    best: tuple[int, ...] = ()
-    for entry in machines:
-        version = str(entry.get("version") or "")
-        try:
-            parsed = tuple(int(p) for p in version.split("+")[0].split("."))
-        except ValueError:
-            continue
-        best = max(best, parsed)
-    return ".".join(str(p) for p in best)
 
 
 class ClusterReader:
@@ -141,7 +77,14 @@ class ClusterReader:
         verify_ssl: bool | str = True,
         timeout: float = 5.0,
         stats: CallStats | None = None,
+        *,
+        ca_bundle: str | None = None,
+        proxies: dict[str, str] | None = None,
     ) -> None:
+        """``ca_bundle``: the CA file ``verify_ssl=True`` trusts instead of the system's (requests'
+        REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE); ``proxies``: scheme -> proxy URL for this host (the
+        proxy variables' meaning for it, NO_PROXY applied). Both come from the service's settings,
+        which read the environment once; requests itself reads nothing of it."""
         self.name = name
         self.host, self.port = split_host(host)
         self.user = user
@@ -149,8 +92,8 @@ class ClusterReader:
         self.timeout = timeout
         self.stats = stats or CallStats()
         self._cpu_flags_unsupported = False
-        if verify_ssl is True:  # requests' own environment rule, read once (see below)
-            verify_ssl = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        if verify_ssl is True and ca_bundle:
+            verify_ssl = ca_bundle
         self._api = ProxmoxAPI(
             self.host,
             port=self.port,
@@ -166,9 +109,9 @@ class ClusterReader:
         session = self._api._store["session"]
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
         session.mount("https://", adapter)
-        # requests reads the proxy variables (HTTPS_PROXY, NO_PROXY, ...) and ~/.netrc anew on
-        # every request: a fifth of a call's CPU here. They are read once, with the same meaning.
-        session.proxies = requests.utils.get_environ_proxies(f"https://{self.host}:{self.port}/")
+        # requests would read the proxy variables (HTTPS_PROXY, NO_PROXY, ...) and ~/.netrc anew on
+        # every request: a fifth of a call's CPU here. The settings read them once, same meaning.
+        session.proxies = dict(proxies or {})
         session.trust_env = False
 
     @property
@@ -209,7 +152,7 @@ class ClusterReader:
             raise ProxmoxBadAnswer(
                 f"Proxmox at {self.where} answered {what} with JSON that has no \"data\" field"
             ) from None
-        problem = _bad_shape(kind, result)
+        problem = bad_shape(kind, result)
         if problem:
             self.stats.record(kind, "bad-answer")
             raise ProxmoxBadAnswer(
@@ -284,7 +227,7 @@ class ClusterReader:
             if not isinstance(nodes, list):
                 raise ProxmoxBadAnswer(
                     f"Proxmox at {self.where} answered the cluster CPU flags with supported-on "
-                    f"{_kind_of(nodes)} for flag {str(row['name'])[:40]!r}, not a list of nodes"
+                    f"{kind_of(nodes)} for flag {str(row['name'])[:40]!r}, not a list of nodes"
                 )
             for node in nodes:
                 offered.setdefault(str(node), set()).add(str(row["name"]))
@@ -296,7 +239,7 @@ class ClusterReader:
         what = f"the status of node {name}"
         try:
                 # one round trip, not two: status and machine types are asked at the same time
-            status, machines = _both(
+            status, machines = both(
                 lambda: self._call("node-status", what, lambda: self._api.nodes(name).status.get()),
                 lambda: self._call(
                     "node-machines",
@@ -324,7 +267,7 @@ class ClusterReader:
         cpuinfo = status.get("cpuinfo") or {}
         if not isinstance(cpuinfo, dict):
             raise ProxmoxBadAnswer(
-                f"Proxmox at {self.where} answered {what} with cpuinfo {_kind_of(cpuinfo)}, not an object"
+                f"Proxmox at {self.where} answered {what} with cpuinfo {kind_of(cpuinfo)}, not an object"
             )
         model = str(cpuinfo.get("model") or "")
         cpu = None
@@ -355,48 +298,14 @@ class ClusterReader:
             flag_source=flag_source,
             pve_version=pve.split("/")[1] if pve.count("/") >= 2 else pve,
             kernel_version=str(status.get("kversion") or ""),
-            qemu_version=_qemu_version_of(machines),
+            qemu_version=qemu_version_of(machines),
             machines=tuple(sorted(str(m.get("id")) for m in machines if m.get("id"))),
             fetched_at=time.time(),
         )
 
-    # --- the node's Proxmox release and the CPU types it accepts ----------------------------------
-
     def node_release(self, name: str) -> tuple[str, tuple[str, ...], str]:
-        """(the node's pve-manager version from ``/nodes/{node}/version``, the ``cpu:`` types its
-        Proxmox accepts from ``/nodes/{node}/capabilities/qemu/cpu`` (qemu-server
-        ``PVE/API2/Qemu/CPU.pm``: built-in, Proxmox's own and custom models), "node" as their
-        source). A release without the list (501/404) or a token that may not read it (403) gives
-        ``()`` and "": the guard then uses the release's data
-        (shared/migration_guard/engine/pve_versions.py)."""
-
-        def version() -> str:
-            try:
-                row = self._call(
-                    "node-version",
-                    f"the version of node {name}",
-                    lambda: self._api.nodes(name).version.get(),
-                )
-            except (ProxmoxNotImplemented, ProxmoxNotFound, ProxmoxPermissionError):
-                return ""
-            return str((row or {}).get("version") or "")
-
-        def cpu_types() -> tuple[tuple[str, ...], str]:
-            try:
-                rows = self._call(
-                    "node-cpu-types",
-                    f"the CPU types of node {name}",
-                    lambda: self._api.nodes(name).capabilities.qemu.cpu.get(),
-                )
-            except (ProxmoxNotImplemented, ProxmoxNotFound, ProxmoxPermissionError):
-                return (), ""
-            names = tuple(
-                sorted({str(r["name"]) for r in rows or () if isinstance(r, dict) and r.get("name")})
-            )
-            return (names, "node") if names else ((), "")
-
-        pve, (types, source) = _both(version, cpu_types)
-        return pve, types, source
+        """The node's pve-manager version and the ``cpu:`` types its Proxmox accepts (release.py)."""
+        return node_release(self._call, self._api, name)
 
     # --- VMs ------------------------------------------------------------------------------------
 
@@ -410,7 +319,7 @@ class ClusterReader:
         if bad is not None:
             raise ProxmoxBadAnswer(
                 f"Proxmox at {self.where} answered the VM list (/cluster/resources) with vmid "
-                f"{_kind_of(bad)}, not a number"
+                f"{kind_of(bad)}, not a number"
             )
         return [
             VmSummary(
@@ -419,7 +328,7 @@ class ClusterReader:
                 node=str(r.get("node", "")),
                 status=str(r.get("status", "unknown")),
                 name=str(r.get("name") or ""),
-                tags=_tags(r.get("tags")),
+                tags=tags_of(r.get("tags")),
                 template=bool(r.get("template")),
             )
             for r in rows
@@ -446,7 +355,7 @@ class ClusterReader:
 
     def vm_facts(self, node: str, vmid: int, summary: VmSummary | None = None) -> VmFacts:
         """Config and (when running) status/current of one VM, both asked at once."""
-        config, status = _both(lambda: self.vm_config(node, vmid), lambda: self.vm_status(node, vmid))
+        config, status = both(lambda: self.vm_config(node, vmid), lambda: self.vm_status(node, vmid))
         return vm_facts_from(self.name, node, vmid, config, status, summary)
 
     def vm_config(self, node: str, vmid: int) -> dict:
@@ -549,119 +458,6 @@ class ClusterReader:
             by_node=by_node,
         )
         return pre.toward(target) if target else pre
-
-
-def vm_facts_from(
-    cluster: str,
-    node: str,
-    vmid: int,
-    config: dict,
-    status: dict,
-    summary: VmSummary | None = None,
-) -> VmFacts:
-    """A VM's facts from its config and its status (a ``status/current`` answer or its row of
-    ``GET /nodes/{node}/qemu?full=1``: the same fields)."""
-    running = status.get("status") == "running"
-    found = config.get("pending")
-    pending: dict = found if isinstance(found, dict) else {}
-    pending_cpu = str(pending["cpu"]) if "cpu" in pending else None
-    if pending_cpu == str(config.get("cpu") or ""):
-        pending_cpu = None
-    return VmFacts(
-        cluster=cluster,
-        vmid=vmid,
-        node=node,
-        status=str(status.get("status") or (summary.status if summary else "unknown")),
-        name=str(config.get("name") or (summary.name if summary else "")),
-        tags=_tags(config.get("tags")) or (summary.tags if summary else ()),
-        cpu=str(config.get("cpu") or ""),
-        pending_cpu=pending_cpu,
-        machine=str(config.get("machine") or ""),
-        hookscript=str(config.get("hookscript") or ""),
-        lock=str(config.get("lock") or ""),
-        running_machine=str(status.get("running-machine") or "") if running else "",
-        running_qemu=str(status.get("running-qemu") or "") if running else "",
-        smbios_uuid=_smbios_uuid(config.get("smbios1", "")),
-        vmgenid=str(config.get("vmgenid") or ""),
-        fetched_at=time.time(),
-    )
-
-
-#: threads for the second of two calls made at once (the caller's thread makes the first)
-_PAIR_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pve-pair")
-
-
-def _both(first: Callable[[], T], second: Callable[[], Any]) -> tuple[T, Any]:
-    """Run two Proxmox calls at the same time; the first one's error wins if both fail."""
-    other = _PAIR_POOL.submit(second)
-    try:
-        a = first()
-    except BaseException:
-        other.cancel()
-        with contextlib.suppress(BaseException):  # its error is the lesser one
-            other.result()
-        raise
-    return a, other.result()
-
-
-def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return f"the string {_snippet(value)!r}"
-    if isinstance(value, int | float):
-        return f"the number {value!r}"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    return "an object"
-
-
-def _snippet(text: str, limit: int = 60) -> str:
-    """A short, printable piece of a body (no control characters; cut)."""
-    clean = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
-
-
-def _not_json(raw: Any) -> str:
-    """What a body that is not JSON looks like, in a few words."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
-    low = text.lower()
-    if "<html" in low or "<!doctype" in low:
-        start, end = low.find("<title>"), low.find("</title>")
-        title = _snippet(text[start + 7 : end]) if 0 <= start < end else ""
-        return f"an HTML page ({title})" if title else "an HTML page"
-    if not text.strip():
-        return "an empty body"
-    if text.lstrip()[:1] in ("{", "["):
-        return f"JSON that does not parse (cut off after {len(raw)} bytes?)"
-    return f"text that is not JSON ({_snippet(text)!r})"
-
-
-def _bad_shape(kind: str, data: Any) -> str:
-    """"" when ``data`` has the shape path ``kind`` returns, else what came back instead."""
-    # proxmoxer's JSON serializer answers a body it cannot decode with {"errors": <the bytes>}
-    if isinstance(data, dict) and list(data) == ["errors"] and isinstance(data["errors"], bytes | str):
-        return _not_json(data["errors"])
-    shape = SHAPES.get(kind)
-    if shape is None:
-        return ""
-    want, keys = shape
-    if not isinstance(data, want):
-        return f"data {_kind_of(data)} where {'a list' if want is list else 'an object'} was expected"
-    if isinstance(data, list):
-        for row in data:
-            if not isinstance(row, dict):
-                return f"a row that is {_kind_of(row)}, not an object"
-            missing = [k for k in keys if k not in row]
-            if missing:
-                return f"a row without {missing[0]!r}"
-    elif isinstance(data, dict):
-        missing = [k for k in keys if k not in data]
-        if missing:
-            return f"an object without {missing[0]!r}"
-    return ""
 
 
 def _describe(disk: Any) -> str:

@@ -8,21 +8,19 @@ import asyncio
 import logging
 from typing import cast
 
-from migration_guard.engine.checks import Verdict, evaluate, verdict_body
+from migration_guard.engine.checks import evaluate, verdict_body
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts
-from migration_guard.engine.verdicts import Reason
 from migration_guard.errors import (
     ConfigError,
     GuardError,
     InputError,
-    ProxmoxBadAnswer,
     ProxmoxUnreachable,
     UnknownClusterError,
     UnknownNodeError,
     UnknownVmError,
 )
 from migration_guard.service.clusters import how_to_add, load_clusters_file, reader_for
-from migration_guard.service.outcome import Outcome
+from migration_guard.service.outcome import UNREACHABLE, Outcome, unknown_outcome
 from migration_guard.store.events import iso_utc
 
 log = logging.getLogger("migration_guard.clusters")
@@ -71,7 +69,7 @@ class ClusterSet:
                     path,
                     endpoint.name,
                 )
-            out[endpoint.name] = home.sibling(reader_for(endpoint))
+            out[endpoint.name] = home.sibling(reader_for(endpoint, home.settings))
         return out
 
     @property
@@ -109,7 +107,7 @@ class ClusterSet:
             return await src.check(vmid, target, source)
         try:
             vm, age = await self._locate(src, vmid, source)
-        except (ProxmoxUnreachable, ProxmoxBadAnswer) as exc:
+        except UNREACHABLE as exc:
             return self._unreachable(vmid, target, src.cluster, dst.cluster, exc, source=source or "")
         return await self.judge(vm, src, dst, target, vm_age=age)
 
@@ -138,7 +136,7 @@ class ClusterSet:
         source_cluster = src.cluster
         try:
             nodes, nodes_age = await dst.node_list()
-        except (ProxmoxUnreachable, ProxmoxBadAnswer) as exc:
+        except UNREACHABLE as exc:
             return self._unreachable(vm.vmid, target, source_cluster, dst.cluster, exc, vm=vm)
         online = {n.name: n.online for n in nodes}
         if target not in online:
@@ -150,7 +148,7 @@ class ClusterSet:
         jobs = [dst.node(target, online=online[target]), self._source_node(src, vm.node)]
         got = await asyncio.gather(*jobs, return_exceptions=True)
         for item in got:
-            if isinstance(item, ProxmoxUnreachable | ProxmoxBadAnswer):
+            if isinstance(item, UNREACHABLE):
                 return self._unreachable(vm.vmid, target, source_cluster, dst.cluster, item, vm=vm)
             if isinstance(item, BaseException):
                 raise item
@@ -195,29 +193,17 @@ class ClusterSet:
         *,
         vm: VmFacts | None = None,
         source: str = "",
-    ):
-        verdict = Verdict(
-            vmid=vmid,
-            name=vm.name if vm else "",
-            source=vm.node if vm else source,
-            target=target,
-            verdict="unknown",
-            reasons=(
-                Reason("proxmox-bad-answer", f"Proxmox's answer cannot be judged with: {exc}")
-                if isinstance(exc, ProxmoxBadAnswer)
-                else Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}"),
-            ),
-            cpu=(vm.cpu or "kvm64") if vm else "",
-            model="",
-            suggestion=None,
-            flag_source="none",
+    ) -> Outcome:
+        return unknown_outcome(
+            vmid,
+            target,
+            iso_utc(self.home.clock()),
+            exc=exc,
+            vm=vm,
+            source=source,
             source_cluster=source_cluster,
             target_cluster=target_cluster,
         )
-        body = verdict_body(verdict, checked_at=iso_utc(self.home.clock()), facts_age_s=0.0)
-        body["facts_age_s"] = None
-        body["stale"] = False
-        return Outcome(verdict=verdict, body=body, status=503)
 
     # --- many verdicts -------------------------------------------------------------------------
 

@@ -174,9 +174,10 @@ def _verify(value: object, where: str, base: Path) -> bool | str:
     return str(path)
 
 
-def reader_for(endpoint: ClusterEndpoint):
-    """A cluster reader (proxmoxer) for ``endpoint``."""
-    from migration_guard.cluster.reader import ClusterReader
+def reader_for(endpoint: ClusterEndpoint, settings: Settings):
+    """A cluster reader (proxmoxer) for ``endpoint``, with the CA bundle and proxy variables of
+    the environment as ``settings`` read them."""
+    from migration_guard.cluster.reader import ClusterReader, split_host
 
     return ClusterReader(
         name=endpoint.name,
@@ -186,4 +187,6 @@ def reader_for(endpoint: ClusterEndpoint):
         token_value=endpoint.token_value,
         verify_ssl=endpoint.verify_ssl,
         timeout=endpoint.timeout,
+        ca_bundle=settings.ca_bundle,
+        proxies=settings.proxies_for(*split_host(endpoint.host)),
     )

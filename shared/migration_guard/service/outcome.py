@@ -7,6 +7,11 @@ import json
 
 from migration_guard.engine.checks import Verdict, evaluate, verdict_body
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts
+from migration_guard.engine.verdicts import Reason
+from migration_guard.errors import NodeUnreachable, ProxmoxBadAnswer, ProxmoxUnreachable
+
+#: the Proxmox faults that become an ``unknown`` verdict (HTTP 503) instead of an error answer
+UNREACHABLE = (ProxmoxUnreachable, ProxmoxBadAnswer)
 
 
 def dumps(body: object) -> bytes:
@@ -63,3 +68,50 @@ def _judge(vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition 
     if source.online:
         return evaluate(vm, source, target, pre)
     return evaluate(vm, None, target, pre, source_known=False)
+
+
+def unreachable_reason(exc: BaseException) -> Reason:
+    """Why a fault of ``UNREACHABLE`` leaves no verdict: the one wording of each."""
+    if isinstance(exc, ProxmoxBadAnswer):
+        return Reason("proxmox-bad-answer", f"Proxmox's answer cannot be judged with: {exc}")
+    if isinstance(exc, NodeUnreachable):
+        return Reason("node-unreachable", f"no facts about the node to judge with: {exc}")
+    return Reason("cluster-unreachable", f"no facts about the cluster to judge with: {exc}")
+
+
+def unknown_outcome(
+    vmid: int,
+    target: str,
+    checked_at: str,
+    *,
+    exc: BaseException | None = None,
+    reason: Reason | None = None,
+    vm: VmFacts | None = None,
+    source: str = "",
+    source_cluster: str,
+    target_cluster: str,
+) -> Outcome:
+    """The ``unknown`` verdict (HTTP 503) when Proxmox gave no facts to judge with: the one place
+    ProxmoxUnreachable, NodeUnreachable and ProxmoxBadAnswer (``exc``), or an explicit ``reason``
+    (the caller's time ran out), become a verdict."""
+    if reason is None:
+        assert exc is not None
+        reason = unreachable_reason(exc)
+    verdict = Verdict(
+        vmid=vmid,
+        name=vm.name if vm else "",
+        source=source or (vm.node if vm else ""),
+        target=target,
+        verdict="unknown",
+        reasons=(reason,),
+        cpu=(vm.cpu or "kvm64") if vm else "",
+        model="",
+        suggestion=None,
+        flag_source="none",
+        source_cluster=source_cluster,
+        target_cluster=target_cluster,
+    )
+    body = verdict_body(verdict, checked_at=checked_at, facts_age_s=0.0)
+    body["facts_age_s"] = None
+    body["stale"] = False
+    return Outcome(verdict, status=503, body=body)

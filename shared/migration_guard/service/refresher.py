@@ -61,7 +61,7 @@ class InventoryRefresher:
             nodes, _ = first[0]  # type: ignore[misc]
             _raise_first(
                 await asyncio.gather(
-                    *(service._node_status(n.name, self.node_ttl) for n in nodes if n.online),
+                    *(service.facts.node_status(n.name, self.node_ttl) for n in nodes if n.online),
                     return_exceptions=True,
                 )
             )

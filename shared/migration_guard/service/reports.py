@@ -15,11 +15,10 @@ from migration_guard.errors import (
     CpuSpecError,
     GuardError,
     InputError,
-    ProxmoxUnreachable,
     UnknownNodeError,
     UnknownVmError,
 )
-from migration_guard.service.outcome import _judge
+from migration_guard.service.outcome import UNREACHABLE, _judge
 from migration_guard.store.events import iso_utc
 
 
@@ -179,7 +178,7 @@ class Reports:
             *(self.facts.node(n.name, online=n.online) for n in nodes), return_exceptions=True
         )
         for summary, g in zip(nodes, got, strict=True):
-            if isinstance(g, ProxmoxUnreachable):
+            if isinstance(g, UNREACHABLE):  # the node's cells: no facts about it
                 node_facts[summary.name] = NodeFacts(
                     cluster=self.facts.cluster, name=summary.name, online=summary.online
                 )

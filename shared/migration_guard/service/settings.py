@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+import requests
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from migration_guard.errors import ConfigError
@@ -117,7 +118,25 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} has a port that is not a number")
         return value
 
+    #: requests' CA bundle variable (REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE), read once here
+    _ca_bundle: str | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any) -> None:
+        self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+
     # --- derived -------------------------------------------------------------------------------
+
+    @property
+    def ca_bundle(self) -> str | None:
+        """The CA file a reader with ``verify_ssl`` true trusts (requests' own variable)."""
+        return self._ca_bundle
+
+    @staticmethod
+    def proxies_for(host: str, port: int) -> dict[str, str]:
+        """The proxies for Proxmox at ``host:port`` from HTTPS_PROXY / ALL_PROXY / NO_PROXY (and
+        their lowercase forms), with requests' own meaning; read when a reader is made, so that
+        requests need not read them on every call."""
+        return dict(requests.utils.get_environ_proxies(f"https://{host}:{port}/"))
 
     @property
     def verify_ssl(self) -> bool | str:

@@ -17,7 +17,6 @@ STILL_TOO_LONG = {
     "bot/migration_guard_bot/notifier.py": 619,
     "hookscript/migration-guard-hook": 595,
     "hookscript/migration-guard-hook:http_post": 89,
-    "shared/migration_guard/api/app.py:create_app": 210,
     "shared/migration_guard/cli/hook_installer.py": 512,
     "shared/migration_guard/demo/pve_server.py": 676,
     "shared/migration_guard/demo/pve_server.py:route": 81,

@@ -106,8 +106,13 @@ def test_tokens_are_compared_with_compare_digest_against_every_token(client, mon
 
 
 def test_no_plain_equality_on_tokens_in_the_api_source():
-    source = Path(__file__).resolve().parents[2].joinpath("shared", "migration_guard", "api",
-        "app.py").read_text()
+    source = (
+        Path(__file__)
+        .resolve()
+        .parents[2]
+        .joinpath("shared", "migration_guard", "api", "deps.py")
+        .read_text()
+    )
     assert "compare_digest" in source
     assert re.search(r"==\s*token\b|\btoken\s*==|given\w* in token", source) is None
 

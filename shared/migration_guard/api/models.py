@@ -88,7 +88,7 @@ class VerdictBody(Answer):
         default=None, description="notes on the facts judged (a nested node), never a verdict reason"
     )
     checked_at: str
-    facts_age_s: float
+    facts_age_s: float | None = Field(description="the age of the facts judged; null when none were read")
     stale: bool = Field(description="answered from facts older than their lifetime")
 
 
@@ -127,6 +127,8 @@ class TargetsBody(Answer):
 
 
 class DecisionRecord(Answer):
+    """One decision of the audit log (a failed one too: verdict unknown with the failure's code)."""
+
     id: str
     time: str
     vmid: int
@@ -137,8 +139,18 @@ class DecisionRecord(Answer):
     line: str
     name: str | None = None
     source: str | None = None
+    source_cluster: str | None = None
+    target_cluster: str | None = None
     mode: str | None = None
+    cpu: str | None = None
     reasons: list[ReasonOut] = []
+    suggestion: str | None = None
+    facts_age_s: float | None = None
+    facts: list[ReasonOut] | None = None
+    requested_source: str | None = Field(default=None, description="the source the hook named")
+    smbios_uuid: str | None = None
+    requested_cpu: str | None = Field(default=None, description="the cpu the hook named")
+    status: int | None = Field(default=None, description="a failed decision: the HTTP status answered")
 
 
 class DecisionsBody(BaseModel):

@@ -1,4 +1,4 @@
-"""Hardening (issue 5): hostile and malformed input to the service's auth and to the hookscript.
+"""Hardening: hostile and malformed input to the service's auth and to the hookscript.
 
 Service: missing, malformed, wrong and timing-probed bearer tokens are 401 JSON errors; the
 comparison is hmac.compare_digest against every configured token (no early exit that would tell

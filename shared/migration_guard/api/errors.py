@@ -110,6 +110,8 @@ ERROR_MEANING = {
     502: "Proxmox refused the service's token (auth, permission) or answered nonsense",
     503: "Proxmox or Redis unreachable; a check answers verdict unknown",
 }
+#: a check or decision while Proxmox does not answer: 503 with the verdict unknown and the reason
+UNKNOWN_503 = "Proxmox unreachable: the verdict unknown, with the reason (a verdict body, not an error)"
 #: the errors every /v1 route can answer
 V1_ERRORS = (401, 404, 405, 413, 422, 500, 502, 503)
 

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from migration_guard.api import deps
 from migration_guard.api.deps import VMID_PATTERN, VMID_TEXT, Authorize
-from migration_guard.api.errors import JSON, FieldError, json_response, responses
+from migration_guard.api.errors import JSON, UNKNOWN_503, FieldError, json_response, responses
 from migration_guard.api.models import TargetsBody, VerdictBody
 from migration_guard.service.guard import GuardService
 
@@ -19,7 +19,10 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
         "/v1/vms/{vmid}/check",
         summary="Can the VM live-migrate to the target node?",
         response_model=None,
-        responses=responses(VerdictBody, "the verdict (allow, deny or unknown) with its reasons"),
+        responses={
+            **responses(VerdictBody, "the verdict (allow, deny or unknown) with its reasons"),
+            503: {"model": VerdictBody, "description": UNKNOWN_503},
+        },
         openapi_extra={
             "security": [{"bearer": []}],
             "parameters": [

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from migration_guard.api import deps
 from migration_guard.api.deps import VMID_PATTERN, Authorize
-from migration_guard.api.errors import JSON, json_response, key_values, responses
+from migration_guard.api.errors import JSON, UNKNOWN_503, json_response, key_values, responses
 from migration_guard.api.models import DecisionBody, DecisionRequest, DecisionsBody
 from migration_guard.service.guard import GuardService
 
@@ -21,11 +21,14 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
         "/v1/decisions",
         summary="The hook's question at pre-start: decide, record and announce a veto",
         response_model=None,
-        responses=responses(
-            DecisionBody,
-            "the verdict with decision_id, exit and line (with Accept: text/plain: key=value "
-            "lines verdict, code, exit, decision, line and a final end=1)",
-        ),
+        responses={
+            **responses(
+                DecisionBody,
+                "the verdict with decision_id, exit and line (with Accept: text/plain: key=value "
+                "lines verdict, code, exit, decision, line and a final end=1)",
+            ),
+            503: {"model": DecisionBody, "description": UNKNOWN_503},
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,

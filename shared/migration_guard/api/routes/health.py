@@ -104,8 +104,13 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
 
     @api.get(
         "/metrics",
-        response_model=None,
-        responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE: {}}}},
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+            }
+        },
     )
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)

@@ -31,6 +31,9 @@ DECISIONS_LIMIT = 10
 
 
 class Service(Protocol):
+    """The service's API as migration_guard.client.ServiceClient calls it; each answer has the
+    shape the API documents (migration_guard.api.models, GET /openapi.json)."""
+
     def check(self, vmid: int, target: str, target_cluster: str | None = None) -> Any: ...
     def targets(self, vmid: int, all_clusters: bool = False) -> Any: ...
     def decisions(self, limit: int = 10, vmid: int | None = None) -> Any: ...
@@ -164,7 +167,8 @@ def _known_nodes(service: Service) -> list[str]:
         body = service.cluster()
     except GuardError:
         return []
-    return [n for n in (_node_name(x) for x in _list_of(body, "nodes")) if n]
+    nodes = body.get("nodes") if isinstance(body, dict) else None  # no names is no reason to fail
+    return [str(n["name"]) for n in nodes or [] if isinstance(n, dict) and n.get("name")]
 
 
 # --- verdicts ------------------------------------------------------------------------------
@@ -224,13 +228,11 @@ def verdict_answer(body: dict[str, Any], *, veto: bool = False) -> Answer:
     return Answer(text=plain(text), blocks=blocks)
 
 
-def targets_answer(vmid: int, body: Any) -> Answer:
-    rows = _list_of(body, "targets", "verdicts", "results", "nodes")
-    first = rows[0] if rows else (body if isinstance(body, dict) else {})
-    vm = _vm_label({**first, "vmid": first.get("vmid", vmid)} if isinstance(first, dict) else {"vmid": vmid})
-    src = (body.get("source") if isinstance(body, dict) else None) or (
-        first.get("source") if isinstance(first, dict) else None
-    )
+def targets_answer(vmid: int, body: dict[str, Any]) -> Answer:
+    """Every other node as a target (a /targets answer: ``targets``, one verdict each)."""
+    rows: list[dict[str, Any]] = body["targets"]
+    vm = _vm_label({"vmid": body.get("vmid", vmid), "name": body.get("name")})
+    src = body.get("source")
     allowed = [r for r in rows if r.get("verdict") == "allow"]
     head = (
         f"{vm['t']}"
@@ -245,7 +247,7 @@ def targets_answer(vmid: int, body: Any) -> Answer:
     lines_m, lines_t = [], []
     for r in rows:
         v = str(r.get("verdict") or "unknown")
-        node = str(r.get("target") or r.get("node") or "?")
+        node = str(r.get("target") or "?")
         if r.get("target_cluster") and r.get("target_cluster") != r.get("source_cluster"):
             node = f"{r['target_cluster']}/{node}"
         reasons = _reasons(r)
@@ -260,14 +262,11 @@ def targets_answer(vmid: int, body: Any) -> Answer:
     if not rows:
         lines_m, lines_t = ["There is no other node in the cluster."], ["there is no other node"]
     blocks = [bk.section(head_m + "\n" + bk.bullets(lines_m, 40))]
-    suggestion = body.get("suggestion") if isinstance(body, dict) else None
-    if suggestion:
-        blocks.append(bk.section("*Suggestion*\n" + prose(suggestion)))
-    cpu_s = _cpu_label(first.get("cpu")) if isinstance(first, dict) else ""
+    cpu_s = _cpu_label(rows[0].get("cpu")) if rows else ""
     if cpu_s:
         blocks.append(bk.context("CPU type " + code(cpu_s)))
     # clusters (or nodes) the service could not ask: say so, a missing node is not a "no"
-    errors = [e for e in _list_of(body, "errors") if isinstance(e, dict)]
+    errors: list[dict[str, Any]] = body.get("errors") or []
     unasked = [
         (f"{e.get('cluster')}/{e['node']}" if e.get("node") else str(e.get("cluster") or "?"))
         + f" ({e.get('message') or e.get('code') or 'no answer'})"
@@ -282,13 +281,10 @@ def targets_answer(vmid: int, body: Any) -> Answer:
 
 def recommendation_answer(body: dict[str, Any]) -> Answer:
     """The cluster's CPU type (``recommended``) and the VMs whose type some node cannot run."""
-    rec = body.get("recommendation", body)
-    if not isinstance(rec, dict):
-        rec = {"cpu_type": rec}
-    cpu_type = _first(rec, "recommended", "cpu_type", "type", "model", "best")
-    nodes = [n for n in (_node_name(x) for x in _list_of(rec, "nodes") or _list_of(body, "nodes")) if n]
-    why = str(_first(rec, "reason", "why", "message", "explanation") or "")
-    vms = _list_of(body, "vms_at_risk", "vms", "incompatible_vms", "blocked_vms")
+    cpu_type = body["recommended"]  # null when no type runs on every node
+    nodes = [str(n) for n in body["nodes"]]
+    why = str(body.get("reason") or "")
+    vms: list[dict[str, Any]] = body["vms_at_risk"]
     where_m = (" for " + ", ".join(code(n) for n in nodes)) if nodes else ""
     where_t = (" for " + ", ".join(nodes)) if nodes else ""
     if cpu_type:
@@ -297,7 +293,7 @@ def recommendation_answer(body: dict[str, Any]) -> Answer:
     else:
         head_m = f"*:warning: No CPU type runs on every node{where_m}.*"
         head_t = f"No CPU type runs on every node{where_t}."
-    no_flags = [n for n in (_node_name(x) for x in _list_of(body, "nodes_without_flags")) if n]
+    no_flags = [str(n) for n in body["nodes_without_flags"]]
     if no_flags:
         why = (why + " " if why else "") + "Not counted (CPU flags unknown): " + ", ".join(no_flags) + "."
     blocks = [bk.section(head_m + (("\n" + prose(why)) if why else ""))]
@@ -307,10 +303,9 @@ def recommendation_answer(body: dict[str, Any]) -> Answer:
         for vm in vms:
             label = _vm_label(vm)
             cpu_s = _cpu_label(vm.get("cpu"))
-            bad = vm.get("cannot_run_on") or vm.get("nodes") or vm.get("bad_nodes") or []
-            bad = bad if isinstance(bad, list) else []
-            bad_m = [code(_node_name(x)) + _lacks(x, True) for x in bad if _node_name(x)]
-            bad_t = [_node_name(x) + _lacks(x, False) for x in bad if _node_name(x)]
+            bad: list[dict[str, Any]] = vm.get("cannot_run_on") or []
+            bad_m = [code(str(x["node"])) + _lacks(x, True) for x in bad]
+            bad_t = [str(x["node"]) + _lacks(x, False) for x in bad]
             lines_m.append(
                 label["m"]
                 + (f" ({code(cpu_s)})" if cpu_s else "")
@@ -341,8 +336,8 @@ def _lacks(x: Any, mrkdwn: bool, limit: int = 4) -> str:
     return " (lacks " + (prose(", ".join(shown)) if mrkdwn else ", ".join(shown)) + ")"
 
 
-def decisions_answer(vmid: int | None, body: Any) -> Answer:
-    rows = _list_of(body, "decisions", "items", "results")
+def decisions_answer(vmid: int | None, rows: list[dict[str, Any]]) -> Answer:
+    """The latest decisions (the ``decisions`` list of a /v1/decisions answer), newest first."""
     who = f"VM {vmid}" if vmid is not None else "the cluster"
     if not rows:
         line = f"No recent decisions for {who}."
@@ -351,7 +346,7 @@ def decisions_answer(vmid: int | None, body: Any) -> Answer:
     for d in rows[:DECISIONS_LIMIT]:
         v = str(d.get("verdict") or "unknown")
         vm = _vm_label(d)
-        when = _when(d.get("time") or d.get("checked_at") or d.get("decided_at"))
+        when = _when(d.get("time"))
         reasons = _reasons(d)
         why = (
             str(reasons[0].get("message") or reasons[0].get("code") or "") if reasons and v != "allow" else ""
@@ -409,8 +404,6 @@ def _vm_label(body: dict[str, Any]) -> dict[str, str]:
 
 
 def _cpu_label(cpu: Any) -> str:
-    if isinstance(cpu, dict):
-        return str(_first(cpu, "type", "cputype", "model", "spec", "raw") or "")
     return str(cpu or "")
 
 

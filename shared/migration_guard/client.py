@@ -4,6 +4,9 @@ Connection failures become ServiceUnavailable; the API's JSON errors become the 
 errors (404 UnknownVmError/UnknownNodeError/NotFoundError, 422 InputError, 401 ServiceError with
 code "unauthorized", 503 ServiceUnavailable). A 503 that carries a verdict (cluster unreachable)
 is returned as a verdict with ``verdict == "unknown"``, not raised.
+
+Each method returns the answer's JSON as the API documents it (GET /openapi.json, the models of
+migration_guard.api.models named below); a caller reads the documented fields, never guesses.
 """
 
 from __future__ import annotations
@@ -118,34 +121,41 @@ class ServiceClient:
     # --- the API ------------------------------------------------------------------------------
 
     def check(self, vmid: int, target: str, target_cluster: str | None = None) -> dict:
+        """A VerdictBody (also for a 503: verdict unknown with the reason)."""
         params = {"target": target}
-        if target_cluster:  # another cluster the service reads (issue 6)
+        if target_cluster:  # another cluster the service reads
             params["target_cluster"] = target_cluster
         return self._request("GET", f"/v1/vms/{int(vmid)}/check", params=params, verdict_ok=True)
 
     def targets(self, vmid: int, all_clusters: bool = False) -> dict:
+        """A TargetsBody: ``targets``, one VerdictBody per other node."""
         params = {"all_clusters": "1"} if all_clusters else None
         return self._request("GET", f"/v1/vms/{int(vmid)}/targets", params=params)
 
     def decide(
         self, vmid: int, target: str, source: str | None = None, mode: str = "enforce", **extra: Any
     ) -> dict:
+        """A DecisionBody: the verdict, recorded, with decision_id, exit and line."""
         body = {"vmid": int(vmid), "target": target, "source": source, "mode": mode}
         body.update({k: v for k, v in extra.items() if v is not None})
         return self._request("POST", "/v1/decisions", json=body, verdict_ok=True)
 
     def decisions(self, limit: int = 20, vmid: int | None = None) -> list[dict]:
+        """The ``decisions`` of a DecisionsBody, newest first."""
         params: dict[str, Any] = {"limit": int(limit)}
         if vmid is not None:
             params["vmid"] = int(vmid)
         return self._request("GET", "/v1/decisions", params=params)["decisions"]
 
     def cluster(self) -> dict:
+        """A ClusterView: ``nodes`` and ``rolling_upgrade``."""
         return self._request("GET", "/v1/cluster")
 
     def recommendation(self, nodes: list[str] | tuple[str, ...] | None = None) -> dict:
+        """A RecommendationBody: ``recommended`` (null when no type runs on every node)."""
         params = {"nodes": ",".join(nodes)} if nodes else None
         return self._request("GET", "/v1/cluster/recommendation", params=params)
 
     def matrix(self) -> dict:
+        """A MatrixBody: ``vms``, each with its verdict per target node."""
         return self._request("GET", "/v1/matrix")

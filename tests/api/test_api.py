@@ -205,9 +205,11 @@ def test_no_remote_policy_path_is_left(client):
     remote_unknown policy: the request schema does not offer them and a caller still sending them (a
     hook of an earlier release) gets the same verdict as without them, never a policy veto."""
     schema = client.get("/openapi.json").json()
-    offered = set(schema["paths"]["/v1/decisions"]["post"]["requestBody"]["content"]["application/json"][
-        "schema"
-    ]["properties"])
+    offered = set(
+        schema["paths"]["/v1/decisions"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+            "properties"
+        ]
+    )
     assert not offered & {"remote", "remote_unknown", "vmgenid"}, offered
     plain = client.post("/v1/decisions", json={"vmid": 103, "target": "pve2"}, headers=AUTH).json()
     old = client.post(
@@ -423,9 +425,7 @@ def test_matrix_cells_equal_each_pairs_own_verdict():
         compared = 0
         for row in body["vms"]:
             for target, cell in row["targets"].items():
-                own = c.get(
-                    f"/v1/vms/{row['vmid']}/check", params={"target": target}, headers=AUTH
-                ).json()
+                own = c.get(f"/v1/vms/{row['vmid']}/check", params={"target": target}, headers=AUTH).json()
                 if any(r["code"] in ("local-resources", "storage-unavailable") for r in own["reasons"]):
                     continue  # the precondition's part: not in the matrix
                 assert cell["verdict"] == own["verdict"], (row["vmid"], target, own)

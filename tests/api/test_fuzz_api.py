@@ -1,4 +1,4 @@
-"""Hardening (issue 5): the HTTP API fuzzed from its own OpenAPI schema (schemathesis + hypothesis).
+"""Hardening: the HTTP API fuzzed from its own OpenAPI schema (schemathesis + hypothesis).
 
 The app runs over the in-memory cluster of tests/api/test_api.py (FakeReader, fakeredis), called in
 process (ASGI). The hot check route parses its parameters by hand, so the schema FastAPI generates

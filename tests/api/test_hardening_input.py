@@ -1,4 +1,4 @@
-"""Hardening (issue 5): hostile and malformed input to the service's auth and to the hookscript.
+"""Hardening: hostile and malformed input to the service's auth and to the hookscript.
 
 Service: missing, malformed, wrong and timing-probed bearer tokens are 401 JSON errors; the
 comparison is hmac.compare_digest against every configured token (no early exit that would tell
@@ -106,8 +106,13 @@ def test_tokens_are_compared_with_compare_digest_against_every_token(client, mon
 
 
 def test_no_plain_equality_on_tokens_in_the_api_source():
-    source = Path(__file__).resolve().parents[2].joinpath("shared", "migration_guard", "api",
-        "app.py").read_text()
+    source = (
+        Path(__file__)
+        .resolve()
+        .parents[2]
+        .joinpath("shared", "migration_guard", "api", "deps.py")
+        .read_text()
+    )
     assert "compare_digest" in source
     assert re.search(r"==\s*token\b|\btoken\s*==|given\w* in token", source) is None
 

@@ -31,9 +31,15 @@ def verdict_body(
         if verdict == "allow"
         else [{"code": "missing-flags", "message": "node3 lacks avx512f, avx512bw needed by Skylake-Server"}],
         "cpu": "Skylake-Server",
+        "model": "Skylake-Server",
+        "missing": [] if verdict == "allow" else ["avx512bw", "avx512f"],
         "suggestion": "" if verdict == "allow" else "use x86-64-v3 for VM 101",
+        "flag_source": "kvm",
+        "source_cluster": "lab",
+        "target_cluster": "lab",
         "checked_at": "2026-11-29T00:30:00Z",
         "facts_age_s": 12,
+        "stale": False,
     }
     body.update(extra)
     return body
@@ -136,7 +142,16 @@ class FakeService:
                     ],
                 }
         if path == "/v1/decisions":
-            rows = [dict(verdict_body(101, "node3", "deny"), time="2026-11-29T00:20:00Z")]
+            rows = [
+                dict(
+                    verdict_body(101, "node3", "deny"),
+                    id="1764375600000-0",
+                    time="2026-11-29T00:20:00Z",
+                    code="missing-flags",
+                    exit=1,
+                    line="blocked migration of VM 101 (web01) from node1 to node3: node3 lacks avx512f",
+                )
+            ]
             if q.get("vmid") and int(q["vmid"]) != 101:
                 rows = []
             return 200, {"decisions": rows}
@@ -145,21 +160,35 @@ class FakeService:
                 "cluster": "lab",
                 "nodes": [
                     {
-                        "node": n,
+                        "name": n,
+                        "online": True,
                         "cpu_model": "Intel(R) Xeon(R) Gold 6130",
                         "vendor": "GenuineIntel",
                         "best_cpu_type": "Skylake-Server" if n != "node3" else "Haswell",
                     }
                     for n in NODES
                 ],
+                "checked_at": "2026-11-29T00:30:00Z",
+                "rolling_upgrade": None,
             }
         if path == "/v1/cluster/recommendation":
             return 200, {
-                "recommendation": {
-                    "cpu_type": "x86-64-v3",
-                    "nodes": NODES,
-                    "reason": "the newest type every node runs",
-                },
-                "vms": [{"vmid": 101, "name": "web01", "cpu": "Skylake-Server", "nodes": ["node3"]}],
+                "cluster": "lab",
+                "nodes": NODES,
+                "nodes_without_flags": [],
+                "recommended": "x86-64-v3",
+                "ranked": ["x86-64-v3", "x86-64-v2-AES"],
+                "reason": "the newest type every node runs",
+                "blocked": [],
+                "vms_at_risk": [
+                    {
+                        "vmid": 101,
+                        "name": "web01",
+                        "node": "node1",
+                        "cpu": "Skylake-Server",
+                        "cannot_run_on": [{"node": "node3", "missing": ["avx512f"]}],
+                    }
+                ],
+                "checked_at": "2026-11-29T00:30:00Z",
             }
         return 404, {"error": {"code": "not-found", "message": f"no route {path}"}}

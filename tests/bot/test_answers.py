@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from migration_guard.api import models
 from migration_guard.errors import ServiceUnavailable, UnknownVmError
 from migration_guard_bot.answers import (
     answer,
@@ -19,8 +20,8 @@ from migration_guard_bot.answers import (
 )
 from migration_guard_bot.blocks import section
 from migration_guard_bot.messages import code, escape, plain, prose
-from migration_guard_bot.parser import Check, Help
-from tests.bot.support import verdict_body, veto_event
+from migration_guard_bot.parser import Check, Help, Recommend, Targets
+from tests.bot.support import FakeService, verdict_body, veto_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,9 +115,9 @@ def test_targets_name_the_clusters_and_nodes_not_asked():
 def test_targets_recommendation_decisions_shapes():
     t = targets_answer(101, {"targets": [verdict_body(target="node2", verdict="allow"), verdict_body()]})
     assert "can move to 1 of 2 other nodes" in t.text
-    t2 = targets_answer(101, [verdict_body(target="node2", verdict="allow")])  # a bare list works too
-    assert "can move to 1 of 1 other nodes" in t2.text
-    r = recommendation_answer({"recommendation": {"cpu_type": "x86-64-v2-AES"}, "vms": []})
+    r = recommendation_answer(
+        {"recommended": "x86-64-v2-AES", "nodes": [], "nodes_without_flags": [], "vms_at_risk": []}
+    )
     assert r.text == "Recommended CPU type: x86-64-v2-AES. Every VM's CPU type runs on every node."
     d = decisions_answer(None, [])
     assert d.text == "No recent decisions for the cluster."
@@ -137,7 +138,7 @@ class NoVmService(DownService):
         raise UnknownVmError("no VM 555 in cluster lab")
 
     def cluster(self):
-        return {"nodes": [{"node": "pve1"}, {"node": "pve2"}]}
+        return {"nodes": [{"name": "pve1", "online": True}, {"name": "pve2", "online": True}]}
 
 
 def test_service_down_answer_is_one_line():
@@ -172,3 +173,47 @@ def test_manifest_declares_command_scopes_events_and_socket_mode():
         "message.im",
     }
     assert m["settings"]["socket_mode_enabled"] is True and m["features"]["app_home"]["home_tab_enabled"]
+
+
+class GuessedShapes(DownService):
+    """A service answering lists under names the API does not document."""
+
+    def targets(self, *a, **k):
+        return {"vmid": 101, "verdicts": [verdict_body(target="node2", verdict="allow")]}
+
+    def recommendation(self, *a, **k):
+        return {"recommendation": {"cpu_type": "x86-64-v3"}, "vms": []}
+
+    def cluster(self):
+        return {"nodes": [{"node": "pve1"}]}
+
+
+def test_the_bot_reads_the_documented_fields_only():
+    """``targets`` is the one list of a /targets answer and ``recommended`` the recommendation's
+    type: a body that names them otherwise is not read as an answer (and never as "no node")."""
+    for intent in (Targets(101), Recommend()):
+        a = answer(intent, GuessedShapes())
+        assert a.text == (
+            "Cannot answer: the service answered something the bot cannot read; "
+            "are the bot and the service the same version?"
+        ), a.text
+    unknown = answer(Check(555, "pve1"), type("NoVm", (GuessedShapes,), {"check": NoVmService.check})())
+    assert unknown.text == "No VM 555 in cluster lab. Is the VM ID right?"
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        ("/v1/vms/101/check", models.VerdictBody),
+        ("/v1/vms/101/targets", models.TargetsBody),
+        ("/v1/decisions", models.DecisionsBody),
+        ("/v1/cluster", models.ClusterView),
+        ("/v1/cluster/recommendation", models.RecommendationBody),
+    ],
+)
+def test_the_fake_service_answers_the_documented_shapes(path, model):
+    """The bot's tests talk to a fake of the API: it answers what GET /openapi.json documents."""
+    with FakeService() as fake:
+        status, body = fake.route(path, {"target": "node2"})
+    assert status == 200
+    model.model_validate(body)

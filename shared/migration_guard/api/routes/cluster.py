@@ -1,0 +1,47 @@
+"""The cluster: its nodes, the CPU type to use, every VM against every node."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from migration_guard.api import deps
+from migration_guard.api.deps import Authorize
+from migration_guard.api.errors import json_response, responses
+from migration_guard.api.models import ClusterView, MatrixBody, RecommendationBody
+from migration_guard.service.guard import GuardService
+
+
+def router(service: GuardService, authorize: Authorize) -> APIRouter:
+    api = APIRouter(dependencies=[Depends(authorize)])
+
+    @api.get(
+        "/v1/cluster",
+        response_model=None,
+        responses=responses(ClusterView, "every node with its CPU, versions and best CPU type"),
+    )
+    async def cluster() -> Response:
+        return json_response(await service.cluster_view())
+
+    @api.get(
+        "/v1/cluster/recommendation",
+        response_model=None,
+        responses=responses(RecommendationBody, "the CPU type the nodes all run, and the VMs at risk"),
+    )
+    async def recommendation(
+        nodes: str | None = Query(
+            None, description="comma-separated node names (default: every online node)"
+        ),
+    ) -> Response:
+        names = [deps.node_name(n.strip(), "nodes") for n in nodes.split(",") if n.strip()] if nodes else None
+        return json_response(await service.recommendation(names))
+
+    @api.get(
+        "/v1/matrix",
+        response_model=None,
+        responses=responses(MatrixBody, "every VM's verdict against every other node"),
+    )
+    async def matrix() -> Response:
+        return json_response(await service.matrix())
+
+    return api

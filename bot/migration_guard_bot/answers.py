@@ -368,32 +368,10 @@ def decisions_answer(vmid: int | None, rows: list[dict[str, Any]]) -> Answer:
 # --- small readers -------------------------------------------------------------------------
 
 
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if d.get(k) not in (None, ""):
-            return d[k]
-    return None
 
 
-def _list_of(body: Any, *keys: str) -> list[dict[str, Any]]:
-    if isinstance(body, list):
-        return [x for x in body if isinstance(x, dict)] or [{"name": x} for x in body if isinstance(x, str)]
-    if isinstance(body, dict):
-        for k in keys:
-            v = body.get(k)
-            if isinstance(v, list):
-                return [x if isinstance(x, dict) else {"name": x} for x in v]
-            if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
-                return [{"name": name, "node": name, **x} for name, x in v.items()]
-    return []
 
 
-def _node_name(x: Any) -> str:
-    if isinstance(x, str):
-        return x
-    if isinstance(x, dict):
-        return str(x.get("node") or x.get("name") or "")
-    return ""
 
 
 def _vm_label(body: dict[str, Any]) -> dict[str, str]:

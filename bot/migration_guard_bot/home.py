@@ -10,9 +10,6 @@ from migration_guard_bot import blocks as bk
 from migration_guard_bot.answers import (
     Service,
     _cpu_label,
-    _first,
-    _list_of,
-    _node_name,
     _reasons,
     _vm_label,
     _when,
@@ -48,18 +45,19 @@ def _section(build: Callable[[], str]) -> str:
         return ":warning: the service answered something the bot cannot read"
 
 
-def _nodes(cluster: Any) -> str:
+def _nodes(cluster: dict[str, Any]) -> str:
+    """The ``nodes`` of a ClusterView, one line each."""
     lines = []
-    for n in _list_of(cluster, "nodes"):
+    for n in cluster["nodes"]:
         if n.get("error"):
-            lines.append(f"{code(_node_name(n))} – {prose(n['error'])}")
+            lines.append(f"{code(n['name'])} – {prose(n['error'])}")
             continue
-        cpu = _first(n, "cpu_model", "model") or "CPU unknown"
-        vendor = _first(n, "vendor", "cpu_vendor")
-        best = _cpu_label(_first(n, "best_cpu_type", "best_type", "best", "cpu_type"))
+        cpu = n.get("cpu_model") or "CPU unknown"
+        vendor = n.get("vendor")
+        best = _cpu_label(n.get("best_cpu_type"))
         state = "" if n.get("online", True) else " (offline)"
         lines.append(
-            f"{code(_node_name(n))}{state} – {prose(cpu)}"
+            f"{code(n['name'])}{state} – {prose(cpu)}"
             + (f", {prose(vendor)}" if vendor else "")
             + (f" – best type {code(best)}" if best else "")
             + _versions(n)
@@ -68,10 +66,10 @@ def _nodes(cluster: Any) -> str:
     return bk.bullets(lines, 40) if lines else "No nodes known yet."
 
 
-def _nodes_and_versions(cluster: Any) -> str:
+def _nodes_and_versions(cluster: dict[str, Any]) -> str:
     """The node lines, each with its Proxmox and QEMU version, and a rolling upgrade flagged."""
     text = _nodes(cluster)
-    upgrade = cluster.get("rolling_upgrade") if isinstance(cluster, dict) else None
+    upgrade = cluster.get("rolling_upgrade")
     if isinstance(upgrade, dict) and upgrade.get("message"):
         text = ":arrows_counterclockwise: " + prose(str(upgrade["message"])) + "\n" + text
     return text
@@ -83,11 +81,12 @@ def _versions(n: dict[str, Any]) -> str:
     return f" – {prose(', '.join(parts))}" if parts else ""
 
 
-def _recommended(rec: Any) -> str:
-    r = rec.get("recommendation", rec) if isinstance(rec, dict) else {}
-    cpu_type = _first(r, "recommended", "cpu_type", "type", "model", "best") if isinstance(r, dict) else r
-    why = _first(r, "reason", "why", "message") if isinstance(r, dict) else None
-    at_risk = _list_of(rec, "vms_at_risk", "vms") if isinstance(rec, dict) else []
+def _recommended(rec: dict[str, Any]) -> str:
+    """A RecommendationBody: ``recommended`` (null: no type runs on every node), ``reason``,
+    ``vms_at_risk``."""
+    cpu_type = rec["recommended"]
+    why = rec.get("reason")
+    at_risk = rec.get("vms_at_risk") or []
     text = code(cpu_type) if cpu_type else "no CPU type runs on every node"
     if why:
         text += f" – {prose(why)}"
@@ -98,8 +97,9 @@ def _recommended(rec: Any) -> str:
     return text
 
 
-def _vetoes(decisions: Any) -> str:
-    vetoes = [d for d in _list_of(decisions, "decisions", "items", "results") if d.get("verdict") == "deny"]
+def _vetoes(decisions: list[dict[str, Any]]) -> str:
+    """The vetoes among the decision records, newest first."""
+    vetoes = [d for d in decisions if d.get("verdict") == "deny"]
     lines = []
     for d in vetoes[:LAST_VETOES]:
         reasons = _reasons(d)

@@ -217,3 +217,43 @@ def test_the_fake_service_answers_the_documented_shapes(path, model):
         status, body = fake.route(path, {"target": "node2"})
     assert status == 200
     model.model_validate(body)
+
+
+def test_the_app_home_reads_the_documented_fields_only():
+    """The App Home reads ``nodes[].name``, ``recommended`` and the decision records as the API
+    documents them: a body that names them otherwise says it cannot be read (it used to show a
+    guessed ``cpu_type`` as the recommended type)."""
+    from migration_guard_bot.home import home_view
+
+    class Guessed(GuessedShapes):
+        def decisions(self, *a, **k):
+            return [{"verdict": "deny", "vmid": 101, "time": "2026-12-06T10:00:00Z"}]
+
+    text = json.dumps(home_view(Guessed())["blocks"])
+    assert "x86-64-v3" not in text
+    assert text.count("the service answered something the bot cannot read") == 2, text
+
+    class Documented(Guessed):
+        def cluster(self):
+            return {
+                "nodes": [
+                    {
+                        "name": "pve1",
+                        "online": True,
+                        "cpu_model": "EPYC 7702",
+                        "vendor": "amd",
+                        "best_cpu_type": "EPYC-Rome",
+                        "pve_version": "9.2.1",
+                        "qemu_version": "10.1",
+                    }
+                ],
+                "rolling_upgrade": None,
+            }
+
+        def recommendation(self, *a, **k):
+            return {"recommended": "x86-64-v3", "reason": None, "vms_at_risk": []}
+
+    text = json.dumps(home_view(Documented())["blocks"])
+    assert "cannot read" not in text
+    assert "`pve1`" in text and "EPYC-Rome" in text and "PVE 9.2.1, QEMU 10.1" in text
+    assert "`x86-64-v3`" in text and "VM 101" in text

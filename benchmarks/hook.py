@@ -1,6 +1,6 @@
 """How long the node hookscript's whole run takes (process start to exit) against a warm service.
 
-Goal (issue 7): at most 1.5 x a bare `python3 -c pass` of the same interpreter on the same machine.
+Goal: at most 1.5 x a bare `python3 -c pass` of the same interpreter on the same machine.
 Prints both numbers (median and p90 over --runs runs) and the ratio.
 
     python benchmarks/hook.py                       # against a warm in-process stand-in service

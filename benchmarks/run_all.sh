@@ -10,10 +10,10 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 export PYTHONWARNINGS=ignore
 echo "== machine: $(nproc) cores, $(uname -sr), $($PY --version 2>&1), $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "== engine (issue 2)";            $PY benchmarks/engine.py
-echo "== service (issue 8)";           $PY benchmarks/service.py
-echo "== hook (issue 7)";              $PY benchmarks/hook.py
-echo "== evacuation (issue 5)";        $PY benchmarks/evacuation.py
+echo "== engine";            $PY benchmarks/engine.py
+echo "== service";           $PY benchmarks/service.py
+echo "== hook";              $PY benchmarks/hook.py
+echo "== evacuation";        $PY benchmarks/evacuation.py
 echo "== evacuation, first request of a service without the refresher"; $PY benchmarks/evacuation.py --cold
-echo "== memory (issue 5)";            $PY benchmarks/memory.py --vms "${MEMORY_VMS:-10000}"
-echo "== matrix endpoint (issue 5)";   $PY benchmarks/matrix.py --vms "${MATRIX_VMS:-10000}"
+echo "== memory";            $PY benchmarks/memory.py --vms "${MEMORY_VMS:-10000}"
+echo "== matrix endpoint";   $PY benchmarks/matrix.py --vms "${MATRIX_VMS:-10000}"

@@ -1,4 +1,4 @@
-"""``migration-guard remote-migrate`` (issue 6): the qm argument reader and plan (pure), and the
+"""``migration-guard remote-migrate``: the qm argument reader and plan (pure), and the
 command as a subprocess on a "source node" (a fake ``qm`` on PATH recording what it ran) against
 the two-cluster service of tests/system/test_cross_cluster.py (AMD default cluster, Intel cluster)."""
 

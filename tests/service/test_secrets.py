@@ -1,4 +1,4 @@
-"""Hardening (issue 5): secrets never reach a log, an answer, or stderr.
+"""Hardening: secrets never reach a log, an answer, or stderr.
 
 - The service as its production process (``migration-guard serve --log-level debug``, the most
   talkative setting) with a Proxmox token secret, API tokens and Slack tokens in its environment:

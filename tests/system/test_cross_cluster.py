@@ -1,4 +1,4 @@
-"""Cross-cluster verdicts (issue 6) for real: one service (uvicorn, real Redis DB 6) reading two
+"""Cross-cluster verdicts for real: one service (uvicorn, real Redis DB 6) reading two
 Proxmox-shaped clusters over HTTPS, an AMD one (the default, single-cluster settings) and an
 Intel one (MIGRATION_GUARD_CLUSTERS_FILE); asked through the API, the CLI client, the bot's client
 and parser, and the real hookscript on the target of a remote migration."""

@@ -1,4 +1,4 @@
-"""Hardening (issue 5): faults with real processes.
+"""Hardening: faults with real processes.
 
 - Redis stopped and restarted under a steady stream of checks and vetoes: no 500, answers keep
   coming from Proxmox, /readyz says degraded, and every veto made during the outage reaches the
@@ -328,7 +328,7 @@ def test_known_facts_answer_at_once_labelled_with_their_age(pve, faults):
     "faults", [{"status": 500}, {"status": 503}, {"reject_token": True}], ids=["500", "503", "401"]
 )
 def test_failing_proxmox_with_known_facts_answers_stale(pve, faults):
-    """Issue 8: 'when Proxmox is slow or down, answer from the last known facts' (fixed in 69a34c0;
+    """'when Proxmox is slow or down, answer from the last known facts' (fixed in 69a34c0;
     it answered 502 before)."""
     proc, base = start_service(pve, pve_timeout="1", cache_vm_ttl="0", cache_list_ttl="0", cache_node_ttl="0")
     try:

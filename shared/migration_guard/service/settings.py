@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     #: keep the node list, node CPUs and the VM list fresh in the background (``serve``), so a
     #: check waits only for its own VM's facts
     inventory_refresh: bool = True
-    #: the other clusters the service reads (cross-cluster checks, issue 6); "" = only this one
+    #: the other clusters the service reads (cross-cluster checks); "" = only this one
     clusters_file: str = ""
     #: the largest request body any route reads (larger: 413 before the body is read)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)

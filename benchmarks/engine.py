@@ -50,8 +50,10 @@ def real_hosts() -> list[HostCpu]:
             for path in sorted(folder.glob("*.json")):
                 hosts.append(host_from_json(json.loads(path.read_text()), path.stem))
     if not hosts:
-        sys.exit("no real CPU fixtures found in shared/migration_guard/data/cpus (nor in "
-                 "MIGRATION_GUARD_TEST_EXTRA_CPUS)")
+        sys.exit(
+            "no real CPU fixtures found in shared/migration_guard/data/cpus (nor in "
+            "MIGRATION_GUARD_TEST_EXTRA_CPUS)"
+        )
     return hosts
 
 

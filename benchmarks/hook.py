@@ -21,8 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HOOK = Path(__file__).resolve().parent.parent / "hookscript" / "migration-guard-hook"
-ANSWER = (b"verdict=deny\ncode=vendor-mismatch\nexit=1\ndecision=bench\n"
-          b"line=blocked migration of VM 101 (web01) from pve1 to pve3: vendor mismatch\nend=1\n")
+ANSWER = (
+    b"verdict=deny\ncode=vendor-mismatch\nexit=1\ndecision=bench\n"
+    b"line=blocked migration of VM 101 (web01) from pve1 to pve3: vendor mismatch\nend=1\n"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,8 +87,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "hook.conf"
         conf.write_text(f"url = {url}\nnode = {args.target}\ntimeout = 5\n")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MIGRATION_GUARD_CONFIG": str(conf),
-               "PVE_MIGRATED_FROM": args.source}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "MIGRATION_GUARD_CONFIG": str(conf),
+            "PVE_MIGRATED_FROM": args.source,
+        }
         if args.token:
             env["MIGRATION_GUARD_TOKEN"] = args.token
         hook_argv = [str(HOOK), args.vmid, "pre-start"]

@@ -24,8 +24,14 @@ PACKAGES = {
 OURS = ("migration_guard", "migration_guard_bot", "migration_guard_hook", "shared", "bot", "hookscript")
 # what the project card rules out, whatever the drawing says
 NEVER = {
-    ("Engine", "Cluster"), ("Engine", "Store"), ("Engine", "Api"), ("Engine", "Bot"),
-    ("Cluster", "Service"), ("Cluster", "Api"), ("Store", "Service"), ("Store", "Api"),
+    ("Engine", "Cluster"),
+    ("Engine", "Store"),
+    ("Engine", "Api"),
+    ("Engine", "Bot"),
+    ("Cluster", "Service"),
+    ("Cluster", "Api"),
+    ("Store", "Service"),
+    ("Store", "Api"),
     ("Bot", "Cluster"),
 }
 

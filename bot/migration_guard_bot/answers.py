@@ -368,12 +368,6 @@ def decisions_answer(vmid: int | None, rows: list[dict[str, Any]]) -> Answer:
 # --- small readers -------------------------------------------------------------------------
 
 
-
-
-
-
-
-
 def _vm_label(body: dict[str, Any]) -> dict[str, str]:
     vmid, name = body.get("vmid"), body.get("name")
     m = f"VM {vmid}" + (f" {code(name)}" if name else "")

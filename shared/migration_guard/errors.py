@@ -25,6 +25,7 @@ class GuardError(Exception):
 
 # --- bad input (CLI exit 2, HTTP 422) -------------------------------------------------
 
+
 class InputError(GuardError):
     """The caller gave something we cannot use (a bad ``cpu:`` value, an unreadable host file)."""
 
@@ -55,6 +56,7 @@ class ConfigError(GuardError):
 
 # --- things that are not there (HTTP 404) ----------------------------------------------
 
+
 class NotFoundError(GuardError):
     code = "not-found"
 
@@ -72,6 +74,7 @@ class UnknownClusterError(NotFoundError):
 
 
 # --- the Proxmox API (mapped once in shared/migration_guard/cluster/reader.py) -----------------------------
+
 
 class ProxmoxError(GuardError):
     code = "proxmox-error"
@@ -120,11 +123,13 @@ class ProxmoxNotImplemented(ProxmoxError):
 
 # --- the store (Redis or the embedded one) --------------------------------------------
 
+
 class StoreUnavailable(GuardError):
     code = "store-unavailable"
 
 
 # --- the service, as seen by its clients (CLI, bot) -----------------------------------
+
 
 class ServiceError(GuardError):
     code = "service-error"

@@ -62,8 +62,7 @@ def test_console_says_so_in_one_line_when_the_service_is_down():
     out = console("http://127.0.0.1:9", ["can vm 101 move to node3"])
     assert out.returncode == 0
     lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
-    assert lines[1].startswith("⚠️ Cannot answer right now: the migration-guard service at "
-                               "http://127.0.0.1:9")
+    assert lines[1].startswith("⚠️ Cannot answer right now: the migration-guard service at http://127.0.0.1:9")
     assert len(lines) == 2
 
 

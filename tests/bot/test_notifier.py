@@ -138,9 +138,10 @@ def test_a_new_run_of_the_service_starts_a_new_message(store, slack):
     new = publish(store, repeat={"count": 1, "since": now_iso()})  # the service counts anew after a gap
     run_until(n, lambda: recorded(store, *old, new))
     assert len(slack.calls("chat.postMessage")) == 2 and len(slack.calls("chat.update")) == 1
-    assert store.get(THREAD_KEY.format(key="lab:101:lab:node3")) == slack.calls("chat.postMessage")[1][
-        "response"
-    ]["ts"]
+    assert (
+        store.get(THREAD_KEY.format(key="lab:101:lab:node3"))
+        == slack.calls("chat.postMessage")[1]["response"]["ts"]
+    )
 
 
 def test_an_older_count_never_turns_the_message_back(store, slack):

@@ -40,21 +40,34 @@ class Node:
         self.record = tmp / "old-hook.log"
         old.write_text(f'#!/bin/sh\necho "$1 $2" >> {self.record}\nexit 0\n')
         old.chmod(0o755)
-        self.save({
-            "node": "pve1",
-            "storages": {
-                "local": {"type": "dir", "status": "active", "content": ["iso", "vztmpl", "snippets"],
-                          "path": str(self.storage_root)},
-                "local-lvm": {"type": "lvmthin", "status": "active", "content": ["images", "rootdir"],
-                              "path": "/dev/pve"},
-            },
-            "vms": {
-                "101": {"name": "web01", "status": "running",
-                        "config": {"cpu": "host", "hookscript": "local:snippets/old-hook.sh"}},
-                "102": {"name": "db01", "status": "stopped", "config": {"cpu": "x86-64-v2-AES"}},
-            },
-            "calls": [],
-        })
+        self.save(
+            {
+                "node": "pve1",
+                "storages": {
+                    "local": {
+                        "type": "dir",
+                        "status": "active",
+                        "content": ["iso", "vztmpl", "snippets"],
+                        "path": str(self.storage_root),
+                    },
+                    "local-lvm": {
+                        "type": "lvmthin",
+                        "status": "active",
+                        "content": ["images", "rootdir"],
+                        "path": "/dev/pve",
+                    },
+                },
+                "vms": {
+                    "101": {
+                        "name": "web01",
+                        "status": "running",
+                        "config": {"cpu": "host", "hookscript": "local:snippets/old-hook.sh"},
+                    },
+                    "102": {"name": "db01", "status": "stopped", "config": {"cpu": "x86-64-v2-AES"}},
+                },
+                "calls": [],
+            }
+        )
 
     def load(self) -> dict:
         return json.loads(self.state_file.read_text())
@@ -64,15 +77,26 @@ class Node:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({"PATH": f"{FAKES}:{env.get('PATH', '/usr/bin:/bin')}",
-                    "FAKE_PVE_STATE": str(self.state_file), hook_installer.SKIP_ROOT_ENV: "1"})
+        env.update(
+            {
+                "PATH": f"{FAKES}:{env.get('PATH', '/usr/bin:/bin')}",
+                "FAKE_PVE_STATE": str(self.state_file),
+                hook_installer.SKIP_ROOT_ENV: "1",
+            }
+        )
         env.update(extra)
         return env
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         common = ["--snippets-dir", str(self.snippets), "--config-dir", str(self.config_dir)]
-        return subprocess.run([sys.executable, "-m", "migration_guard.cli.main", "hook", *args, *common],
-                              env=self.env(**env), capture_output=True, text=True, cwd=ROOT, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "migration_guard.cli.main", "hook", *args, *common],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
 
     def hookscripts(self) -> dict[str, str | None]:
         return {vmid: vm["config"].get("hookscript") for vmid, vm in self.load()["vms"].items()}
@@ -111,8 +135,10 @@ def test_install_attach_all_copies_configures_chains_and_attaches(node):
     assert f"101={node.snippets / 'old-hook.sh'} local:snippets/old-hook.sh\n" in chain
     assert "102=" not in chain
     assert node.hookscripts() == {"101": OURS, "102": OURS}
-    assert "VM 101: set hookscript local:snippets/migration-guard-hook (runs its previous hookscript "\
+    assert (
+        "VM 101: set hookscript local:snippets/migration-guard-hook (runs its previous hookscript "
         "local:snippets/old-hook.sh first)" in proc.stdout
+    )
     assert "must exist on EVERY node" in proc.stderr
     # what Proxmox does next: run the installed script; the chained hook runs first
     hook_env = {"MIGRATION_GUARD_CONFIG": str(node.config_dir / "hook.conf"), "PATH": "/usr/bin:/bin"}
@@ -207,8 +233,10 @@ def test_chain_file_elsewhere_gets_a_link_the_hook_follows(node, tmp_path):
     again = node.cli(*INSTALL, str(node.token), "--attach", "all")  # the link keeps the place
     assert again.stdout.startswith("nothing to change"), again.stdout
     assert f"chain:    {shared_chain}" in node.cli("status").stdout
-    run = subprocess.run([str(node.snippets / "migration-guard-hook"), "101", "pre-stop"],
-                         env={"MIGRATION_GUARD_CONFIG": str(node.config_dir / "hook.conf")})
+    run = subprocess.run(
+        [str(node.snippets / "migration-guard-hook"), "101", "pre-stop"],
+        env={"MIGRATION_GUARD_CONFIG": str(node.config_dir / "hook.conf")},
+    )
     assert run.returncode == 0 and node.record.read_text() == "101 pre-stop\n"
 
 
@@ -226,25 +254,32 @@ def test_needs_root(monkeypatch):
         hook_installer.check_root()
 
 
-@pytest.mark.parametrize(("opts", "needle"), [
-    (InstallOptions(attach=("all", "101")), "either `all` or VMIDs"),
-    (InstallOptions(attach=("abc",)), "give `all` or VMIDs"),
-    (InstallOptions(timeout="0"), "seconds between 0 and 120"),
-    (InstallOptions(url="ftp://x"), "expected http(s)://"),
-])
+@pytest.mark.parametrize(
+    ("opts", "needle"),
+    [
+        (InstallOptions(attach=("all", "101")), "either `all` or VMIDs"),
+        (InstallOptions(attach=("abc",)), "give `all` or VMIDs"),
+        (InstallOptions(timeout="0"), "seconds between 0 and 120"),
+        (InstallOptions(url="ftp://x"), "expected http(s)://"),
+    ],
+)
 def test_bad_options(opts, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         hook_installer.check_options(opts)
 
 
 def test_parsers_read_real_formats():
-    qm_list = ("      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID       \n"
-               "       100 web01                running    2048              32.00 1234      \n"
-               "      1001 db                   stopped    4096               0.00 0         \n")
+    qm_list = (
+        "      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID       \n"
+        "       100 web01                running    2048              32.00 1234      \n"
+        "      1001 db                   stopped    4096               0.00 0         \n"
+    )
     assert hook_installer.parse_qm_list(qm_list) == ["100", "1001"]
-    status = ("Name             Type     Status           Total            Used       Available        %\n"
-              "local             dir     active        98497780        12345678        81234567   12.53%\n"
-              "nfs1              nfs   inactive               0               0               0    0.00%\n")
+    status = (
+        "Name             Type     Status           Total            Used       Available        %\n"
+        "local             dir     active        98497780        12345678        81234567   12.53%\n"
+        "nfs1              nfs   inactive               0               0               0    0.00%\n"
+    )
     assert hook_installer.parse_pvesm_status(status) == {"local": "active", "nfs1": "inactive"}
 
 
@@ -282,8 +317,10 @@ def test_chain_file_elsewhere_merges_an_existing_local_chain_map(node, tmp_path)
     assert local.is_symlink() and os.readlink(local) == str(shared_chain)
     assert f"(its entries for VM 101 merged into {shared_chain})" in proc.stdout
     # the hook still runs VM 101's previous hookscript first
-    run = subprocess.run([str(node.snippets / "migration-guard-hook"), "101", "pre-stop"],
-                         env={"MIGRATION_GUARD_CONFIG": str(node.config_dir / "hook.conf")})
+    run = subprocess.run(
+        [str(node.snippets / "migration-guard-hook"), "101", "pre-stop"],
+        env={"MIGRATION_GUARD_CONFIG": str(node.config_dir / "hook.conf")},
+    )
     assert run.returncode == 0 and node.record.read_text() == "101 pre-stop\n"
 
 
@@ -363,8 +400,12 @@ def test_a_token_file_on_the_cluster_file_system_is_not_chmodded_but_named(node,
     token.chmod(0o640)
     monkeypatch.setattr(hook_plan, "PVE_CLUSTER_FS", pve_fs)
     env = node.env()
-    opts = InstallOptions(snippets_dir=node.snippets, config_dir=node.config_dir, url="http://127.0.0.1:8080",
-                          token_file=str(token))
+    opts = InstallOptions(
+        snippets_dir=node.snippets,
+        config_dir=node.config_dir,
+        url="http://127.0.0.1:8080",
+        token_file=str(token),
+    )
     report = hook_installer.install(opts, hook_installer.Pve(env=env), skip_root_check=True)
     assert [s for s in report.steps if s.kind == "fix-mode"] == []
     assert token.stat().st_mode & 0o777 == 0o640

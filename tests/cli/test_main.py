@@ -13,8 +13,12 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
 def test_version_prints_the_installed_version():
-    proc = subprocess.run([sys.executable, "-m", "migration_guard.cli.main", "--version"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "migration_guard.cli.main", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"migration-guard {PROJECT['version']}"
 
@@ -22,9 +26,17 @@ def test_version_prints_the_installed_version():
 def test_the_bot_has_its_own_command_with_one_line_errors():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MIGRATION_GUARD_"))}
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from migration_guard_bot.cli import main; sys.exit(main())",
-         "--notifier-only"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from migration_guard_bot.cli import main; sys.exit(main())",
+            "--notifier-only",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("migration-guard-bot: SLACK_BOT_TOKEN is not set")

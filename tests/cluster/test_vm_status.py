@@ -68,7 +68,6 @@ class ScriptedReader:
         }
 
 
-
 def make(reuse_s: float = 2.5, latency_s: float = 0.02) -> tuple[VmStatusReader, ScriptedReader, Clock]:
     reader = ScriptedReader()
     clock = Clock(1000.0)

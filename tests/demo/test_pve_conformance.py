@@ -192,7 +192,6 @@ def test_cpu_flags_of_a_node_come_from_its_recorded_kvm_expansion():
     assert "sse4_2" not in on and "check" not in on and "i64" not in on
 
 
-
 def test_a_node_without_a_kvm_report_is_in_no_supported_on(pve):
     """pvestatd broadcasts an empty ``cpuflags-kvm`` entry when its flag detection fails (pve-manager
     PVE/Service/pvestatd.pm ``update_supported_cpuflags``), and ``query_available_cpu_flags`` only
@@ -203,6 +202,7 @@ def test_a_node_without_a_kvm_report_is_in_no_supported_on(pve):
     assert named == {"pve1", "pve2", "pve3"}  # pve5 (a recording, but offline) is left out too
     by_name = {r["name"]: r["supported-on"] for r in rows}
     assert by_name["sse4a"] == [] and by_name["avx512f"] == ["pve1", "pve2"]  # sse4a: AMD recordings
+
 
 #: the project's engine: what the guard judges with, which the test server must never use
 ENGINE_MODULES = frozenset({"engine", "checks", "cpu_models", "hosts", "flags"})

@@ -92,7 +92,10 @@ def test_the_cli_says_a_host_file_is_a_nested_node(tmp_path):
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "migration_guard.cli.main", "cpu", *args],
-            capture_output=True, text=True, timeout=60, cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=repo,
         )
 
     checked = cli("check", "--host", str(nested), "--cpu", "x86-64-v2-AES")

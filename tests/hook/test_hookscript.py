@@ -46,8 +46,9 @@ class StandIn:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
-                owner.requests.append({"path": self.path, "headers": dict(self.headers),
-                                       "json": json.loads(raw)})
+                owner.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(raw)}
+                )
                 data = owner.body.encode()
                 self.send_response(owner.status)
                 self.send_header("Content-Type", owner.content_type)
@@ -63,8 +64,13 @@ class StandIn:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def answer(self, status: int = 200, body: str = "", content_type: str = "text/plain; charset=utf-8",
-               end: bool = True) -> None:
+    def answer(
+        self,
+        status: int = 200,
+        body: str = "",
+        content_type: str = "text/plain; charset=utf-8",
+        end: bool = True,
+    ) -> None:
         """Answer ``body``, with the service's final end line unless ``end`` is False."""
         self.status, self.body, self.content_type = status, body + (END if end else ""), content_type
 
@@ -99,14 +105,17 @@ def write_conf(confdir: Path, **values: object) -> Path:
 
 
 def run_hook(confdir: Path, *args: str, migrated_from: str | None = "pve1", **env: str):
-    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "MIGRATION_GUARD_CONFIG": str(confdir / "hook.conf")}
+    full = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "MIGRATION_GUARD_CONFIG": str(confdir / "hook.conf"),
+    }
     if migrated_from is not None:
         full["PVE_MIGRATED_FROM"] = migrated_from
     full.update(env)
     start = time.monotonic()
-    proc = subprocess.run([str(HOOK), *(args or ("101", "pre-start"))], env=full,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [str(HOOK), *(args or ("101", "pre-start"))], env=full, capture_output=True, text=True, timeout=30
+    )
     return proc, time.monotonic() - start
 
 
@@ -119,6 +128,7 @@ def closed_port_url() -> str:
 
 
 # --- phases that never ask ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("migrated_from", ["", None])
 def test_plain_start_makes_no_request(standin, confdir, migrated_from):
@@ -140,10 +150,17 @@ def test_other_phases_exit_at_once(standin, confdir, phase):
 def test_help_lists_exit_codes_and_keys():
     proc = subprocess.run([str(HOOK), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for needle in ("1  vetoed: CPU vendor mismatch", "2  vetoed: this node lacks CPU features",
-                   "3  vetoed: the VM's machine version", "4  vetoed: any other reason",
-                   "5  no decision", "64 wrong arguments", "token_file", "ca_file",
-                   "MIGRATION_GUARD_TIMEOUT"):
+    for needle in (
+        "1  vetoed: CPU vendor mismatch",
+        "2  vetoed: this node lacks CPU features",
+        "3  vetoed: the VM's machine version",
+        "4  vetoed: any other reason",
+        "5  no decision",
+        "64 wrong arguments",
+        "token_file",
+        "ca_file",
+        "MIGRATION_GUARD_TIMEOUT",
+    ):
         assert needle in proc.stdout
 
 
@@ -155,6 +172,7 @@ def test_wrong_arguments_exit_64_with_usage(argv):
 
 
 # --- verdicts ------------------------------------------------------------------------------------
+
 
 def test_deny_prints_one_line_and_exits_with_service_code(standin, confdir):
     write_conf(confdir, url=standin.url)
@@ -169,8 +187,9 @@ def test_deny_prints_one_line_and_exits_with_service_code(standin, confdir):
     assert req["headers"]["Authorization"] == f"Bearer {TOKEN}"
 
 
-@pytest.mark.parametrize(("exit_field", "expected"), [("2", 2), ("3", 3), ("4", 4), ("0", 4), ("7", 4),
-                                                      ("x", 4), (None, 4)])
+@pytest.mark.parametrize(
+    ("exit_field", "expected"), [("2", 2), ("3", 3), ("4", 4), ("0", 4), ("7", 4), ("x", 4), (None, 4)]
+)
 def test_deny_exit_code_trusted_only_within_1_to_4(standin, confdir, exit_field, expected):
     write_conf(confdir, url=standin.url)
     body = "verdict=deny\ncode=missing-features\nline=blocked migration of VM 101\n"
@@ -208,8 +227,13 @@ def test_off_mode_asks_nothing(standin, confdir):
 
 def test_env_overrides_and_json_escaping(standin, confdir):
     write_conf(confdir, url="http://127.0.0.1:1")  # wrong in the file, right in the env
-    proc, _ = run_hook(confdir, migrated_from='pve"1\\x', MIGRATION_GUARD_URL=standin.url,
-                       MIGRATION_GUARD_NODE="node-ä", MIGRATION_GUARD_TOKEN="envtoken")
+    proc, _ = run_hook(
+        confdir,
+        migrated_from='pve"1\\x',
+        MIGRATION_GUARD_URL=standin.url,
+        MIGRATION_GUARD_NODE="node-ä",
+        MIGRATION_GUARD_TOKEN="envtoken",
+    )
     assert proc.returncode == 0
     (req,) = standin.requests
     assert req["json"]["source"] == 'pve"1\\x'
@@ -218,6 +242,7 @@ def test_env_overrides_and_json_escaping(standin, confdir):
 
 
 # --- faults -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("fail", "code"), [("open", 0), ("closed", 5)])
 def test_service_down(confdir, fail, code):
@@ -245,15 +270,22 @@ def test_service_that_never_answers(confdir, fail, code):
     assert "within the timeout" in proc.stderr
 
 
-@pytest.mark.parametrize(("status", "ctype", "body", "needle"), [
-    (200, "text/plain", "this is not an answer\n", "malformed answer: no verdict"),
-    (200, "application/json", '{"verdict": "deny"', "malformed answer: content type 'application/json'"),
-    (500, "text/plain", "Internal Server Error", "the service failed (HTTP 500)"),
-    (401, "application/json", '{"detail": "bad token"}', "the service refused the token (HTTP 401)"),
-    (503, "text/plain", "verdict=unknown\nline=cluster pve unreachable\n",
-     "the service could not decide (HTTP 503: cluster pve unreachable)"),
-    (422, "application/json", '{"detail": "vmid"}', "the service refused the request (HTTP 422"),
-])
+@pytest.mark.parametrize(
+    ("status", "ctype", "body", "needle"),
+    [
+        (200, "text/plain", "this is not an answer\n", "malformed answer: no verdict"),
+        (200, "application/json", '{"verdict": "deny"', "malformed answer: content type 'application/json'"),
+        (500, "text/plain", "Internal Server Error", "the service failed (HTTP 500)"),
+        (401, "application/json", '{"detail": "bad token"}', "the service refused the token (HTTP 401)"),
+        (
+            503,
+            "text/plain",
+            "verdict=unknown\nline=cluster pve unreachable\n",
+            "the service could not decide (HTTP 503: cluster pve unreachable)",
+        ),
+        (422, "application/json", '{"detail": "vmid"}', "the service refused the request (HTTP 422"),
+    ],
+)
 @pytest.mark.parametrize(("fail", "code"), [("open", 0), ("closed", 5)])
 def test_bad_answers_follow_the_fail_policy(standin, confdir, status, ctype, body, needle, fail, code):
     write_conf(confdir, url=standin.url, fail=fail)
@@ -298,11 +330,14 @@ def test_token_file_readable_by_others_warns_without_printing_the_token(standin,
 
 # --- chaining -----------------------------------------------------------------------------------
 
+
 def previous_hook(tmp_path: Path, exit_code: int) -> tuple[Path, Path]:
     record = tmp_path / "previous.log"
     hook = tmp_path / "old-hook.sh"
-    hook.write_text(f'#!/bin/sh\necho "$1 $2 from=[$PVE_MIGRATED_FROM] extra=[$EXTRA_VAR]" >> {record}\n'
-                    f'echo "old hook says hi"\nexit {exit_code}\n')
+    hook.write_text(
+        f'#!/bin/sh\necho "$1 $2 from=[$PVE_MIGRATED_FROM] extra=[$EXTRA_VAR]" >> {record}\n'
+        f'echo "old hook says hi"\nexit {exit_code}\n'
+    )
     hook.chmod(0o755)
     return hook, record
 
@@ -404,6 +439,7 @@ def test_start_of_a_vm_locked_migrate_is_never_blocked(confdir, tmp_path, migrat
 
 # --- HTTPS ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def tls_standin(tmp_path):
     import ssl
@@ -451,8 +487,10 @@ def test_a_server_that_keeps_the_connection_open_is_read_by_content_length(confd
         conn, _ = srv.accept()
         kept.append(conn)
         conn.recv(65536)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                     b"Connection: keep-alive\r\n\r\n%s" % (len(body), body))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+            b"Connection: keep-alive\r\n\r\n%s" % (len(body), body)
+        )
 
     threading.Thread(target=serve, daemon=True).start()
     try:
@@ -467,6 +505,7 @@ def test_a_server_that_keeps_the_connection_open_is_read_by_content_length(confd
 
 
 # --- a cut answer is no answer -------------------------------------------------------------------
+
 
 def raw_server(answer: bytes) -> tuple[socket.socket, str]:
     """Accepts one connection, reads the request, sends ``answer`` as it is and closes."""
@@ -503,28 +542,39 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-@pytest.mark.parametrize(("answer", "needle"), [
-    # the connection closes before Content-Length bytes arrived
-    (TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW[:14], "cut answer: 14 of 83 bytes"),
-    (TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW, "cut answer: 77 of 83 bytes"),
-    # complete by its Content-Length, but the service's end line is missing
-    (TEXT + b"Content-Length: %d\r\n\r\n" % len(ALLOW) + ALLOW, "no end line"),
-    # a Content-Length that cuts a longer body (read at once, or the first 14 bytes alone)
-    (TEXT + b"Content-Length: 14\r\n\r\n" + ALLOW + b"end=1\n", "longer than its Content-Length|no end line"),
-    # chunked: the closing 0-size chunk never came
-    (CHUNKED + chunk(ALLOW) + chunk(b"end=1\n"), "cut chunked answer"),
-    # chunked: a chunk shorter than its size line says
-    (CHUNKED + b"80\r\n" + ALLOW, "cut chunked answer"),
-    # chunked: a size line that is no number
-    (CHUNKED + b"zz\r\n" + ALLOW + b"\r\n0\r\n\r\n", "malformed chunked answer"),
-    # read until close (no length at all): whatever came, without the end line it is not whole
-    (TEXT + b"Connection: close\r\n\r\n" + ALLOW[:30], "no end line"),
-    # both framings at once: ambiguous
-    (TEXT + b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % (len(ALLOW) + 6) + ALLOW
-     + b"end=1\n", "both Content-Length and Transfer-Encoding"),
-    # two different lengths
-    (TEXT + b"Content-Length: 87\r\nContent-Length: 14\r\n\r\n" + ALLOW + b"end=1\n", "Content-Length"),
-])
+@pytest.mark.parametrize(
+    ("answer", "needle"),
+    [
+        # the connection closes before Content-Length bytes arrived
+        (TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW[:14], "cut answer: 14 of 83 bytes"),
+        (TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW, "cut answer: 77 of 83 bytes"),
+        # complete by its Content-Length, but the service's end line is missing
+        (TEXT + b"Content-Length: %d\r\n\r\n" % len(ALLOW) + ALLOW, "no end line"),
+        # a Content-Length that cuts a longer body (read at once, or the first 14 bytes alone)
+        (
+            TEXT + b"Content-Length: 14\r\n\r\n" + ALLOW + b"end=1\n",
+            "longer than its Content-Length|no end line",
+        ),
+        # chunked: the closing 0-size chunk never came
+        (CHUNKED + chunk(ALLOW) + chunk(b"end=1\n"), "cut chunked answer"),
+        # chunked: a chunk shorter than its size line says
+        (CHUNKED + b"80\r\n" + ALLOW, "cut chunked answer"),
+        # chunked: a size line that is no number
+        (CHUNKED + b"zz\r\n" + ALLOW + b"\r\n0\r\n\r\n", "malformed chunked answer"),
+        # read until close (no length at all): whatever came, without the end line it is not whole
+        (TEXT + b"Connection: close\r\n\r\n" + ALLOW[:30], "no end line"),
+        # both framings at once: ambiguous
+        (
+            TEXT
+            + b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % (len(ALLOW) + 6)
+            + ALLOW
+            + b"end=1\n",
+            "both Content-Length and Transfer-Encoding",
+        ),
+        # two different lengths
+        (TEXT + b"Content-Length: 87\r\nContent-Length: 14\r\n\r\n" + ALLOW + b"end=1\n", "Content-Length"),
+    ],
+)
 def test_a_cut_allow_is_no_decision(confdir, answer, needle):
     srv, url = raw_server(answer)
     try:
@@ -538,11 +588,14 @@ def test_a_cut_allow_is_no_decision(confdir, answer, needle):
     assert took < 2.5
 
 
-@pytest.mark.parametrize("answer", [
-    CHUNKED + chunk(ALLOW[:20]) + chunk(ALLOW[20:] + b"end=1\n") + b"0\r\n\r\n",
-    TEXT + b"Connection: close\r\n\r\n" + ALLOW + b"end=1\n",
-    TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW + b"end=1\n",
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        CHUNKED + chunk(ALLOW[:20]) + chunk(ALLOW[20:] + b"end=1\n") + b"0\r\n\r\n",
+        TEXT + b"Connection: close\r\n\r\n" + ALLOW + b"end=1\n",
+        TEXT + b"Content-Length: %d\r\n\r\n" % (len(ALLOW) + 6) + ALLOW + b"end=1\n",
+    ],
+)
 def test_a_whole_allow_is_an_allow(confdir, answer):
     srv, url = raw_server(answer)
     try:

@@ -54,9 +54,16 @@ def service():
     pve = pve_testserver.start_server(scenario)
     tok = pve.token
     settings = settings_mod.load_settings(
-        None, pve_host=pve.host_port, pve_user=tok["user"], pve_token_name=tok["name"],
-        pve_token_value=tok["value"], pve_verify_ssl=pve.ca_path, api_tokens=TOKEN,
-        pve_cluster_name="lab", redis_url=REDIS_URL, pve_timeout=2,
+        None,
+        pve_host=pve.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=tok["value"],
+        pve_verify_ssl=pve.ca_path,
+        api_tokens=TOKEN,
+        pve_cluster_name="lab",
+        redis_url=REDIS_URL,
+        pve_timeout=2,
     )
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
     sock = socket.socket()

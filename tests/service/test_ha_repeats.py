@@ -29,9 +29,16 @@ class Clock:
 def make_service(server, clock: Clock, redis_url: str = "") -> GuardService:
     tok = server.token
     settings = settings_mod.load_settings(
-        None, pve_host=server.host_port, pve_user=tok["user"], pve_token_name=tok["name"],
-        pve_token_value=tok["value"], pve_verify_ssl=server.ca_path, api_tokens="t",
-        pve_cluster_name="lab", redis_url=redis_url, pve_timeout=2,
+        None,
+        pve_host=server.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=tok["value"],
+        pve_verify_ssl=server.ca_path,
+        api_tokens="t",
+        pve_cluster_name="lab",
+        redis_url=redis_url,
+        pve_timeout=2,
     )
     client, kind = connect(redis_url)
     return GuardService(settings, reader_for(server), Store(client, kind), clock=clock)

@@ -60,7 +60,6 @@ def pve(pve_server):
     pve_server.set_faults()
 
 
-
 def vm_paths(paths) -> list[str]:
     """Requests for VMs: a node's VM list or one VM's config, status or precondition."""
     return [p for p in paths if re.match(r"^/nodes/[^/]+/qemu(/|$)", p)]

@@ -252,8 +252,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-
-
 def test_redis_killed_mid_test_service_keeps_answering_and_recovers(pve):
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server binary")
@@ -293,7 +291,6 @@ REDIS_URL_7 = redis_url(7)
 def redis_db7():
     with clean_db(REDIS_URL_7) as client:
         yield client
-
 
 
 def service_for(server, clock=time.time, redis_url=REDIS_URL_7, **extra):

@@ -34,8 +34,10 @@ UNITS = {
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 HOOK = ROOT / "hookscript" / "migration-guard-hook"
-SETTINGS_FILES = {"service": ROOT / "shared" / "migration_guard" / "service" / "settings.py",
-    "bot": ROOT / "bot" / "migration_guard_bot" / "settings.py"}
+SETTINGS_FILES = {
+    "service": ROOT / "shared" / "migration_guard" / "service" / "settings.py",
+    "bot": ROOT / "bot" / "migration_guard_bot" / "settings.py",
+}
 DOCS = sorted(DEPLOY.glob("*.md")) + [ROOT / "README.md"]
 SETTING_NAME = re.compile(r"\b((?:MIGRATION_GUARD|SLACK)_[A-Z0-9_]*[A-Z0-9])\b")
 
@@ -189,8 +191,10 @@ def test_env_example_documents_every_setting_the_code_reads(part):
 
 def test_env_example_names_no_setting_the_code_does_not_read():
     if not all(p.exists() for p in SETTINGS_FILES.values()):
-        pytest.skip("shared/migration_guard/service/settings.py or bot/migration_guard_bot/settings.py does "
-                    "not exist yet")
+        pytest.skip(
+            "shared/migration_guard/service/settings.py or bot/migration_guard_bot/settings.py does "
+            "not exist yet"
+        )
     known = set().union(*(settings_names(p) for p in SETTINGS_FILES.values()))
     unknown = documented_names(ENV_EXAMPLE) - known
     assert not unknown, f"{ENV_EXAMPLE.name} documents settings nothing reads: {sorted(unknown)}"

@@ -72,8 +72,9 @@ class Stack:
         self.store.flushdb()
         # Proxmox-shaped HTTPS server
         self.pve = self.start(
-            "pve", [sys.executable, "-m", "migration_guard.demo.pve_server", "--scenario", str(SCENARIO)],
-                base_env()
+            "pve",
+            [sys.executable, "-m", "migration_guard.demo.pve_server", "--scenario", str(SCENARIO)],
+            base_env(),
         )
         ready = self.pve.first_line(20)
         assert ready.startswith("READY https://"), self.pve.output()

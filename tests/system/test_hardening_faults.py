@@ -79,8 +79,6 @@ def start_service(pve, **extra: str) -> tuple[Proc, str]:
     return proc, base
 
 
-
-
 @pytest.fixture
 def pve():
     server = start_server(scenario())
@@ -165,8 +163,10 @@ def test_redis_stopped_and_restarted_under_load_no_500_and_every_veto_published_
             outage_mark = load.mark()
             proxmox_before = pve.request_count()
             ready = wait_until(
-                lambda: (r := httpx.get(base + "/readyz", headers=AUTH, timeout=5).json())["redis"] == "down"
-                and r,
+                lambda: (
+                    (r := httpx.get(base + "/readyz", headers=AUTH, timeout=5).json())["redis"] == "down"
+                    and r
+                ),
                 10,
                 "/readyz to report Redis down",
                 service,

@@ -65,7 +65,7 @@ def scenario() -> dict:
     cpuinfo_only: dict = {"qemu_flags": []}
     return {
         "_provenance": "test cluster of tests/system/test_kvm_view_e2e.py; CPUs from "
-                       "shared/migration_guard/data/cpus and "
+        "shared/migration_guard/data/cpus and "
         "tests/fixtures/kvm (a recorded QEMU 10.1 KVM view of a Ryzen 9 9950X)",
         "cluster": "lab",
         "pve_version": "9.2.1",
@@ -96,15 +96,23 @@ def scenario() -> dict:
             {
                 "name": "pve-new1",
                 "cpuinfo_vendor": True,
-                "cpu": {"model": "Common KVM processor", "flags": NEUTRAL, "vendor_id": "AuthenticAMD",
-                        "family": 25},
+                "cpu": {
+                    "model": "Common KVM processor",
+                    "flags": NEUTRAL,
+                    "vendor_id": "AuthenticAMD",
+                    "family": 25,
+                },
                 **cpuinfo_only,
             },
             {
                 "name": "pve-new2",
                 "cpuinfo_vendor": True,
-                "cpu": {"model": "Common KVM processor", "flags": NEUTRAL, "vendor_id": "AuthenticAMD",
-                        "family": 25},
+                "cpu": {
+                    "model": "Common KVM processor",
+                    "flags": NEUTRAL,
+                    "vendor_id": "AuthenticAMD",
+                    "family": 25,
+                },
                 **cpuinfo_only,
             },
         ],
@@ -129,9 +137,16 @@ def service():
     pve = pve_testserver.start_server(scenario())
     tok = pve.token
     settings = settings_mod.load_settings(
-        None, pve_host=pve.host_port, pve_user=tok["user"], pve_token_name=tok["name"],
-        pve_token_value=tok["value"], pve_verify_ssl=pve.ca_path, api_tokens=TOKEN,
-        pve_cluster_name="lab", redis_url=REDIS_URL, pve_timeout=2,
+        None,
+        pve_host=pve.host_port,
+        pve_user=tok["user"],
+        pve_token_name=tok["name"],
+        pve_token_value=tok["value"],
+        pve_verify_ssl=pve.ca_path,
+        api_tokens=TOKEN,
+        pve_cluster_name="lab",
+        redis_url=REDIS_URL,
+        pve_timeout=2,
     )
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
     sock = socket.socket()
@@ -203,8 +218,11 @@ def test_ha_retrying_a_veto_is_told_what_to_do_and_counted(service, confdir):
     assert "migrate it by hand to a node that runs it" in third
     assert third.count("\n") == 1 and not third.rstrip().endswith("...")  # whole, on one line
     events = redis.Redis.from_url(REDIS_URL, decode_responses=True).xrange("migration-guard:events")
-    repeats = [json.loads(f["event"]).get("repeat", {}).get("count") for _, f in events
-               if json.loads(f["event"])["vmid"] == 205]
+    repeats = [
+        json.loads(f["event"]).get("repeat", {}).get("count")
+        for _, f in events
+        if json.loads(f["event"])["vmid"] == 205
+    ]
     assert repeats == [1, 2, 3]
 
 

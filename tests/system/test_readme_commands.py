@@ -165,8 +165,10 @@ def test_a_wrong_command_would_be_caught() -> None:
 
 def _known_settings() -> set[str]:
     names = {PREFIX + field.upper() for field in Settings.model_fields}
-    sources = (ROOT / "bot" / "migration_guard_bot" / "settings.py",
-        ROOT / "hookscript" / "migration-guard-hook")
+    sources = (
+        ROOT / "bot" / "migration_guard_bot" / "settings.py",
+        ROOT / "hookscript" / "migration-guard-hook",
+    )
     for source in sources:
         names |= set(re.findall(_SETTING, source.read_text(encoding="utf-8")))
     return names

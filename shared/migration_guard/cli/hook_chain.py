@@ -40,17 +40,20 @@ def parse_chain(text: str | None) -> dict[str, ChainEntry]:
 
 
 def render_chain(entries: Mapping[str, ChainEntry]) -> str:
-    lines = ["# migration-guard chain map, written by `migration-guard hook install`.",
-             "# VMID=<absolute path of the VM's previous hookscript> <its volume id>; the hook runs it",
-             "# first; `migration-guard hook uninstall` puts the volume id back."]
+    lines = [
+        "# migration-guard chain map, written by `migration-guard hook install`.",
+        "# VMID=<absolute path of the VM's previous hookscript> <its volume id>; the hook runs it",
+        "# first; `migration-guard hook uninstall` puts the volume id back.",
+    ]
     for vmid in sorted(entries, key=int):
         e = entries[vmid]
         lines.append(f"{vmid}={e.path} {e.volid}".rstrip())
     return "\n".join(lines) + "\n"
 
 
-def merge_chain(opts: InstallOptions, chain: dict[str, ChainEntry],
-                linked: Mapping[str, ChainEntry]) -> list[str]:
+def merge_chain(
+    opts: InstallOptions, chain: dict[str, ChainEntry], linked: Mapping[str, ChainEntry]
+) -> list[str]:
     """Add the entries config_dir/chain.conf holds today to ``chain``: none may be lost when the
     link replaces it. Returns the VMIDs merged; InstallError on two different entries for a VM."""
     merged = []
@@ -61,7 +64,8 @@ def merge_chain(opts: InstallOptions, chain: dict[str, ChainEntry],
                 f"VM {vmid} has two previous hookscripts: {entry.path} ({entry.volid or 'no volume id'}) in "
                 f"{opts.config_dir / CHAIN_NAME} and {have.path} ({have.volid or 'no volume id'}) in "
                 f"{opts.chain_path}; delete the wrong line from one of them and run again "
-                "(nothing was changed)")
+                "(nothing was changed)"
+            )
         if have is None:
             chain[vmid] = entry
             merged.append(vmid)

@@ -43,10 +43,27 @@ from migration_guard.cli.hook_plan import cluster_fs_notes, diff_lines, plan_ins
 from migration_guard.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_CONFIG_DIR", "DEFAULT_STORAGE", "PVE_CLUSTER_CHAIN", "PVE_CLUSTER_MARKER", "SCRIPT_NAME",
-    "InstallError", "InstallOptions", "Pve", "Report", "Status", "Step", "check_options", "check_root",
-    "diff_lines", "install", "parse_chain", "parse_pvesm_status", "parse_qm_list", "resolve_chain_file",
-    "status", "uninstall",
+    "DEFAULT_CONFIG_DIR",
+    "DEFAULT_STORAGE",
+    "PVE_CLUSTER_CHAIN",
+    "PVE_CLUSTER_MARKER",
+    "SCRIPT_NAME",
+    "InstallError",
+    "InstallOptions",
+    "Pve",
+    "Report",
+    "Status",
+    "Step",
+    "check_options",
+    "check_root",
+    "diff_lines",
+    "install",
+    "parse_chain",
+    "parse_pvesm_status",
+    "parse_qm_list",
+    "resolve_chain_file",
+    "status",
+    "uninstall",
 ]
 
 #: the variable tests (and only tests) set to run the installer without root (read through
@@ -63,8 +80,10 @@ def check_root(skip: bool = False) -> None:
     if skip:
         return
     if os.geteuid() != 0:
-        raise InstallError("run this as root on a Proxmox VE node: only root@pam may set a VM's "
-                           "hookscript (qm set VMID --hookscript ...)")
+        raise InstallError(
+            "run this as root on a Proxmox VE node: only root@pam may set a VM's "
+            "hookscript (qm set VMID --hookscript ...)"
+        )
 
 
 def check_token_file(path: str | None) -> None:
@@ -108,8 +127,10 @@ def uninstall(opts: InstallOptions, pve: Pve | None = None, skip_root_check: boo
     vmids = pve.vmids()
     state = read_node(opts, pve, vmids)
     steps = plan_uninstall(opts, state)
-    notes = [f"kept {state.snippets_dir / SCRIPT_NAME} and {opts.config_dir / CONFIG_NAME}: other nodes' "
-             "VMs may still use them; remove them by hand once every node is uninstalled"]
+    notes = [
+        f"kept {state.snippets_dir / SCRIPT_NAME} and {opts.config_dir / CONFIG_NAME}: other nodes' "
+        "VMs may still use them; remove them by hand once every node is uninstalled"
+    ]
     if not opts.dry_run:
         apply(steps, pve)
     return Report(steps, notes, not opts.dry_run)

@@ -63,8 +63,9 @@ class Pve:
         if tool is None:
             raise InstallError(f"`{argv[0]}` not found: run the installer on a Proxmox VE node")
         try:
-            proc = subprocess.run([tool, *argv[1:]], capture_output=True, text=True, env=self.env,
-                                  timeout=self.timeout)
+            proc = subprocess.run(
+                [tool, *argv[1:]], capture_output=True, text=True, env=self.env, timeout=self.timeout
+            )
         except subprocess.TimeoutExpired:
             raise InstallError(f"`{' '.join(argv)}` did not finish within {self.timeout:.0f} s") from None
         except OSError as exc:
@@ -109,7 +110,8 @@ def read_node(opts: InstallOptions, pve: Pve, vmids: Iterable[str]) -> NodeState
             f"storage {opts.storage!r} does not allow snippets: add `snippets` to its content types "
             f"(Datacenter > Storage > {opts.storage} > Content, or `pvesm set {opts.storage} --content "
             "<its current types>,snippets`), or pick one with --storage "
-            f"({', '.join(sorted(storages)) or 'none allows snippets yet'})")
+            f"({', '.join(sorted(storages)) or 'none allows snippets yet'})"
+        )
     if storages[opts.storage] != "active":
         raise InstallError(f"storage {opts.storage!r} is {storages[opts.storage]} on this node")
     snippets = opts.snippets_dir or Path(pve.path(opts.volid)).parent
@@ -141,11 +143,14 @@ def read_node(opts: InstallOptions, pve: Pve, vmids: Iterable[str]) -> NodeState
             with contextlib.suppress(InstallError):  # plan_install says what to do
                 previous[volid] = pve.path(volid)
     return NodeState(
-        snippets_dir=snippets, script_bytes=script, script_mode=mode,
+        snippets_dir=snippets,
+        script_bytes=script,
+        script_mode=mode,
         config_text=conf_text,
         chain_text=chain.decode("utf-8", "replace") if chain is not None else None,
         chain_link=os.readlink(link) if link.is_symlink() else None,
-        hookscripts=hooks, previous_paths=previous,
+        hookscripts=hooks,
+        previous_paths=previous,
         linked_chain_text=linked.decode("utf-8", "replace") if linked is not None else None,
         secrets=secrets,
     )
@@ -159,8 +164,10 @@ def attach_targets(opts: InstallOptions, pve: Pve) -> list[str]:
         return local
     missing = [v for v in opts.attach if v not in local]
     if missing:
-        raise InstallError(f"VM {', '.join(missing)} is not on this node (qm list); run the installer "
-                           "on the node that holds it")
+        raise InstallError(
+            f"VM {', '.join(missing)} is not on this node (qm list); run the installer "
+            "on the node that holds it"
+        )
     return list(opts.attach)
 
 
@@ -186,11 +193,14 @@ def _check_nothing_lost(link: Path, target: Path) -> None:
     held, _ = _read(link)
     now, _ = _read(target)
     missing = set(parse_chain(held.decode("utf-8", "replace") if held else "").items()) - set(
-        parse_chain(now.decode("utf-8", "replace") if now else "").items())
+        parse_chain(now.decode("utf-8", "replace") if now else "").items()
+    )
     if missing:
-        raise InstallError(f"{link} holds entries missing from {target} (VM "
-                           f"{', '.join(sorted(v for v, _ in missing))}): it changed during the install; "
-                           "run install again")
+        raise InstallError(
+            f"{link} holds entries missing from {target} (VM "
+            f"{', '.join(sorted(v for v, _ in missing))}): it changed during the install; "
+            "run install again"
+        )
 
 
 def apply(steps: Sequence[Step], pve: Pve) -> None:
@@ -205,16 +215,19 @@ def apply(steps: Sequence[Step], pve: Pve) -> None:
                 step.path.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(step.content.decode(), step.path)
             except OSError as exc:
-                raise InstallError(f"cannot link {step.path} -> {step.content.decode()}: "
-                                   f"{exc.strerror or exc}") from None
+                raise InstallError(
+                    f"cannot link {step.path} -> {step.content.decode()}: {exc.strerror or exc}"
+                ) from None
         elif step.kind == "fix-mode" and step.path is not None:
             try:
                 os.chown(step.path, os.geteuid(), os.getegid())
                 os.chmod(step.path, step.mode if step.mode is not None else SECRET_MODE)
             except OSError as exc:
-                raise InstallError(f"cannot fix the mode of {step.path} ({exc.strerror or exc}): it holds "
-                                   f"the service token; run: chown root:root {step.path}; "
-                                   f"chmod 600 {step.path}") from None
+                raise InstallError(
+                    f"cannot fix the mode of {step.path} ({exc.strerror or exc}): it holds "
+                    f"the service token; run: chown root:root {step.path}; "
+                    f"chmod 600 {step.path}"
+                ) from None
         elif step.kind == "set-hookscript":
             pve.set_hookscript(step.vmid, step.volid)
         elif step.kind == "delete-hookscript":

@@ -31,6 +31,7 @@ class InstallError(GuardError):
 
 # --- data ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class InstallOptions:
     storage: str = DEFAULT_STORAGE
@@ -130,12 +131,17 @@ def check_options(opts: InstallOptions) -> None:
                 raise ValueError
         except ValueError:
             raise ConfigError(f"--timeout {opts.timeout!r}: seconds between 0 and 120") from None
-    for option, value in (("--chain-file", opts.chain_file), ("--token-file", opts.token_file),
-                          ("--ca-file", opts.ca_file)):
+    for option, value in (
+        ("--chain-file", opts.chain_file),
+        ("--token-file", opts.token_file),
+        ("--ca-file", opts.ca_file),
+    ):
         if value is not None and not Path(value).is_absolute():
-            raise ConfigError(f"{option} {value}: give an absolute path (e.g. {Path(value).absolute()}): "
-                              "the hook runs with another working directory, where a relative path points "
-                              "nowhere")
+            raise ConfigError(
+                f"{option} {value}: give an absolute path (e.g. {Path(value).absolute()}): "
+                "the hook runs with another working directory, where a relative path points "
+                "nowhere"
+            )
     if not re.match(r"^[A-Za-z][A-Za-z0-9_.-]*$", opts.storage):
         raise ConfigError(f"--storage {opts.storage!r} is not a Proxmox storage name")
     for vmid in opts.attach or ():

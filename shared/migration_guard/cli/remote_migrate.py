@@ -200,7 +200,12 @@ class MovePlan:
     def migrate_cmd(self) -> list[str]:
         """In qm's order, the target VMID always written out (see the module's docstring)."""
         return [
-            "qm", "remote-migrate", str(self.vmid), str(self.target_vmid), self.qm.endpoint, *self.qm.options
+            "qm",
+            "remote-migrate",
+            str(self.vmid),
+            str(self.target_vmid),
+            self.qm.endpoint,
+            *self.qm.options,
         ]
 
     def detach_cmd(self) -> list[str]:

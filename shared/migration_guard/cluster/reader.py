@@ -51,6 +51,7 @@ log = logging.getLogger("migration_guard.inventory")
 
 DEFAULT_PORT = 8006
 
+
 def split_host(host: str) -> tuple[str, int]:
     """``host[:port]`` (IPv6 in brackets) -> (host, port); the port defaults to 8006."""
     host = host.strip()
@@ -150,7 +151,7 @@ class ClusterReader:
             # (TypeError); a ValueError from a body it could not decode at all
             self.stats.record(kind, "bad-answer")
             raise ProxmoxBadAnswer(
-                f"Proxmox at {self.where} answered {what} with JSON that has no \"data\" field"
+                f'Proxmox at {self.where} answered {what} with JSON that has no "data" field'
             ) from None
         problem = bad_shape(kind, result)
         if problem:
@@ -238,7 +239,7 @@ class ClusterReader:
         ``cluster_cpu_flags``) the CPU is judged on QEMU's own report, else on cpuinfo.flags."""
         what = f"the status of node {name}"
         try:
-                # one round trip, not two: status and machine types are asked at the same time
+            # one round trip, not two: status and machine types are asked at the same time
             status, machines = both(
                 lambda: self._call("node-status", what, lambda: self._api.nodes(name).status.get()),
                 lambda: self._call(

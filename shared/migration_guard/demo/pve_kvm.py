@@ -17,9 +17,21 @@ _QEMU_ALIASES = {"i64": "lm", "xd": "nx", "pclmuldq": "pclmulqdq", "sse3": "pni"
 #: recognized-CPUID-flags list, so pvestatd's cpuflags-kvm entry never carries them)
 _NOT_CPUID_FLAGS = frozenset(
     {
-        "check", "enforce", "kvm", "l3-cache", "legacy-cache", "full-cpuid-auto-level",
-        "fill-mtrr-mask", "cpuid-0xb", "vmware-cpuid-freq", "host-phys-bits", "tcg-cpuid",
-        "x-hv-synic-kvm-only", "lmce", "pmu", "migratable",
+        "check",
+        "enforce",
+        "kvm",
+        "l3-cache",
+        "legacy-cache",
+        "full-cpuid-auto-level",
+        "fill-mtrr-mask",
+        "cpuid-0xb",
+        "vmware-cpuid-freq",
+        "host-phys-bits",
+        "tcg-cpuid",
+        "x-hv-synic-kvm-only",
+        "lmce",
+        "pmu",
+        "migratable",
     }
 )
 #: QEMU's experimental knobs (``x-``) and Hyper-V enlightenments (``hv-``, set on when the

@@ -183,4 +183,3 @@ def _machine_types(node: dict) -> list[dict[str, str]]:
         }
         for m in sorted(ids, key=order, reverse=True)
     ]
-

@@ -106,9 +106,7 @@ def _vm_precondition(state: ClusterState, node: dict, vm: dict, query: dict[str,
         "mapped-resources": vm.get("mapped_resources", []),
     }
     if target is not None and state.node(target) is None:
-        raise ApiError(
-            400, "Parameter verification failed.", {"target": f"no such cluster node '{target}'"}
-        )
+        raise ApiError(400, "Parameter verification failed.", {"target": f"no such cluster node '{target}'"})
     return answer
 
 

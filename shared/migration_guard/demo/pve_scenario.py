@@ -60,8 +60,9 @@ def cpu_fixture(ref: str) -> dict:
     ``flags``, ...)."""
     entry = resources.files("migration_guard").joinpath("data", "cpus", f"{ref}.json")
     if not entry.is_file():
-        raise ConfigError(f"scenario names cpu_ref {ref!r}, but shared/migration_guard/data/cpus/{ref}.json "
-                          f"does not exist")
+        raise ConfigError(
+            f"scenario names cpu_ref {ref!r}, but shared/migration_guard/data/cpus/{ref}.json does not exist"
+        )
     return json.loads(entry.read_text(encoding="utf-8"))
 
 
@@ -115,9 +116,7 @@ class ClusterState:
         #: seconds pveproxy waits for a node before it gives up (its proxy timeout: 30 s)
         self.proxy_timeout_s = float(scenario.get("proxy_timeout_s", DEFAULT_PROXY_TIMEOUT_S))
         #: seconds pve-http-server waits before it answers a failed authentication (3 s)
-        self.auth_failure_delay_s = float(
-            scenario.get("auth_failure_delay_s", DEFAULT_AUTH_FAILURE_DELAY_S)
-        )
+        self.auth_failure_delay_s = float(scenario.get("auth_failure_delay_s", DEFAULT_AUTH_FAILURE_DELAY_S))
 
     # scenario views
     @property
@@ -216,4 +215,3 @@ def version_tuple(text: str) -> tuple[int, ...]:
 def node_pve_version(scenario: dict, node: dict) -> str:
     """A scenario node may carry its own ``pve_version`` (a cluster in a rolling upgrade)."""
     return str(node.get("pve_version") or pve_version(scenario))
-

@@ -316,8 +316,8 @@ def start_server(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m migration_guard.demo.pve_server", description="Serve a Proxmox-shaped cluster from a "
-                                                                      "scenario."
+        prog="python -m migration_guard.demo.pve_server",
+        description="Serve a Proxmox-shaped cluster from a scenario.",
     )
     parser.add_argument(
         "--scenario", default="demo", help="a built-in scenario name (demo, e2e, ...) or a JSON file"

@@ -245,7 +245,10 @@ def _pending_cpu(
     # a live migration starts the target with the CURRENT cpu (qemu-server applies
     # pending changes at a start only without a migration state, vm_start_nolock)
     after = evaluate(
-        replace(vm, cpu=vm.pending_cpu, pending_cpu=None), source, target, precondition,
+        replace(vm, cpu=vm.pending_cpu, pending_cpu=None),
+        source,
+        target,
+        precondition,
         source_known=source_known,
     )
     why = [r.message for r in after.reasons if r.code in DENY_CODES or r.code in UNKNOWN_CODES]

@@ -30,7 +30,7 @@ class NodeFacts:
     #: the cpu: types the node's Proxmox accepts (its /capabilities/qemu/cpu list), () when unknown
     cpu_types: tuple[str, ...] = ()
     #: "node" (the node's own list) or "" (not read: migration_guard.engine.pve_versions falls back to release
-    #data)
+    # data)
     cpu_types_source: str = ""
 
 

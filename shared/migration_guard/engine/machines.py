@@ -48,8 +48,8 @@ def _machine_problem(vm: VmFacts, target: NodeFacts) -> str:
         known = sorted(m.split("+", 1)[1] for m in listed if m.startswith(base + "+"))
         return (
             f"VM {vm.vmid} runs machine {running}, but qemu-server on {target.name} knows "
-            f"{base} only up to {known[-1] if known else 'pve0'} (Proxmox refuses: \"Installed "
-            f"qemu-server ... is too old\"): update qemu-server on {target.name} first"
+            f'{base} only up to {known[-1] if known else "pve0"} (Proxmox refuses: "Installed '
+            f'qemu-server ... is too old"): update qemu-server on {target.name} first'
         )
     return ""
 

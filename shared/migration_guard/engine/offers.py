@@ -318,11 +318,8 @@ def need_of(req: Requirement, vendor: str | None) -> int:
     return req.bits
 
 
-
 def _cpu_label(spec: CpuSpec) -> str:
     return spec.raw.strip() or format_cpu(spec)
-
-
 
 
 def clear_caches() -> None:

@@ -109,9 +109,7 @@ def _releases_for(pve_version: str) -> list[Release]:
     if major is None or not rel:
         return []
     started = [
-        r
-        for r in releases()
-        if version_tuple(r.last)[:1] >= (major,) and version_tuple(r.first)[:2] <= rel
+        r for r in releases() if version_tuple(r.last)[:1] >= (major,) and version_tuple(r.first)[:2] <= rel
     ]
     current = [r for r in started if version_tuple(r.last)[:2] >= rel]
     return current or started
@@ -293,8 +291,7 @@ def rolling_upgrade(nodes: Sequence[NodeFacts]) -> dict | None:
     parts = "; ".join(f"{', '.join(sorted(by_release[r]))} on {r}" for r in order)
     majors = {version_tuple(r)[0] for r in order}
     tail = (
-        "move VMs toward the newer nodes: Proxmox supports live migration from older to newer "
-        "releases only"
+        "move VMs toward the newer nodes: Proxmox supports live migration from older to newer releases only"
         if len(majors) > 1
         else "move VMs toward the newer nodes"
     )

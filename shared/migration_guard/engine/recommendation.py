@@ -96,6 +96,7 @@ def _recommend(hosts: tuple[HostCpu, ...]) -> Recommendation:
             ranked.append(name)
     return Recommendation(ranked[0] if ranked else None, tuple(ranked), tuple(blocked))
 
+
 def _where(hosts: Sequence[HostCpu]) -> str:
     names = [h.name for h in hosts]
     if len(names) == 1:
@@ -139,7 +140,6 @@ def first_named(ranked: Sequence[str], names: Namer | None) -> str | None:
         if spelled is not None:
             return spelled
     return None
-
 
 
 def clear_caches() -> None:

@@ -36,13 +36,13 @@ class RunVerdict:
     reasons: tuple[Reason, ...] = ()
 
 
-
 _RUN_CACHE: dict[tuple, tuple[Requirement, Offer, RunVerdict]] = {}
 
 
 # --- messages -------------------------------------------------------------------------------
 
 VENDOR_WORD = {"intel": "Intel", "amd": "AMD", "unknown": "of unknown vendor"}
+
 
 def join_names(names: Sequence[str], limit: int = 12) -> str:
     if len(names) <= limit:
@@ -154,7 +154,6 @@ def runnable_matrix(specs: Sequence[CpuSpec], hosts: Sequence[HostCpu]) -> list[
             rows[req] = row
         result.append(row)
     return result
-
 
 
 def clear_caches() -> None:

@@ -1,7 +1,7 @@
 """What the service knows about a cluster: plain, slotted data read by
 shared/migration_guard/cluster/reader.py.
 
-CONTRACT between the cluster reader (inventory.py) and the service (checks, cache, API).
+CONTRACT between the cluster reader (cluster/reader.py) and the service (checks, cache, API).
 """
 
 from __future__ import annotations

@@ -6,28 +6,25 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import redis
-import uvicorn
 from slack_sdk import WebClient
 
 from migration_guard.client import ServiceClient
 from migration_guard_bot.answers import answer
 from migration_guard_bot.home import home_view
-from migration_guard_bot.http_server import bind
 from migration_guard_bot.notifier import Notifier
 from migration_guard_bot.parser import parse
 from tests.bot.support import REDIS_URL
 from tests.fakes.slack_api_server import SlackApiServer
+from tests.support.service_stack import serving, settings_for
 
 pytestmark = pytest.mark.integration
 api = pytest.importorskip("migration_guard.api.app")
 service_mod = pytest.importorskip("migration_guard.service.guard")
 pve_testserver = pytest.importorskip("migration_guard.demo.pve_server")
-settings_mod = pytest.importorskip("migration_guard.service.settings")
 
 SCENARIO = Path(__file__).parents[1] / "fixtures" / "service" / "scenario.json"
 CATALOG = Path(__file__).resolve().parents[2] / "shared" / "migration_guard" / "data" / "cpu_models.json"
@@ -52,33 +49,12 @@ def stack():
         pytest.skip("no test Redis (is redis-server installed?)")
     store.flushdb()
     pve = pve_testserver.start_server(json.loads(SCENARIO.read_text()))
-    tok = pve.token
-    settings = settings_mod.load_settings(
-        None,
-        pve_host=pve.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
-        pve_token_value=tok["value"],
-        pve_verify_ssl=pve.ca_path,
-        api_tokens=TOKEN,
-        pve_cluster_name="lab",
-        redis_url=REDIS_URL,
-        pve_timeout=2,
-    )
+    settings = settings_for(pve, api_tokens=TOKEN, pve_cluster_name="lab", redis_url=REDIS_URL, pve_timeout=2)
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.02)
-    client = ServiceClient(f"http://127.0.0.1:{sock.getsockname()[1]}", TOKEN, timeout=15)
-    yield client, store
-    client.close()
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        client = ServiceClient(url, TOKEN, timeout=15)
+        yield client, store
+        client.close()
     pve.stop()
     store.flushdb()
     patch.undo()

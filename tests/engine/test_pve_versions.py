@@ -13,13 +13,10 @@ import copy
 import json
 import re
 import ssl
-import threading
-import time
 import urllib.request
 
 import httpx
 import pytest
-import uvicorn
 
 from migration_guard.api import app as api
 from migration_guard.client import ServiceClient
@@ -27,12 +24,11 @@ from migration_guard.demo import pve_server as pve_testserver
 from migration_guard.demo.pve_scenario import load_scenario
 from migration_guard.engine import pve_versions
 from migration_guard.service.guard import build_service
-from migration_guard.service.settings import load_settings
 from migration_guard_bot.answers import answer
 from migration_guard_bot.home import home_view
-from migration_guard_bot.http_server import bind
 from migration_guard_bot.parser import parse
 from tests.support.redis_server import clean_db, redis_url
+from tests.support.service_stack import serving, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,19 +38,7 @@ SCENARIO = load_scenario("rolling_upgrade")
 
 
 def _settings(pve, **extra):
-    tok = pve.token
-    return load_settings(
-        None,
-        pve_host=pve.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
-        pve_token_value=tok["value"],
-        pve_verify_ssl=pve.ca_path,
-        api_tokens=TOKEN,
-        pve_cluster_name="rolling",
-        pve_timeout=5,
-        **extra,
-    )
+    return settings_for(pve, api_tokens=TOKEN, pve_cluster_name="rolling", pve_timeout=5, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -62,22 +46,12 @@ def stack():
     with clean_db(REDIS_URL):
         pve = pve_testserver.start_server(copy.deepcopy(SCENARIO))
         app = api.create_app(build_service(_settings(pve, redis_url=REDIS_URL)), [TOKEN])
-        sock = bind("127.0.0.1", 0)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.02)
-        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=20)
-        bot = ServiceClient(base, TOKEN, timeout=20)
-        yield http, bot, pve
-        bot.close()
-        http.close()
-        server.should_exit = True
-        thread.join(10)
+        with serving(app) as base:
+            http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=20)
+            bot = ServiceClient(base, TOKEN, timeout=20)
+            yield http, bot, pve
+            bot.close()
+            http.close()
         pve.stop()
 
 

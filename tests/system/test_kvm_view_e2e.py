@@ -7,9 +7,6 @@ pve-common's node status, and HA retrying a vetoed migration."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,14 +14,13 @@ import pytest
 from migration_guard.demo.pve_server import cpu_fixture
 from tests.hook.test_hookscript import run_hook, write_conf
 from tests.support.redis_server import redis_url
+from tests.support.service_stack import serving, settings_for
 
 pytestmark = pytest.mark.integration
 redis = pytest.importorskip("redis")
-uvicorn = pytest.importorskip("uvicorn")
 api = pytest.importorskip("migration_guard.api.app")
 service_mod = pytest.importorskip("migration_guard.service.guard")
 pve_testserver = pytest.importorskip("migration_guard.demo.pve_server")
-settings_mod = pytest.importorskip("migration_guard.service.settings")
 
 REDIS_URL = redis_url(5)
 TOKEN = "kvm-view-e2e-token"
@@ -135,32 +131,10 @@ def service():
         pytest.skip("no test Redis (is redis-server installed?)")
     store.flushdb()
     pve = pve_testserver.start_server(scenario())
-    tok = pve.token
-    settings = settings_mod.load_settings(
-        None,
-        pve_host=pve.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
-        pve_token_value=tok["value"],
-        pve_verify_ssl=pve.ca_path,
-        api_tokens=TOKEN,
-        pve_cluster_name="lab",
-        redis_url=REDIS_URL,
-        pve_timeout=2,
-    )
+    settings = settings_for(pve, api_tokens=TOKEN, pve_cluster_name="lab", redis_url=REDIS_URL, pve_timeout=2)
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url
     pve.stop()
     store.flushdb()
 

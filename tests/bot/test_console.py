@@ -15,17 +15,23 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def console(service_url: str, lines: list[str], **env: str) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, MIGRATION_GUARD_URL=service_url, MIGRATION_GUARD_TOKEN=TOKEN, **env)
+def run_cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    """`migration-guard ARGS...` as a subprocess in the repository, with ``env`` as its whole
+    environment and ``stdin`` (when given) as its input."""
     return subprocess.run(
-        [sys.executable, "-m", "migration_guard.cli.main", "bot", "--console"],
+        [sys.executable, "-m", "migration_guard.cli.main", *args],
         cwd=ROOT,
-        input="\n".join(lines) + "\n",
+        input=stdin,
         capture_output=True,
         text=True,
-        env=full_env,
+        env=env,
         timeout=60,
     )
+
+
+def console(service_url: str, lines: list[str], **env: str) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, MIGRATION_GUARD_URL=service_url, MIGRATION_GUARD_TOKEN=TOKEN, **env)
+    return run_cli("bot", "--console", env=full_env, stdin="\n".join(lines) + "\n")
 
 
 def test_console_answers_like_slack():
@@ -68,14 +74,7 @@ def test_console_says_so_in_one_line_when_the_service_is_down():
 
 def test_bot_without_tokens_is_a_one_line_config_error():
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
-    out = subprocess.run(
-        [sys.executable, "-m", "migration_guard.cli.main", "bot"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_cli("bot", env=env)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "migration-guard: SLACK_BOT_TOKEN is not set (the xoxb-... token of the Slack app)"
@@ -83,14 +82,8 @@ def test_bot_without_tokens_is_a_one_line_config_error():
 
 
 def test_bad_command_setting_is_refused():
-    out = subprocess.run(
-        [sys.executable, "-m", "migration_guard.cli.main", "bot", "--console"],
-        cwd=ROOT,
-        env=dict(os.environ, MIGRATION_GUARD_SLACK_COMMAND="/Can Move"),
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = run_cli(
+        "bot", "--console", env=dict(os.environ, MIGRATION_GUARD_SLACK_COMMAND="/Can Move"), stdin=""
     )
     assert out.returncode == 2
     assert "MIGRATION_GUARD_SLACK_COMMAND='/Can Move' is not a Slack slash command" in out.stderr
@@ -107,14 +100,7 @@ def test_socket_mode_with_a_refused_app_token_is_a_one_line_error():
             MIGRATION_GUARD_SLACK_API_URL=slack.url,
         )
         env.pop("MIGRATION_GUARD_REDIS_URL", None)
-        out = subprocess.run(
-            [sys.executable, "-m", "migration_guard.cli.main", "bot"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        out = run_cli("bot", env=env)
         assert [c["method"] for c in slack.calls()] == ["auth.test", "apps.connections.open"]
     assert out.returncode == 2, out.stderr
     last = out.stderr.strip().splitlines()[-1]
@@ -132,14 +118,7 @@ def test_slack_unreachable_is_exit_3():
         SLACK_APP_TOKEN="xapp-test",
         MIGRATION_GUARD_SLACK_API_URL="http://127.0.0.1:9/api/",
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "migration_guard.cli.main", "bot"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_cli("bot", env=env)
     assert out.returncode == 3, out.stderr
     assert (
         out.stderr.strip()

@@ -57,10 +57,10 @@ def test_qm_args_qm_would_refuse_are_refused_first(argv, message):
     assert message in str(err.value)
 
 
-def plan_for(qm_argv: list[str], vmid: int = 101):
+def plan_for(qm_argv: list[str], vmid: int = 101, config: dict | None = None):
     return plan_move(
         vmid,
-        {"hookscript": HOOK},
+        {"hookscript": HOOK} if config is None else config,
         parse_qm_args(qm_argv),
         source_node="pva1",
         source_cluster="amd",
@@ -100,15 +100,7 @@ def test_masked_hides_the_token_secret():
 
 def test_plan_and_config_reading():
     config = parse_qm_config(f"cpu: host\nhookscript: {HOOK}\nsmbios1: uuid=X\n\n[snap]\nhookscript: old\n")
-    plan = plan_move(
-        101,
-        config,
-        parse_qm_args(["9101", ENDPOINT, *QM_ARGS]),
-        source_node="pva1",
-        source_cluster="amd",
-        target_cluster="intel",
-        target_node="pvb1",
-    )
+    plan = plan_for(["9101", ENDPOINT, *QM_ARGS], config=config)
     assert plan.detach_cmd() == ["qm", "set", "101", "--delete", "hookscript"]
     assert plan.restore_cmd() == ["qm", "set", "101", "--hookscript", HOOK, "--skiplock", "1"]
     assert plan.migrate_cmd() == ["qm", "remote-migrate", "101", "9101", ENDPOINT, *QM_ARGS]
@@ -188,22 +180,15 @@ def calls(node) -> list[list[str]]:
     return [c[1:] for c in read_state(node)["calls"]]
 
 
+def to_intel(target_node: str, *qm_args: str) -> tuple[str, ...]:
+    """Our options for a move to intel/<target_node>, then `--` and qm's own arguments."""
+    return ("--target-cluster", "intel", "--target-node", target_node, "--", *qm_args)
+
+
 @pytest.mark.integration
 def test_host_vm_amd_to_intel_is_refused_and_nothing_runs(stack, node):  # noqa: F811
     before = stack["redis"].xlen(EVENTS_STREAM)
-    proc = remote_migrate(
-        node,
-        stack["url"],
-        "101",
-        "--target-cluster",
-        "intel",
-        "--target-node",
-        "pvb1",
-        "--",
-        "9101",
-        ENDPOINT,
-        *QM_ARGS,
-    )
+    proc = remote_migrate(node, stack["url"], "101", *to_intel("pvb1", "9101", ENDPOINT, *QM_ARGS))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stdout.startswith(
         "migration-guard: refused: blocked migration of VM 101 (build01) from amd/pva1 to intel/pvb1: "
@@ -253,18 +238,7 @@ def test_v2_aes_vm_moves_with_its_hookscript_handled(stack, node):  # noqa: F811
 @pytest.mark.integration
 def test_failed_move_puts_the_hookscript_back_at_once(stack, node):  # noqa: F811
     set_state(node, remote_migrate_exit=255)
-    proc = remote_migrate(
-        node,
-        stack["url"],
-        "102",
-        "--target-cluster",
-        "intel",
-        "--target-node",
-        "pvb2",
-        "--",
-        ENDPOINT,
-        *QM_ARGS,
-    )
+    proc = remote_migrate(node, stack["url"], "102", *to_intel("pvb2", ENDPOINT, *QM_ARGS))
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert calls(node)[-1] == ["set", "102", "--hookscript", HOOK, "--skiplock", "1"]
     assert read_state(node)["vms"]["102"]["config"]["hookscript"] == HOOK
@@ -274,19 +248,7 @@ def test_failed_move_puts_the_hookscript_back_at_once(stack, node):  # noqa: F81
 
 @pytest.mark.integration
 def test_delete_leaves_only_the_reattach_instruction(stack, node):  # noqa: F811
-    proc = remote_migrate(
-        node,
-        stack["url"],
-        "102",
-        "--target-cluster",
-        "intel",
-        "--target-node",
-        "pvb2",
-        "--",
-        ENDPOINT,
-        *QM_ARGS,
-        "--delete",
-    )
+    proc = remote_migrate(node, stack["url"], "102", *to_intel("pvb2", ENDPOINT, *QM_ARGS, "--delete"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "102" not in read_state(node)["vms"]
     assert [c[0] for c in calls(node)] == ["config", "set", "remote-migrate"]
@@ -300,18 +262,7 @@ def test_unknown_cluster_and_unreachable_service_change_nothing(stack, node):  #
         node, stack["url"], "102", "--target-cluster", "arm", "--target-node", "x1", "--", ENDPOINT, *QM_ARGS
     )
     assert proc.returncode == 2 and "no cluster 'arm'" in proc.stderr
-    proc = remote_migrate(
-        node,
-        "http://127.0.0.1:9",
-        "102",
-        "--target-cluster",
-        "intel",
-        "--target-node",
-        "pvb2",
-        "--",
-        ENDPOINT,
-        *QM_ARGS,
-    )
+    proc = remote_migrate(node, "http://127.0.0.1:9", "102", *to_intel("pvb2", ENDPOINT, *QM_ARGS))
     assert proc.returncode == 3
     assert "the migration-guard service at http://127.0.0.1:9 is unreachable" in proc.stderr
     assert calls(node) == [["config", "102"], ["config", "102"]]
@@ -319,17 +270,7 @@ def test_unknown_cluster_and_unreachable_service_change_nothing(stack, node):  #
 
 def test_bad_arguments_are_refused_before_qm_runs(node):
     proc = remote_migrate(
-        node,
-        "http://127.0.0.1:9",
-        "102",
-        "--target-cluster",
-        "intel",
-        "--target-node",
-        "pvb2",
-        "--",
-        ENDPOINT,
-        "--target-bridge",
-        "vmbr0",
+        node, "http://127.0.0.1:9", "102", *to_intel("pvb2", ENDPOINT, "--target-bridge", "vmbr0")
     )
     assert proc.returncode == 2 and "--target-storage is required" in proc.stderr
     proc = remote_migrate(node, "http://127.0.0.1:9", "102", "--", ENDPOINT, *QM_ARGS)

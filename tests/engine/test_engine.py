@@ -30,7 +30,8 @@ from tests.support.extra_cpus import extra_cpus_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
-BASE = [
+# the same name in QEMU's models and in Linux's /proc/cpuinfo flags
+X86_64 = [
     "fpu",
     "de",
     "pse",
@@ -51,6 +52,9 @@ BASE = [
     "syscall",
     "nx",
     "lm",
+]
+BASE = [
+    *X86_64,
     "lahf-lm",
     "cx16",
     # supplied by QEMU/KVM whatever the host shows:
@@ -97,26 +101,7 @@ MODELS = {
 }
 
 LINUX_BASE = [
-    "fpu",
-    "de",
-    "pse",
-    "tsc",
-    "msr",
-    "pae",
-    "cx8",
-    "apic",
-    "sep",
-    "pge",
-    "cmov",
-    "pse36",
-    "clflush",
-    "mmx",
-    "fxsr",
-    "sse",
-    "sse2",
-    "syscall",
-    "nx",
-    "lm",
+    *X86_64,
     "lahf_lm",
     "cx16",
     "pni",

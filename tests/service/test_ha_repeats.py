@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 
-from migration_guard.service import settings as settings_mod
 from migration_guard.service.decisions import REPEAT_WINDOW_S
 from migration_guard.service.guard import GuardService
 from migration_guard.store.redis_store import Store, connect
 from tests.fakes.pve import pve_server, reader_for
+from tests.support.service_stack import settings_for
 from tests.system.test_kvm_view_e2e import scenario
 
 pytestmark = pytest.mark.integration
@@ -27,18 +27,8 @@ class Clock:
 
 
 def make_service(server, clock: Clock, redis_url: str = "") -> GuardService:
-    tok = server.token
-    settings = settings_mod.load_settings(
-        None,
-        pve_host=server.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
-        pve_token_value=tok["value"],
-        pve_verify_ssl=server.ca_path,
-        api_tokens="t",
-        pve_cluster_name="lab",
-        redis_url=redis_url,
-        pve_timeout=2,
+    settings = settings_for(
+        server, api_tokens="t", pve_cluster_name="lab", redis_url=redis_url, pve_timeout=2
     )
     client, kind = connect(redis_url)
     return GuardService(settings, reader_for(server), Store(client, kind), clock=clock)

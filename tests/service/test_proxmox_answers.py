@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 
 from migration_guard.api.app import create_app
 from migration_guard.demo.pve_server import start_server
@@ -25,6 +22,7 @@ from tests.fakes.pve import reader_for
 from tests.hook.test_hookscript import run_hook, write_conf
 from tests.service.test_service_integration import SCENARIO, TOKEN, client_for, service_for, settings_for
 from tests.support.redis_server import clean_db, redis_url
+from tests.support.service_stack import serving
 
 pytestmark = pytest.mark.integration
 
@@ -251,18 +249,8 @@ def live(pve, redis_db):
     """The service over HTTP (uvicorn), as the hook reaches it."""
     settings = settings_for(pve, redis_url=REDIS_URL, pve_timeout=5)
     app = create_app(build_service(settings), settings.bearer_tokens())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture

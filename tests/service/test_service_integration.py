@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from migration_guard.api.app import create_app
 from migration_guard.demo.pve_server import start_server
 from migration_guard.service.guard import build_service
-from migration_guard.service.settings import load_settings
 from migration_guard.store.events import DECISIONS_STREAM, EVENTS_STREAM
 from tests.fakes.clock import Clock
+from tests.support import service_stack as stack
 from tests.support.redis_server import clean_db, redis_url, start_redis
 
 pytestmark = pytest.mark.integration
@@ -51,21 +51,11 @@ def pve():
 
 
 def settings_for(server, redis_url=REDIS_URL, **extra):
-    tok = server.token
     values = dict(
-        pve_host=server.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
-        pve_token_value=tok["value"],
-        pve_verify_ssl=server.ca_path,
-        api_tokens=TOKEN,
-        pve_cluster_name="lab",
-        redis_url=redis_url,
-        pve_timeout=2,
-        readyz_cache_s=0,
+        api_tokens=TOKEN, pve_cluster_name="lab", redis_url=redis_url, pve_timeout=2, readyz_cache_s=0
     )
     values.update(extra)
-    return load_settings(None, **values)
+    return stack.settings_for(server, **values)
 
 
 def client_for(settings) -> TestClient:

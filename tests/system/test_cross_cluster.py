@@ -10,20 +10,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
-import uvicorn
 
 from migration_guard.api import app as api
 from migration_guard.demo import pve_server as pve_testserver
 from migration_guard.service import guard as service_mod
 from migration_guard.service import settings as settings_mod
 from tests.support.redis_server import redis_url
+from tests.support.service_stack import serving, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -89,14 +88,6 @@ def intel_scenario() -> dict:
     }
 
 
-def bind():
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     store = redis.Redis.from_url(REDIS_URL, decode_responses=True)
@@ -123,14 +114,8 @@ def stack(tmp_path_factory):
         ]
     }
     (tmp / "clusters.json").write_text(json.dumps(clusters))
-    tok = amd.token
-    settings = settings_mod.load_settings(
-        None,
-        pve_host=amd.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
-        pve_token_value=tok["value"],
-        pve_verify_ssl=amd.ca_path,
+    settings = settings_for(
+        amd,
         pve_cluster_name="amd",
         clusters_file=str(tmp / "clusters.json"),
         readyz_cache_s=0,
@@ -139,28 +124,18 @@ def stack(tmp_path_factory):
         pve_timeout=2,
     )
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
-    sock = bind()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    http = httpx.Client(base_url=url, headers=AUTH, timeout=15)
-    yield {
-        "url": url,
-        "http": http,
-        "amd": amd,
-        "intel": intel,
-        "redis": store,
-        "tmp": tmp,
-        "settings": settings,
-    }
-    http.close()
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        http = httpx.Client(base_url=url, headers=AUTH, timeout=15)
+        yield {
+            "url": url,
+            "http": http,
+            "amd": amd,
+            "intel": intel,
+            "redis": store,
+            "tmp": tmp,
+            "settings": settings,
+        }
+        http.close()
     amd.stop()
     intel.stop()
     store.flushdb()
@@ -353,19 +328,8 @@ def test_an_unreachable_cluster_is_an_unknown_verdict_naming_it(stack):
         "timeout": 1,
     }
     path.write_text(json.dumps({"clusters": [dead]}))
-    tok = amd.token
-    settings = settings_mod.load_settings(
-        None,
-        pve_host=amd.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
-        pve_token_value=tok["value"],
-        pve_verify_ssl=amd.ca_path,
-        pve_cluster_name="amd",
-        clusters_file=str(path),
-        api_tokens=TOKEN,
-        redis_url="",
-        pve_timeout=2,
+    settings = settings_for(
+        amd, pve_cluster_name="amd", clusters_file=str(path), api_tokens=TOKEN, redis_url="", pve_timeout=2
     )
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
     with TestClient(app, raise_server_exceptions=False) as c:

@@ -20,6 +20,7 @@ from slack_sdk import WebClient
 from migration_guard_bot.notifier import GROUP, POSTED_KEY, SHOWN_KEY, STREAM, THREAD_KEY, Notifier
 from tests.bot.support import REDIS_URL, veto_event
 from tests.fakes.slack_api_server import SlackApiServer
+from tests.support.service_stack import flushed_redis
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture()
 def store():
-    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        r.ping()
-    except redis.ConnectionError:
-        pytest.skip("no test Redis (is redis-server installed?)")
-    r.flushdb()
+    r = flushed_redis(REDIS_URL, decode_responses=True)
     yield r
     r.flushdb()
 

@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import redis
 from slack_sdk import WebClient
 
 from migration_guard.client import ServiceClient
@@ -19,7 +18,7 @@ from migration_guard_bot.notifier import Notifier
 from migration_guard_bot.parser import parse
 from tests.bot.support import REDIS_URL
 from tests.fakes.slack_api_server import SlackApiServer
-from tests.support.service_stack import serving, settings_for
+from tests.support.service_stack import flushed_redis, serving, settings_for
 
 pytestmark = pytest.mark.integration
 api = pytest.importorskip("migration_guard.api.app")
@@ -42,12 +41,7 @@ def stack():
 
         inline = cpu_models.load_catalog(json.dumps({"schema": 1, "provenance": {}, "models": MODELS}))
         patch.setattr(cpu_models, "catalog", lambda: inline)
-    store = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        store.ping()
-    except redis.ConnectionError:
-        pytest.skip("no test Redis (is redis-server installed?)")
-    store.flushdb()
+    store = flushed_redis(REDIS_URL, decode_responses=True)
     pve = pve_testserver.start_server(json.loads(SCENARIO.read_text()))
     settings = settings_for(pve, api_tokens=TOKEN, pve_cluster_name="lab", redis_url=REDIS_URL, pve_timeout=2)
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())

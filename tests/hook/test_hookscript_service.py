@@ -11,7 +11,7 @@ import pytest
 
 from tests.hook.test_hookscript import run_hook, write_conf
 from tests.support.redis_server import redis_url
-from tests.support.service_stack import serving, settings_for
+from tests.support.service_stack import flushed_redis, hook_confdir, serving, settings_for
 
 pytestmark = pytest.mark.integration
 redis = pytest.importorskip("redis")
@@ -41,12 +41,7 @@ def service():
 
         inline = cpu_models.load_catalog(json.dumps({"schema": 1, "provenance": {}, "models": MODELS}))
         patch.setattr(cpu_models, "catalog", lambda: inline)
-    store = redis.Redis.from_url(REDIS_URL)
-    try:
-        store.ping()
-    except redis.ConnectionError:
-        pytest.skip("no test Redis (is redis-server installed?)")
-    store.flushdb()
+    store = flushed_redis(REDIS_URL)
     pve = pve_testserver.start_server(scenario)
     settings = settings_for(pve, api_tokens=TOKEN, pve_cluster_name="lab", redis_url=REDIS_URL, pve_timeout=2)
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
@@ -59,11 +54,7 @@ def service():
 
 @pytest.fixture
 def confdir(tmp_path: Path) -> Path:
-    d = tmp_path / "etc"
-    d.mkdir()
-    (d / "token").write_text(TOKEN + "\n")
-    (d / "token").chmod(0o600)
-    return d
+    return hook_confdir(tmp_path, TOKEN)
 
 
 def test_vetoed_host_amd_to_intel_exits_with_the_vendor_code(service, confdir):

@@ -22,7 +22,7 @@ from tests.fakes.pve import reader_for
 from tests.hook.test_hookscript import run_hook, write_conf
 from tests.service.test_service_integration import SCENARIO, TOKEN, client_for, service_for, settings_for
 from tests.support.redis_server import clean_db, redis_url
-from tests.support.service_stack import serving
+from tests.support.service_stack import hook_confdir, serving
 
 pytestmark = pytest.mark.integration
 
@@ -255,11 +255,7 @@ def live(pve, redis_db):
 
 @pytest.fixture
 def confdir(tmp_path):
-    d = tmp_path / "etc"
-    d.mkdir()
-    (d / "token").write_text(TOKEN + "\n")
-    (d / "token").chmod(0o600)
-    return d
+    return hook_confdir(tmp_path, TOKEN)
 
 
 def test_e2e_pending_cpu_does_not_hide_a_vendor_switch(live, confdir):

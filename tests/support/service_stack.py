@@ -1,6 +1,7 @@
 """The service's test stack, written once: settings that point the service at a Proxmox-shaped test
-server (``migration_guard.demo.pve_server``), and a FastAPI app served over real HTTP by uvicorn in a
-background thread on a free loopback port."""
+server (``migration_guard.demo.pve_server``), a FastAPI app served over real HTTP by uvicorn in a
+background thread on a free loopback port, an emptied database of the test session's Redis, and the
+hookscript's configuration folder with its token file."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
+import redis
 import uvicorn
 
 from migration_guard.service.settings import Settings, load_settings
@@ -51,3 +55,24 @@ def serving(app: Any, start_timeout: float = 15) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def flushed_redis(url: str, **options: Any) -> redis.Redis:
+    """A client (``redis.Redis.from_url`` options) of the test Redis database at ``url``, emptied; the
+    test is skipped when no test Redis answers."""
+    store = redis.Redis.from_url(url, **options)
+    try:
+        store.ping()
+    except redis.ConnectionError:
+        pytest.skip("no test Redis (is redis-server installed?)")
+    store.flushdb()
+    return store
+
+
+def hook_confdir(tmp_path: Path, token: str) -> Path:
+    """The hookscript's configuration folder ``tmp_path/etc`` holding the service token file (mode 0600)."""
+    d = tmp_path / "etc"
+    d.mkdir()
+    (d / "token").write_text(token + "\n")
+    (d / "token").chmod(0o600)
+    return d

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from migration_guard.api import app as api
 from migration_guard.demo import pve_server as pve_testserver
 from migration_guard.service import guard as service_mod
 from migration_guard.service import settings as settings_mod
 from tests.support.redis_server import redis_url
-from tests.support.service_stack import serving, settings_for
+from tests.support.service_stack import flushed_redis, serving, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -90,12 +89,7 @@ def intel_scenario() -> dict:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    store = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        store.ping()
-    except redis.ConnectionError:
-        pytest.skip("no test Redis (is redis-server installed?)")
-    store.flushdb()
+    store = flushed_redis(REDIS_URL, decode_responses=True)
     tmp = tmp_path_factory.mktemp("cross")
     amd = pve_testserver.start_server(amd_scenario())
     intel = pve_testserver.start_server(intel_scenario())

@@ -14,7 +14,7 @@ import pytest
 from migration_guard.demo.pve_server import cpu_fixture
 from tests.hook.test_hookscript import run_hook, write_conf
 from tests.support.redis_server import redis_url
-from tests.support.service_stack import serving, settings_for
+from tests.support.service_stack import flushed_redis, hook_confdir, serving, settings_for
 
 pytestmark = pytest.mark.integration
 redis = pytest.importorskip("redis")
@@ -124,12 +124,7 @@ def scenario() -> dict:
 
 @pytest.fixture(scope="module")
 def service():
-    store = redis.Redis.from_url(REDIS_URL)
-    try:
-        store.ping()
-    except redis.ConnectionError:
-        pytest.skip("no test Redis (is redis-server installed?)")
-    store.flushdb()
+    store = flushed_redis(REDIS_URL)
     pve = pve_testserver.start_server(scenario())
     settings = settings_for(pve, api_tokens=TOKEN, pve_cluster_name="lab", redis_url=REDIS_URL, pve_timeout=2)
     app = api.create_app(service_mod.build_service(settings), settings.bearer_tokens())
@@ -141,11 +136,7 @@ def service():
 
 @pytest.fixture
 def confdir(tmp_path: Path) -> Path:
-    d = tmp_path / "etc"
-    d.mkdir()
-    (d / "token").write_text(TOKEN + "\n")
-    (d / "token").chmod(0o600)
-    return d
+    return hook_confdir(tmp_path, TOKEN)
 
 
 def hook(service: str, confdir: Path, vmid: int, source: str, target: str):

@@ -89,28 +89,20 @@ def scenario() -> dict:
             },
             {"name": "pve-epyc", "cpu_ref": "amd-zen2-epyc-7702", **cpuinfo_only},
             {"name": "pve-nested", "cpu_ref": "amd-zen3-milan-x-epyc-7v73x", **cpuinfo_only},
-            {
-                "name": "pve-new1",
-                "cpuinfo_vendor": True,
-                "cpu": {
-                    "model": "Common KVM processor",
-                    "flags": NEUTRAL,
-                    "vendor_id": "AuthenticAMD",
-                    "family": 25,
-                },
-                **cpuinfo_only,
-            },
-            {
-                "name": "pve-new2",
-                "cpuinfo_vendor": True,
-                "cpu": {
-                    "model": "Common KVM processor",
-                    "flags": NEUTRAL,
-                    "vendor_id": "AuthenticAMD",
-                    "family": 25,
-                },
-                **cpuinfo_only,
-            },
+            *(
+                {
+                    "name": name,
+                    "cpuinfo_vendor": True,
+                    "cpu": {
+                        "model": "Common KVM processor",
+                        "flags": NEUTRAL,
+                        "vendor_id": "AuthenticAMD",
+                        "family": 25,
+                    },
+                    **cpuinfo_only,
+                }
+                for name in ("pve-new1", "pve-new2")
+            ),
         ],
         "vms": [
             _vm(201, "pve-atom", "Denverton-v2"),

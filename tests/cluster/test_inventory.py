@@ -49,18 +49,9 @@ def _service_reader(server, verify_ssl: str):
     """A reader as the service makes it: from its settings, which read the environment."""
     from migration_guard.service.clusters import default_endpoint
     from migration_guard.service.clusters import reader_for as service_reader_for
-    from migration_guard.service.settings import load_settings
+    from tests.support.service_stack import settings_for
 
-    tok = server.token
-    settings = load_settings(
-        None,
-        pve_host=server.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
-        pve_token_value=tok["value"],
-        pve_verify_ssl=verify_ssl,
-        api_tokens="t",
-    )
+    settings = settings_for(server, pve_verify_ssl=verify_ssl, api_tokens="t")
     return service_reader_for(default_endpoint(settings), settings)
 
 

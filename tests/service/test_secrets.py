@@ -25,8 +25,8 @@ from fastapi.testclient import TestClient
 from migration_guard.api.app import create_app
 from migration_guard.demo.pve_server import start_server
 from migration_guard.service.guard import build_service
-from migration_guard.service.settings import load_settings
 from tests.support.e2e import Proc, base_env, cli_argv, free_port, wait_until
+from tests.support.service_stack import settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,14 +122,9 @@ def test_service_in_process_logs_nothing_secret_at_debug(pve, caplog, monkeypatc
     caplog.set_level(logging.DEBUG)
     for name in ("", "urllib3", "proxmoxer", "migration_guard", "uvicorn", "httpx", "redis"):
         logging.getLogger(name).setLevel(logging.DEBUG)
-    tok = pve.token
-    settings = load_settings(
-        None,
-        pve_host=pve.host_port,
-        pve_user=tok["user"],
-        pve_token_name=tok["name"],
+    settings = settings_for(
+        pve,
         pve_token_value=PVE_SECRET,
-        pve_verify_ssl=pve.ca_path,
         api_tokens=",".join(API_TOKENS),
         pve_cluster_name="lab",
         pve_timeout=2,

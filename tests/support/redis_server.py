@@ -41,6 +41,27 @@ class PrivateRedis:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _spawn(binary: str, port: int, *extra: str) -> subprocess.Popen | None:
+    """A redis-server on ``port`` that keeps nothing on disk, once it answers a PING (None when it
+    exited or did not answer within 5 s)."""
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis_sync.Redis(port=port, socket_timeout=0.5)
+    for _ in range(100):
+        if proc.poll() is not None:
+            return None
+        try:
+            client.ping()
+            return proc
+        except redis_sync.exceptions.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    return None
+
+
 def start_private_redis() -> PrivateRedis | None:
     """A redis-server of this test session on a free port; None when redis-server is missing (the
     tests that need Redis then skip with that reason)."""
@@ -50,35 +71,9 @@ def start_private_redis() -> PrivateRedis | None:
     workdir = tempfile.mkdtemp(prefix="mg-test-redis-")
     for _ in range(5):
         port = free_port()
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-                "--databases",
-                "16",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis_sync.Redis(port=port, socket_timeout=0.5)
-        for _ in range(100):
-            if proc.poll() is not None:
-                break
-            try:
-                client.ping()
-                return PrivateRedis(proc, port, workdir)
-            except redis_sync.exceptions.ConnectionError:
-                time.sleep(0.05)
-        proc.kill()
+        proc = _spawn(binary, port, "--dir", workdir, "--databases", "16")
+        if proc is not None:
+            return PrivateRedis(proc, port, workdir)
     shutil.rmtree(workdir, ignore_errors=True)
     return None
 
@@ -91,30 +86,11 @@ def redis_url(db: int) -> str:
 
 
 def start_redis(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis_sync.Redis(port=port, socket_timeout=0.5)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc
-        except redis_sync.exceptions.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.skip("could not start a private redis-server")
+    """A redis-server of a test's own on ``port`` (for tests that stop and restart it)."""
+    proc = _spawn(shutil.which("redis-server") or "redis-server", port)
+    if proc is None:
+        pytest.skip("could not start a private redis-server")
+    return proc
 
 
 @contextlib.contextmanager

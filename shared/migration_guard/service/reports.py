@@ -154,15 +154,12 @@ class Reports:
                         "cannot_run_on": cannot,
                     }
                 )
+        notes = [n.message for n in map(nested_note, hosts_facts) if n is not None]
         return {
             "cluster": self.facts.cluster,
             "nodes": [n.name for n in hosts_facts],
             "nodes_without_flags": unknown,
-            **(
-                {"notes": [n.message for n in map(nested_note, hosts_facts) if n is not None]}
-                if any(nested_note(n) for n in hosts_facts)
-                else {}
-            ),
+            **({"notes": notes} if notes else {}),
             "recommended": named["recommended"],
             "ranked": named["ranked"],
             "reason": named["reason"],

@@ -6,7 +6,7 @@ shared/migration_guard/service/ (facts, reports) and shared/migration_guard/engi
 Every /v1 path needs ``Authorization: Bearer <token>`` (api/deps.py). Errors are JSON
 ``{"error": {"code", "message"}}`` (or key=value lines for ``Accept: text/plain`` on
 POST /v1/decisions, the hookscript's contract), mapped once in api/errors.py; never a traceback.
-The answers' shapes are the models of api/models.py, documented in GET /openapi.json.
+The answers' shapes are the models of api/models/, documented in GET /openapi.json.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from migration_guard.cli import baseline
 from migration_guard.engine.checks import nested_host_note
 from migration_guard.engine.cpu_models import catalog
 from migration_guard.engine.cpu_spec import CustomModel, parse_cpu, parse_custom_models
@@ -80,6 +81,7 @@ def register(subparsers) -> None:
     )
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(func=_models)
+    baseline.register(sub, host_help)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

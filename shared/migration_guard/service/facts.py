@@ -36,6 +36,11 @@ TEXT: Codec[str | None] = Codec(lambda t: t, lambda t: t)
 PRECHECK_OFF = Precondition(checked=False, skipped_reason="the precondition check is turned off")
 
 
+def _custom_name(cpu: str) -> str:
+    """``custom-NAME[,...]`` -> NAME."""
+    return cpu.strip().split(",", 1)[0][len("custom-") :]
+
+
 class ClusterFacts:
     """Reads facts of cluster ``reader.name`` through ``cache``; keeps node facts that did not
     change the same objects, so the verdict caches stay warm across refreshes."""
@@ -128,8 +133,13 @@ class ClusterFacts:
             raise
         config = await config_task
         vm = vm_facts_from(self.cluster, node, vmid, config, status)
-        if any(c is not None and c.strip().startswith("custom-") for c in (vm.cpu, vm.pending_cpu)):
-            vm = dataclasses.replace(vm, custom_conf=await self.custom_models())
+        named = [_custom_name(c) for c in (vm.cpu, vm.pending_cpu) if c and c.strip().startswith("custom-")]
+        if named:
+            text = await self.custom_models()
+            if text is not None and any(f"cpu-model: {n}\n" not in text for n in named):
+                # a model created since the list was read: read it again (at most every VM lifetime)
+                text = await self.custom_models(renew_after=max(self.settings.cache_vm_ttl, 1.0))
+            vm = dataclasses.replace(vm, custom_conf=text)
         return vm
 
     async def custom_models(self, renew_after: float | None = None) -> str | None:

@@ -22,6 +22,7 @@ from migration_guard.cli.hook_node import (
     Pve,
     apply,
     attach_targets,
+    module_sources,
     parse_pvesm_status,
     parse_qm_list,
     read_node,
@@ -110,13 +111,27 @@ def install(opts: InstallOptions, pve: Pve | None = None, skip_root_check: bool 
     check_token_file(opts.token_file)
     notes: list[str] = []
     state = read_node(opts, pve, attach_targets(opts, pve))
-    steps = plan_install(opts, state, script_source())
+    steps = _module_steps(state.snippets_dir) + plan_install(opts, state, script_source())
     notes += cluster_fs_notes(state)
     if any(s.kind == "set-hookscript" for s in steps):
         notes.append(MISSING_ON_NODE_NOTE)
     if not opts.dry_run:
         apply(steps, pve)
     return Report(steps, notes, not opts.dry_run)
+
+
+def _module_steps(snippets: Path) -> list[Step]:
+    """The hook's modules beside the launcher, written first (the launcher imports them)."""
+    steps = []
+    for name, content in sorted(module_sources().items()):
+        path = snippets / name
+        try:
+            current = path.read_bytes()
+        except OSError:
+            current = None
+        if current != content:
+            steps.append(Step("write-file", f"copy the hook's module to {path} (mode 0644)", path, content))
+    return steps
 
 
 def uninstall(opts: InstallOptions, pve: Pve | None = None, skip_root_check: bool = False) -> Report:
@@ -155,7 +170,7 @@ def status(opts: InstallOptions, pve: Pve | None = None) -> Status:
     chain = parse_chain(state.chain_text)
     return Status(
         script=state.snippets_dir / SCRIPT_NAME,
-        script_current=state.script_bytes == script_source(),
+        script_current=state.script_bytes == script_source() and not _module_steps(state.snippets_dir),
         config=opts.config_dir / CONFIG_NAME,
         config_present=state.config_text is not None,
         attached=tuple(v for v, h in state.hookscripts.items() if is_ours(h)),

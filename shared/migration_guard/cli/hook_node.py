@@ -51,6 +51,16 @@ def script_source() -> bytes:
     return (resources.files("migration_guard_hook") / SCRIPT_NAME).read_bytes()
 
 
+def module_sources() -> dict[str, bytes]:
+    """The hook's modules, installed beside the launcher ``SCRIPT_NAME`` (which imports them)."""
+    folder = resources.files("migration_guard_hook")
+    return {
+        f.name: f.read_bytes()
+        for f in folder.iterdir()
+        if f.name.startswith("guard_") and f.name.endswith(".py")
+    }
+
+
 class Pve:
     """Proxmox's CLIs on this node. Errors become InstallError with the command's own message."""
 

@@ -3,125 +3,20 @@ standard library only) against fake `qm`/`pvesm` on PATH (tests/fakes), run as a
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.node_kit import HOOKSCRIPT_DIR, LAUNCHER, guard_modules
+from tests.support.node_kit import HOOKSCRIPT_DIR, INSTALL, LAUNCHER, OURS, guard_modules
 
 guard_install, guard_plan, guard_pve = guard_modules("guard_install", "guard_plan", "guard_pve")
 InstallError, InstallOptions = guard_plan.InstallError, guard_plan.InstallOptions
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-FAKES = ROOT / "tests" / "fakes"
 HOOK_SOURCE = LAUNCHER
-OURS = "local:snippets/migration-guard-hook"
-
-
-class Node:
-    """A temporary Proxmox node: state file for the fake CLIs, snippets folder, config dir."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.storage_root = tmp / "vz"
-        self.snippets = self.storage_root / "snippets"
-        self.snippets.mkdir(parents=True)
-        self.config_dir = tmp / "etc-migration-guard"
-        self.state_file = tmp / "pve-state.json"
-        self.token = tmp / "token"
-        self.token.write_text("tok-123\n")
-        self.token.chmod(0o600)
-        old = self.snippets / "old-hook.sh"
-        self.record = tmp / "old-hook.log"
-        old.write_text(f'#!/bin/sh\necho "$1 $2" >> {self.record}\nexit 0\n')
-        old.chmod(0o755)
-        self.save(
-            {
-                "node": "pve1",
-                "storages": {
-                    "local": {
-                        "type": "dir",
-                        "status": "active",
-                        "content": ["iso", "vztmpl", "snippets"],
-                        "path": str(self.storage_root),
-                    },
-                    "local-lvm": {
-                        "type": "lvmthin",
-                        "status": "active",
-                        "content": ["images", "rootdir"],
-                        "path": "/dev/pve",
-                    },
-                },
-                "vms": {
-                    "101": {
-                        "name": "web01",
-                        "status": "running",
-                        "config": {"cpu": "host", "hookscript": "local:snippets/old-hook.sh"},
-                    },
-                    "102": {"name": "db01", "status": "stopped", "config": {"cpu": "x86-64-v2-AES"}},
-                },
-                "calls": [],
-            }
-        )
-
-    def load(self) -> dict:
-        return json.loads(self.state_file.read_text())
-
-    def save(self, state: dict) -> None:
-        self.state_file.write_text(json.dumps(state))
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "PATH": f"{FAKES}:{env.get('PATH', '/usr/bin:/bin')}",
-                "FAKE_PVE_STATE": str(self.state_file),
-                guard_install.SKIP_ROOT_ENV: "1",
-            }
-        )
-        env.update(extra)
-        return env
-
-    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        common = ["--snippets-dir", str(self.snippets), "--config-dir", str(self.config_dir)]
-        common += ["--root", str(self.tmp)]  # units, /etc/pve: below the test's folder, never the machine's
-        return subprocess.run(
-            [sys.executable, "-I", "-S", str(LAUNCHER), *args, *common],
-            env=self.env(**env),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-        )
-
-    def hookscripts(self) -> dict[str, str | None]:
-        return {vmid: vm["config"].get("hookscript") for vmid, vm in self.load()["vms"].items()}
-
-    def changes(self) -> list[list[str]]:
-        return [c for c in self.load()["calls"] if c[:2] == ["qm", "set"]]
-
-    def snapshot(self) -> dict[str, tuple[bytes, int]]:
-        files = {}
-        for base in (self.snippets, self.config_dir, self.tmp / "etc"):
-            for p in sorted(base.rglob("*")) if base.exists() else ():
-                if p.is_file():
-                    files[str(p)] = (p.read_bytes(), p.stat().st_mtime_ns)
-        return files
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Node:
-    return Node(tmp_path)
-
-
-INSTALL = ("install", "--url", "http://127.0.0.1:8080", "--token-file")
 
 
 def test_install_attach_all_copies_configures_chains_and_attaches(node):

@@ -44,6 +44,9 @@ exit codes (the source's migration log shows only "failed: exit code N"):
   5  no decision (unreachable, timeout, error, cut or malformed answer, bad config), fail = closed
   64 wrong arguments (not "VMID PHASE"; Proxmox never calls it so)
   a previous (chained) hookscript's non-zero exit code is passed through unchanged
+
+node installer (standard library, beside this file): migration-guard-hook install | attach | status |
+  uninstall (each with --help); the node kit's cluster install: migration-guard-hook rollout --help
 """
 
 

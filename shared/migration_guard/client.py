@@ -178,3 +178,7 @@ class ServiceClient:
         if name:
             body["name"] = name
         return self._request("POST", "/v1/cluster/custom-model", json=body)
+
+    def coverage(self) -> dict:
+        """A CoverageBody: ``unguarded`` VMs, ``missing_volume`` (hookscript file missing on nodes)."""
+        return self._request("GET", "/v1/coverage")

@@ -220,7 +220,10 @@ def _why(row: dict) -> str:
     if ha and not targets:
         rule = ha["group_or_rule"] or "its HA rule"
         return f"HA rule {rule} allows no online node but this one: HA would stop VM {row['vmid']}"
-    parts = "; ".join(f"{t['node']}: {t['message']}" for t in targets[:3])
+    # a message that names its node stands alone; another one is prefixed with the node
+    parts = "; ".join(
+        t["message"] if t["node"] in t["message"] else f"{t['node']}: {t['message']}" for t in targets[:3]
+    )
     if len(targets) > 3:
         parts += f"; and {len(targets) - 3} more nodes"
     if ha:

@@ -55,7 +55,9 @@ def test_evacuate_prints_the_summary_then_the_stuck_vms_then_the_movable_ones(se
     lines = out.splitlines()
     assert lines[0] == "pve-xeon-csl: 3 VMs: 1 can move, 2 stuck, 0 unknown (2 HA-managed, from HA rules)"
     assert lines[1] == "STUCK    VM 103 (db01)  cpu x86-64-v3  running"
-    assert lines[2].startswith("  why: HA (db-pinned) may only move it to pve-atom1: pve-atom1 lacks abm")
+    assert lines[2].startswith(
+        "  why: HA (db-pinned) may only move it to pve-atom1 (pve-atom1: missing-flags)"
+    )
     assert lines[3].startswith("  fix: set cpu: ")
     assert lines[4] == "STUCK    VM 104 (analytics01)  cpu x86-64-v4  running"
     assert lines[7] == (

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from migration_guard.errors import (
+    ConflictError,
     GuardError,
     InputError,
     NotFoundError,
@@ -32,6 +33,10 @@ _NOT_FOUND = {
     "unknown-node": UnknownNodeError,
     "unknown-cluster": UnknownClusterError,
 }
+#: a Proxmox node name (pve-common's pve-node format, as the API checks it)
+NODE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")
+#: an override id as the service makes them (a ULID)
+OVERRIDE_ID = re.compile(r"\A[0-9A-HJKMNP-TV-Z]{26}\Z")
 
 #: a Proxmox VM id as the pve-vmid format has it (pve-common PVE/JSONSchema.pm): 100 to 999999999,
 #: ASCII digits, no leading zero. Checked before a VMID is sent: "00101" is no VM, not VM 101.
@@ -45,6 +50,8 @@ def error_from(status: int, body: Any, url: str) -> GuardError:
     message = str(error.get("message", "")) if isinstance(error, dict) else ""
     if status == 404:
         return _NOT_FOUND.get(code, NotFoundError)(message or f"{url}: not found", code=code or None)
+    if status == 409:
+        return ConflictError(message or f"{url}: conflict", code=code or None)
     if status in (400, 422):
         return InputError(message or f"{url}: bad input", code=code or None)
     if status == 401:
@@ -182,3 +189,62 @@ class ServiceClient:
     def coverage(self) -> dict:
         """A CoverageBody: ``unguarded`` VMs, ``missing_volume`` (hookscript file missing on nodes)."""
         return self._request("GET", "/v1/coverage")
+
+    # --- a node's maintenance and HA --------------------------------------------------------------
+
+    def evacuation(self, node: str) -> dict:
+        """An EvacuationBody: ``summary``, ``stuck`` (why and fix), ``vms`` with their targets."""
+        return self._request("GET", f"/v1/nodes/{_node(node)}/evacuation")
+
+    def ha_risks(self) -> dict:
+        """A HaRisksBody: ``source`` (rules, groups, none), ``risks`` (the HA VMs with nodes HA may
+        start them on that cannot run them), ``checked_at``."""
+        return self._request("GET", "/v1/ha/risks")
+
+    # --- audited one-time overrides -------------------------------------------------------------
+
+    def request_override(
+        self, vmid: int, target: str, reason: str, ttl_s: int = 900, requested_by: str = ""
+    ) -> dict:
+        """An OverrideBody, ``pending`` until a second person approves it."""
+        body = {
+            "vmid": int(vmid),
+            "target": target,
+            "reason": reason,
+            "ttl_s": int(ttl_s),
+            "requested_by": requested_by,
+        }
+        return self._request("POST", "/v1/overrides", json=body)
+
+    def approve_override(self, override_id: str, approved_by: str) -> dict:
+        """The approved OverrideBody; ConflictError (409) when ``approved_by`` asked for it, or it
+        expired, was spent or rejected (``code`` says which: override-self-approval, ...)."""
+        path = f"/v1/overrides/{_override_id(override_id)}/approve"
+        return self._request("POST", path, json={"approved_by": approved_by})
+
+    def reject_override(self, override_id: str, rejected_by: str) -> dict:
+        """The rejected OverrideBody; ConflictError (409) when it was spent or expired already."""
+        path = f"/v1/overrides/{_override_id(override_id)}/reject"
+        return self._request("POST", path, json={"rejected_by": rejected_by})
+
+    def overrides(self, limit: int = 100) -> list[dict]:
+        """The ``overrides`` of an OverridesBody, newest first."""
+        return self._request("GET", "/v1/overrides", params={"limit": int(limit)})["overrides"]
+
+
+def _node(text: str) -> str:
+    """A node name, checked before it goes into a path."""
+    if not NODE.match(str(text)):
+        raise InputError(f"{str(text)[:70]!r} is not a Proxmox node name")
+    return str(text)
+
+
+def _override_id(text: str) -> str:
+    """An override id, checked before it goes into a path (no other path reachable through it)."""
+    value = str(text).strip().upper()
+    if not OVERRIDE_ID.match(value):
+        raise InputError(
+            f"{str(text)[:40]!r} is not an override id (26 letters and digits, as "
+            "migration-guard override list shows)"
+        )
+    return value

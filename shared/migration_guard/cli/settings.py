@@ -3,7 +3,7 @@ from the environment (``MIGRATION_GUARD_*``) where a command's options do not sa
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,9 @@ class CliSettings(BaseSettings):
     pending_reattach: str = ""
     #: the qm program remote-migrate runs
     qm: str = "qm"
+    #: who runs the command, for the overrides' audit (``--as`` overrides it): the user sudo ran
+    #: it for ($SUDO_USER), else $USER
+    operator: str = Field(default="", validation_alias=AliasChoices("SUDO_USER", "USER"))
 
 
 def cli_settings() -> CliSettings:

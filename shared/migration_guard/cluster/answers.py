@@ -22,6 +22,10 @@ SHAPES: dict[str, tuple[type, tuple[str, ...]]] = {
     "node-vms": (list, ("vmid",)),
     "vm-precondition": (dict, ()),
     "storage-content": (list, ("volid",)),  # pve-storage PVE/API2/Storage/Content.pm index
+    # pve-ha-manager src/PVE/API2/HA/{Resources,Rules,Groups}.pm index
+    "ha-resources": (list, ("sid",)),
+    "ha-rules": (list, ("rule",)),
+    "ha-groups": (list, ("group",)),
 }
 
 

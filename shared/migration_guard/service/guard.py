@@ -169,8 +169,9 @@ class GuardService:
     async def cluster_view(self) -> dict:
         return await self.reports.cluster_view()
 
-    async def recommendation(self, names: list[str] | None) -> dict:
-        return await self.reports.recommendation(names)
+    async def recommendation(self, names: list[str] | None, **what_if: Any) -> dict:
+        """``what_if``: ``add``, ``remove``, ``host_data`` (service/whatif.py)."""
+        return await self.reports.recommendation(names, **what_if)
 
     async def matrix(self) -> dict:
         return await self.reports.matrix()

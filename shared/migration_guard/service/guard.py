@@ -17,6 +17,7 @@ from typing import Any
 
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
 from migration_guard.service.decisions import Decisions
+from migration_guard.service.drift import DriftWatch
 from migration_guard.service.facts import ClusterFacts
 from migration_guard.service.gather import Gatherer
 from migration_guard.service.metrics import Metrics
@@ -57,6 +58,7 @@ class GuardService:
             self.cluster, store, self.events, self.metrics, clock, self._decision_check
         )
         self.reports = Reports(self.facts)
+        self.drift = DriftWatch(self)
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
         """A blocking reader call in the Proxmox thread pool (the API's readiness probe)."""

@@ -193,3 +193,26 @@ def test_a_reboot_with_the_same_facts_is_no_drift_and_an_update_of_qemu_is(pve, 
     # the QEMU version as the guard reads it: the newest machine version the node offers
     assert (event["qemu_before"], event["qemu_after"]) == ("9.2", "10.1")
     assert event["changed"] == {"qemu_version": ["9.2", "10.1"]}
+
+
+def test_tsx_switched_back_on_makes_the_broadwell_vm_movable_there(pve, redis11):
+    clock = Clock()
+    service = service_for(pve, clock, redis_url=REDIS_URL, api_tokens=TOKEN)
+    refresher = InventoryRefresher(service)
+
+    async def rounds() -> list:
+        try:
+            await refresher.round()
+            pve.put_node("pve-csl", with_flags=["hle", "rtm"])  # tsx=on on the kernel command line
+            clock.now += refresher.node_ttl + 1
+            await refresher.round()
+            return await service.drift.recent()
+        finally:
+            await service.close()
+
+    (event,) = asyncio.run(rounds())
+    assert (event["node"], event["appeared"], event["vanished"]) == ("pve-csl", ["hle", "rtm"], [])
+    assert event["vms_now_movable"] == [
+        {"vmid": 105, "name": "legacy-erp", "cpu": "Broadwell", "direction": "to", "node": "pve-bdw1"}
+    ]
+    assert event["vms_now_blocked"] == []

@@ -202,9 +202,7 @@ def plan(hosts: Sequence[HostCpu], *, name: str = DEFAULT_NAME, spell: Namer | N
     if level is not None:
         gained = requirement(built.spec).bits & ~requirement(_spec(level)).bits
         gains = tuple(sorted(_features(gained)))
-    return Plan(
-        name, built.nodes, reported, built.flags, phys, built.left_out, level, gains, tuple(notes)
-    )
+    return Plan(name, built.nodes, reported, built.flags, phys, built.left_out, level, gains, tuple(notes))
 
 
 def gain_of(spec: CpuSpec, model: Plan) -> tuple[str, ...] | None:

@@ -7,6 +7,7 @@ flags through the KVM rules, as a node without a KVM report is judged)."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
@@ -43,10 +44,23 @@ class ShippedCpu:
     note: str
     host: HostCpu  # named after ``name``
 
+    def as_dict(self) -> dict:
+        """As ``GET /v1/cpus`` lists it."""
+        return {
+            "name": self.name,
+            "id": self.id,
+            "model_name": self.model_name,
+            "vendor": self.vendor,
+            "family": self.family,
+            "model": self.model,
+            "level": self.level,
+            "source": self.source,
+            "note": self.note,
+        }
+
     def as_node(self, node: str) -> HostCpu:
         """The CPU as an imagined node called ``node``."""
-        h = self.host
-        return HostCpu(node, h.vendor, h.model, h.flags, h.flag_source, h.bugs, h.family, h.model_number)
+        return dataclasses.replace(self.host, name=node)
 
 
 def short_name(model_name: str) -> str:

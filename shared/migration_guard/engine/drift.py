@@ -51,7 +51,12 @@ def fingerprint(node: NodeFacts) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"flags": sorted(node.cpu.flags)}
     for field in FIELDS:
-        value = node.flag_source if field == "flag_source" else getattr(node, field, None)
+        if field == "flag_source":
+            value: Any = node.flag_source
+        elif field == "phys_bits":
+            value = node.cpu.phys_bits
+        else:
+            value = getattr(node, field)
         if value not in (None, ""):
             out[field] = value
     return out
@@ -85,7 +90,10 @@ def facts_before(now: NodeFacts, before: Mapping[str, Any]) -> NodeFacts:
     cpu = now.cpu
     if cpu is not None:
         cpu = dataclasses.replace(
-            cpu, flags=frozenset(before.get("flags") or ()), model=before.get("cpu_model", cpu.model)
+            cpu,
+            flags=frozenset(before.get("flags") or ()),
+            model=before.get("cpu_model", cpu.model),
+            phys_bits=before.get("phys_bits", cpu.phys_bits),
         )
     values: dict[str, Any] = {
         "cpu": cpu,
@@ -93,8 +101,6 @@ def facts_before(now: NodeFacts, before: Mapping[str, Any]) -> NodeFacts:
         "qemu_version": before.get("qemu_version", now.qemu_version),
         "pve_version": before.get("pve_version", now.pve_version),
     }
-    if "phys_bits" in before and hasattr(now, "phys_bits"):
-        values["phys_bits"] = before["phys_bits"]
     return dataclasses.replace(now, **values)
 
 

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from migration_guard.engine import pve_versions
-from migration_guard.engine.cpu_spec import CpuSpec, parse_cpu
+from migration_guard.engine.checks import vm_spec
+from migration_guard.engine.cpu_spec import CpuSpec
 from migration_guard.engine.facts import NodeFacts, VmFacts
 from migration_guard.engine.hosts import HostCpu
 from migration_guard.engine.recommendation import recommend
@@ -70,7 +71,7 @@ def imagined_node(cluster: str, host: HostCpu) -> NodeFacts:
 
 def _spec(vm: VmFacts) -> CpuSpec | None:
     try:
-        return parse_cpu(vm.cpu or None)
+        return vm_spec(vm)
     except CpuSpecError:
         return None
 

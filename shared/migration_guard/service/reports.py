@@ -174,7 +174,14 @@ class Reports:
         change = {}
         if asked:
             block = what_if_block(
-                self.facts.cluster, hosts_facts, known, vms, add=add, remove=remove, hosts=host_data
+                self.facts.cluster,
+                hosts_facts,
+                known,
+                vms,
+                add=add,
+                remove=remove,
+                hosts=host_data,
+                checked_at=iso_utc(self.facts.clock()),
             )
             change = {"what_if": block}
         return {

@@ -4,16 +4,19 @@ engine (engine/whatif.py) on the service's facts."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from migration_guard.engine import baseline, pve_versions
+from migration_guard.engine.checks import vm_spec
 from migration_guard.engine.cpus import find_cpu
 from migration_guard.engine.facts import NodeFacts, VmFacts
-from migration_guard.engine.hosts import HostCpu, host_from_json
+from migration_guard.engine.hosts import host_from_json
 from migration_guard.engine.whatif import imagined_node, what_if
-from migration_guard.errors import HostDataError, InputError, UnknownNodeError
+from migration_guard.errors import CpuSpecError, HostDataError, InputError, UnknownNodeError
 
 #: at most this many imagined nodes in one question
 MAX_ADDED = 16
@@ -52,16 +55,7 @@ def added_hosts(cluster: str, add: Sequence[str], hosts: Sequence[dict], taken: 
         except HostDataError as exc:
             raise InputError(f"added host {i}: {exc}") from None
         base = host.name if host.name not in taken else "new-" + host.name
-        renamed = HostCpu(
-            name_for(_slug(base) or f"host-{i}"),
-            host.vendor,
-            host.model,
-            host.flags,
-            host.flag_source,
-            host.bugs,
-            host.family,
-            host.model_number,
-        )
+        renamed = dataclasses.replace(host, name=name_for(_slug(base) or f"host-{i}"))
         out.append(imagined_node(cluster, renamed))
     return out
 
@@ -85,13 +79,16 @@ def what_if_block(
     add: Sequence[str] = (),
     remove: Sequence[str] = (),
     hosts: Sequence[dict] = (),
+    checked_at: str = "",
 ) -> dict[str, Any]:
     """The ``what_if`` block: the change, the recommendation after it, the VMs that would break,
     gain or have to move."""
     removed = check_removed(cluster, remove, all_names)
     added = added_hosts(cluster, add, hosts, set(all_names))
     result = what_if(nodes, vms, remove=removed, add=added)
+    after = [n for n in nodes if n.name not in removed and n.cpu is not None] + added
     body = asdict(result)
+    body["custom_model"] = custom_model(cluster, after, vms, checked_at) if after else None
     body["added"] = [
         {
             "node": n.name,
@@ -108,6 +105,46 @@ def what_if_block(
             ]
     body["summary"] = summary(result.recommended_before, result.recommended_after, body)
     return body
+
+
+def custom_model(cluster: str, after: Sequence[NodeFacts], vms: Sequence[VmFacts], checked_at: str) -> dict:
+    """The cluster's best custom CPU model after the change (engine/baseline.py), in the shape of
+    ``GET /v1/cluster/custom-model``'s answer, with the VMs on the nodes after it that would gain."""
+    made = baseline.plan([n.cpu for n in after if n.cpu is not None], spell=pve_versions.Namer(after))
+    names = {n.name for n in after}
+    gain = []
+    for vm in vms:
+        if vm.node not in names:
+            continue
+        try:
+            gained = baseline.gain_of(vm_spec(vm), made)
+        except CpuSpecError:
+            continue
+        if gained:
+            gain.append(
+                {
+                    "vmid": vm.vmid,
+                    "name": vm.name,
+                    "node": vm.node,
+                    "cpu": vm.cpu or "kvm64",
+                    "gains": list(gained),
+                }
+            )
+    return {
+        "cluster": cluster,
+        "name": made.name,
+        "nodes": list(made.nodes),
+        "nodes_without_flags": [],
+        "reported_model": made.reported_model,
+        "flags": list(made.flags),
+        "phys_bits": made.phys_bits,
+        "left_out": [{"flag": x.flag, "why": x.why} for x in made.left_out],
+        "section": made.section,
+        "gains_over": {"level": made.level, "features": list(made.gains)},
+        "vms_that_gain": gain,
+        "notes": list(made.notes),
+        "checked_at": checked_at,
+    }
 
 
 def summary(before: str | None, after: str | None, body: dict) -> str:

@@ -3,6 +3,8 @@ form with host data) and of the shipped CPUs it names (``GET /v1/cpus``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from migration_guard.api.models import Answer, RecommendationBody
@@ -37,6 +39,7 @@ class HostIn(BaseModel):
     flag_source: str = Field(default="cpuinfo", max_length=16)
     family: int | None = None
     model_number: int | None = None
+    phys_bits: int | None = Field(default=None, ge=8, le=64, description="physical address width")
 
 
 class WhatIfRequest(BaseModel):
@@ -87,6 +90,11 @@ class WhatIfBlock(Answer):
         description="VMs some node cannot run today that an added node cannot run either"
     )
     summary: str
+    custom_model: dict[str, Any] | None = Field(
+        default=None,
+        description="the cluster's best custom CPU model after the change, shaped as GET "
+        "/v1/cluster/custom-model answers it",
+    )
 
 
 class RecommendationWhatIfBody(RecommendationBody):

@@ -20,22 +20,7 @@ SCHEMA = WhatIfRequest.model_json_schema()
 
 
 def cpus_body() -> dict:
-    return {
-        "cpus": [
-            {
-                "name": c.name,
-                "id": c.id,
-                "model_name": c.model_name,
-                "vendor": c.vendor,
-                "family": c.family,
-                "model": c.model,
-                "level": c.level,
-                "source": c.source,
-                "note": c.note,
-            }
-            for c in shipped_cpus()
-        ]
-    }
+    return {"cpus": [c.as_dict() for c in shipped_cpus()]}
 
 
 def router(service: GuardService, authorize: Authorize) -> APIRouter:

@@ -55,7 +55,7 @@ def _changes(body: dict[str, Any]) -> tuple[list[str], list[str]]:
         word = _FIELD_WORDS.get(str(key), str(key))
         before, after = (str(v) if v not in (None, "") else "unknown" for v in pair)
         lines_m.append(f"{word}: {code(before)} → {code(after)}")
-        parts_t.append(f"{word} {before} -> {after}")
+        parts_t.append(f"{word} {before} → {after}")
     return lines_m, parts_t
 
 

@@ -41,6 +41,13 @@ class Service(Protocol):
     def cluster(self) -> Any: ...
     def recommendation(self, nodes: tuple[str, ...] = ()) -> Any: ...
     def matrix(self) -> Any: ...
+    def evacuation(self, node: str) -> Any: ...
+    def ha_risks(self) -> Any: ...
+    def request_override(
+        self, vmid: int, target: str, reason: str, ttl_s: int = 900, requested_by: str = ""
+    ) -> Any: ...
+    def approve_override(self, override_id: str, approved_by: str) -> Any: ...
+    def overrides(self, limit: int = 100) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -58,10 +65,15 @@ _WORD = {"allow": "Yes", "deny": "No", "unknown": "Not sure"}
 # --- entry point ---------------------------------------------------------------------------
 
 
-def answer(intent: Intent, service: Service, command: str = "/canmove") -> Answer:
+def answer(intent: Intent, service: Service, command: str = "/canmove", *, user: str = "") -> Answer:
+    """The answer to ``intent``; ``user``: who asks, as recorded (``slack:U123``, a console user)."""
     if isinstance(intent, Help):
         return help_answer(command, intent.problem)
     try:
+        if not isinstance(intent, (Check, Targets, Recommend, Decisions)):
+            from migration_guard_bot.ask.dispatch import answer_more  # the newer questions
+
+            return answer_more(intent, service, user)
         if isinstance(intent, Check):
             vmid = vmid_of(intent.vm, service)
             return verdict_answer(

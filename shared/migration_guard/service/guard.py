@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
+from migration_guard.errors import InputError, UnknownNodeError
 from migration_guard.service.decisions import Decisions
 from migration_guard.service.drift import DriftWatch
 from migration_guard.service.facts import ClusterFacts
@@ -26,6 +27,7 @@ from migration_guard.service.reports import Reports
 from migration_guard.service.settings import Settings
 from migration_guard.store.cache import FactsCache
 from migration_guard.store.events import EventLog
+from migration_guard.store.overrides import OverrideStore
 from migration_guard.store.redis_store import Store
 
 
@@ -54,8 +56,9 @@ class GuardService:
         self.facts = ClusterFacts(settings, reader, self.cache, self.pool, clock)
         self.vm_status = self.facts.vm_status
         self.gatherer = Gatherer(self.facts, settings.verdict_memo_cap)
+        self.overrides = OverrideStore(store, clock)
         self.decisions = Decisions(
-            self.cluster, store, self.events, self.metrics, clock, self._decision_check
+            self.cluster, store, self.events, self.metrics, clock, self._decision_check, self.overrides
         )
         self.reports = Reports(self.facts)
         self.drift = DriftWatch(self)
@@ -165,6 +168,25 @@ class GuardService:
             precheck=False,
             budget_s=budget_s,
         )
+
+    # --- audited one-time overrides (store/overrides.py) -------------------------------------------
+
+    async def request_override(
+        self, vmid: int, target: str, reason: str, ttl_s: int, requested_by: str
+    ) -> dict:
+        """A pending override of VM ``vmid`` to node ``target`` (both must exist in the cluster)."""
+        summary = await self.find_vm(vmid)
+        nodes, _ = await self.node_list()
+        names = sorted(n.name for n in nodes)
+        if target not in names:
+            raise UnknownNodeError(
+                f"cluster {self.cluster} has no node {target}; its nodes are {', '.join(names)}"
+            )
+        if target == summary.node:
+            raise InputError(
+                f"VM {vmid} already runs on {target}: an override needs another node", code="bad-input"
+            )
+        return await self.overrides.create(vmid, target, reason, ttl_s, requested_by)
 
     # --- reports (reports.py) -----------------------------------------------------------------
 

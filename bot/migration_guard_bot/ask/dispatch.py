@@ -11,7 +11,8 @@ from migration_guard_bot.ask.ha_risks import ha_risks_answer
 from migration_guard_bot.ask.nodes_for import nodes_for
 from migration_guard_bot.ask.overrides import override_message, overrides_answer
 from migration_guard_bot.ask.resolve import vmid_of, with_node
-from migration_guard_bot.parser import Evacuate, HaRisks, Intent, NodesFor, Override, Overrides
+from migration_guard_bot.ask.whatif import ask_what_if
+from migration_guard_bot.parser import Evacuate, HaRisks, Intent, NodesFor, Override, Overrides, WhatIf
 
 
 def answer_more(intent: Intent, service: Any, user: str) -> Answer:
@@ -21,6 +22,8 @@ def answer_more(intent: Intent, service: Any, user: str) -> Answer:
         return ha_risks_answer(service.ha_risks())
     if isinstance(intent, NodesFor):
         return nodes_for(intent.cpu, service)
+    if isinstance(intent, WhatIf):
+        return ask_what_if(intent, service)
     if isinstance(intent, Overrides):
         return overrides_answer(service.overrides())
     if isinstance(intent, Override):

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     settings.require_slack(http=args.http or not settings.app_token)
     from migration_guard_bot.app import build_app
 
-    app = build_app(settings, service)
+    store = _store(settings, ping=False) if settings.redis_url and settings.redis_url != "memory://" else None
+    app = build_app(settings, service, store=store)
     notifier = None if args.no_notifier else _start_notifier(settings, required=False)
     try:
         if args.http:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
+from migration_guard.demo.pve_ha_routes import ha_groups, ha_resources, ha_rules
 from migration_guard.demo.pve_kvm import recognised_flags
 from migration_guard.demo.pve_node_routes import node_route
 from migration_guard.demo.pve_scenario import ApiError, ClusterState, pve_version, require, version_tuple
@@ -108,6 +109,9 @@ _ROUTES: dict[tuple[str, ...], Callable[[ClusterState, dict[str, str]], Any]] = 
     ("cluster", "status"): _cluster_status,
     ("cluster", "resources"): _cluster_resources,
     ("cluster", "qemu", "cpu-flags"): _cluster_cpu_flags,
+    ("cluster", "ha", "resources"): ha_resources,
+    ("cluster", "ha", "rules"): ha_rules,
+    ("cluster", "ha", "groups"): ha_groups,
 }
 
 

@@ -56,6 +56,8 @@ class Answer:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     #: worth showing to the whole channel (a verdict) or only to the asker (help, errors)
     public: bool = True
+    #: an override just requested (OverrideBody): the listener shows it on the veto message too
+    override: dict[str, Any] | None = None
 
 
 _ICON = {"allow": ":white_check_mark:", "deny": ":no_entry:", "unknown": ":grey_question:"}

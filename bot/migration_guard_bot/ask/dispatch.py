@@ -35,5 +35,7 @@ def answer_more(intent: Intent, service: Any, user: str) -> Answer:
             service,
             lambda node: service.request_override(vmid, node, intent.reason, requested_by=user),
         )
-        return override_message(body)
+        message = override_message(body)
+        message.override = body
+        return message
     return help_answer()

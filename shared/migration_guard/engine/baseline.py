@@ -44,7 +44,7 @@ UNMIGRATABLE_WHY = "QEMU marks it unmigratable: a VM with it cannot be live-migr
 NESTED_WHY = "nested virtualization: set it per VM with flags=+nested-virt instead"
 #: offered by a node's KVM, but no feature a model should ask for (QEMU ``target/i386/cpu.c``)
 NOT_REQUESTED = {
-    "pdcm": "QEMU refuses it while the guest's PMU is off (Proxmox starts VMs without pmu)",
+    "pdcm": "QEMU ties it to the guest's PMU, which Proxmox leaves off: dropped or refused by QEMU",
     "ospke": "the guest OS sets it (CR4.PKE): no feature to request (QEMU's models never list it)",
     "osxsave": "the guest OS sets it (CR4.OSXSAVE): no feature to request",
     "hv-evmcs": "a Hyper-V enlightenment for nested guests: set it per VM (flags=+hv-evmcs)",

@@ -35,7 +35,10 @@ async def plan(reports: Any, names: list[str] | None, name: str) -> tuple[baseli
     spell = pve_versions.Namer(known)
     made = baseline.plan([n.cpu for n in known], name=bare, spell=spell)
     gain = []
+    chosen = set(made.nodes)
     for vm in await reports.all_vm_facts():
+        if vm.node not in chosen:  # only a VM on the chosen nodes can use the model
+            continue
         try:
             spec = vm_spec(vm)
             gained = baseline.gain_of(spec, made)

@@ -68,7 +68,8 @@ def create(reader: Any, model: CustomModel) -> None:
     """Create ``model`` through ``POST /cluster/qemu/custom-cpu-models``. Raises ProxmoxError
     (ProxmoxPermissionError without Mapping.Modify on /mapping/cpu; a 500 naming an existing
     model)."""
-    params: dict[str, Any] = {"cputype": f"custom-{model.name}", "reported-model": model.reported_model}
+    # the bare name: ``cputype`` may be 40 characters long, the optional custom- prefix included
+    params: dict[str, Any] = {"cputype": model.name, "reported-model": model.reported_model}
     text = section_text(model)
     for line in text.splitlines()[1:]:
         key, _, value = line.strip().partition(" ")

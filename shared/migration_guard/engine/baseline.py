@@ -23,7 +23,7 @@ some node's width is unknown. Pure: hosts in, plan out.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from migration_guard.engine import cpu_models
 from migration_guard.engine.cpu_models import GENERIC_LADDER
@@ -196,13 +196,21 @@ def plan(hosts: Sequence[HostCpu], *, name: str = DEFAULT_NAME, spell: Namer | N
             "(QEMU then gives a named model 40 bits); set it once the widths are known"
         )
     phys = None if any(w is None for w in widths) else min(w for w in widths if w is not None)
-    built = Plan(name, tuple(h.name for h in hosts), reported, tuple(flags), phys, tuple(left), None, ())
-    level = _level(hosts)
-    gains: tuple[str, ...] = ()
-    if level is not None:
-        gained = requirement(built.spec).bits & ~requirement(_spec(level)).bits
-        gains = tuple(sorted(_features(gained)))
-    return Plan(name, built.nodes, reported, built.flags, phys, built.left_out, level, gains, tuple(notes))
+    made = Plan(
+        name=name,
+        nodes=tuple(h.name for h in hosts),
+        reported_model=reported,
+        flags=tuple(flags),
+        phys_bits=phys,
+        left_out=tuple(left),
+        level=_level(hosts),
+        gains=(),
+        notes=tuple(notes),
+    )
+    if made.level is None:
+        return made
+    gained = requirement(made.spec).bits & ~requirement(_spec(made.level)).bits
+    return replace(made, gains=tuple(sorted(_features(gained))))
 
 
 def gain_of(spec: CpuSpec, model: Plan) -> tuple[str, ...] | None:

@@ -6,6 +6,7 @@ console use; the HA risk poster and the evacuation digest post to the Slack-API-
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from migration_guard_bot.ha_poster import RISKS_KEY, HaRiskPoster
 from migration_guard_bot.home import home_view
 from migration_guard_bot.parser import parse
 from tests.bot.support import REDIS_URL
+from tests.bot.test_console import run_cli
 from tests.fakes.slack_api_server import SlackApiServer
 from tests.support.service_stack import flushed_redis, serving, settings_for
 
@@ -173,3 +175,38 @@ def test_an_evacuation_is_one_digest_edited_as_decisions_arrive(stack, slack):
     [ended] = slack.messages(CHANNEL)
     assert "· ended ·" in json.dumps(ended["blocks"], ensure_ascii=False) and store.scard(OPEN_KEY) == 0
     assert store.get(BURST_KEY.format(node="demo/pve-xeon-csl")) is None
+
+
+def test_the_console_answers_each_new_question(stack):
+    """``migration-guard bot --console`` (a subprocess) against the real service: every new question."""
+    client, _store = stack
+    env = dict(os.environ, MIGRATION_GUARD_URL=client.url, MIGRATION_GUARD_TOKEN=TOKEN)
+    out = run_cli(
+        "bot",
+        "--console",
+        env=env,
+        stdin="\n".join(
+            [
+                "can I put pve-xeon-csl in maintenance?",
+                "what happens if pve-xeon-csl goes down?",
+                "HA risks",
+                "which nodes can run x86-64-v3?",
+                "where can web01 go?",
+                "mvoe 101 to pve-xeon-bdw",
+                "override 104 to pve-atom1 because the guest never uses AVX-512",
+                "overrides",
+            ]
+        )
+        + "\n",
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "⛔ pve-xeon-csl maintenance: 3 VMs, 1 can move, 2 stuck (2 HA-managed)." in text
+    assert "⛔ If pve-xeon-csl goes down: HA restarts its 2 HA-managed VMs elsewhere" in text
+    assert "⚠️ 1 of 2 HA VMs may be recovered on a node that cannot run them" in text
+    assert "x86-64-v3 runs on 3 of 4 nodes" in text and "• ⛔ pve-atom1 (lacks abm, avx" in text
+    assert "VM 102 web01 on pve-xeon-csl: can move to 3 of 3 other nodes" in text
+    assert "⛔ No: VM 101 build01 cannot move to pve-xeon-bdw" in text
+    assert "⏳ Override requested: VM 104 to pve-atom1, once" in text and "[Approve]" in text
+    assert "Overrides, newest first" in text
+    assert "did not understand" not in text and "Traceback" not in out.stderr

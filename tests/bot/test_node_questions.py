@@ -80,7 +80,7 @@ def test_what_if_the_node_goes_down_tells_ha_from_the_rest(stack):
     got = ask(stack, "what happens if pve-xeon-csl goes down?")
     assert got.startswith(
         "If pve-xeon-csl goes down: HA restarts its 2 HA-managed VMs elsewhere, 1 of them cannot start "
-        "where HA may put them; 1 other VM stay down until it is back."
+        "where HA may put them; 1 other VM stays down until it is back."
     )
     assert "Cannot start anywhere HA may put them: VM 103 (db01)" in got
     assert "Not HA-managed, down until pve-xeon-csl is back: VM 104 (analytics01)." in got

@@ -71,7 +71,8 @@ def _down_head(node: str, vms: list[dict[str, Any]], stuck: list[dict[str, Any]]
     others = len(vms) - ha
     head = f"If {node} goes down: HA restarts its {_n(ha, 'HA-managed VM')} elsewhere"
     head += f", {bad} of them cannot start where HA may put them" if bad else ", all of them can start there"
-    return head + (f"; {_n(others, 'other VM')} stay down until it is back." if others else ".")
+    stay = "stays" if others == 1 else "stay"
+    return head + (f"; {_n(others, 'other VM')} {stay} down until it is back." if others else ".")
 
 
 def _n(count: int, word: str) -> str:

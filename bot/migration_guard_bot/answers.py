@@ -101,6 +101,18 @@ def help_answer(command: str = "/canmove", problem: str = "") -> Answer:
         ("where can vm 101 go?", f"{command} 101", "every node with its verdict"),
         ("which cpu type should we use?", f"{command} recommend node1 node2", "the cluster's CPU type"),
         ("why was 101 blocked?", f"{command} recent blocks", "the latest decisions"),
+        ("can I put node3 in maintenance?", f"{command} evacuate node3", "every VM on it, stuck ones first"),
+        ("which HA VMs cannot recover?", f"{command} HA risks", "HA VMs a node failure would strand"),
+        (
+            "which nodes can run x86-64-v3?",
+            f"{command} which nodes run x86-64-v3",
+            "each node, or what it lacks",
+        ),
+        (
+            "let 101 through to node3 once because …",
+            f"{command} override 101 to node3 because …",
+            "approved by another",
+        ),
     ]
     intro = "Ask me about live migrations and CPU types:"
     lines = [f"“{q}”  or  `{c}`  – {what}" for q, c, what in examples]

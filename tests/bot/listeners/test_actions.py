@@ -17,16 +17,19 @@ import pytest
 from slack_sdk import WebClient
 
 from migration_guard.client import ServiceClient
+from migration_guard.service.guard import GuardService
+from migration_guard.store.redis_store import Store, connect
 from migration_guard_bot.listeners.deps import Deps
 from migration_guard_bot.notifier import Notifier
 from tests.bot.signed_requests import FORM, Bot, post
 from tests.bot.support import REDIS_URL
+from tests.fakes.clock import Clock
+from tests.fakes.pve import reader_for
 from tests.fakes.slack_api_server import SlackApiServer
 from tests.support.service_stack import flushed_redis, serving, settings_for
 
 pytestmark = pytest.mark.integration
 api = pytest.importorskip("migration_guard.api.app")
-guard = pytest.importorskip("migration_guard.service.guard")
 pve_server = pytest.importorskip("migration_guard.demo.pve_server")
 
 TOKEN = "bot-actions-token"
@@ -36,14 +39,19 @@ REASON = "the guest never uses AVX-512"
 
 @pytest.fixture()
 def stack():
+    """The service with a clock the test sets (an override's lifetime passes without waiting)."""
     store = flushed_redis(REDIS_URL, decode_responses=True)
     pve = pve_server.start_server("demo")
     settings = settings_for(
         pve, api_tokens=TOKEN, pve_cluster_name="demo", redis_url=REDIS_URL, pve_timeout=2
     )
-    app = api.create_app(guard.build_service(settings), settings.bearer_tokens())
+    client, kind = connect(REDIS_URL)
+    clock = Clock()
+    service = GuardService(settings, reader_for(pve), Store(client, kind), clock=clock)
+    app = api.create_app(service, (TOKEN,))
     with serving(app) as url, SlackApiServer() as slack:
         bot = Bot(slack, url, token=TOKEN, store=store, channel=CHANNEL)
+        bot.clock = clock  # type: ignore[attr-defined]
         try:
             yield bot, slack, store
         finally:
@@ -139,6 +147,21 @@ def test_a_spent_override_says_so(stack):
     assert told["text"].startswith("Not approved: ") and "spent" in told["text"]
     redrawn = next(p for p in said if p.get("replace_original"))
     assert "Override used" in redrawn["text"]
+
+
+def test_an_expired_override_says_so(stack):
+    bot, slack, _store = stack
+    asked = request(bot)
+    bot.clock.now += asked["ttl_s"] + 1  # type: ignore[attr-defined]
+    click(bot, slack, "U0OTHER", asked["id"], f"override:{asked['id']}", "expired")
+    said = responses(slack, "expired", 2)
+    told = next(p for p in said if p.get("response_type") == "ephemeral")
+    assert told["text"].startswith("Not approved: ") and "expired" in told["text"]
+    redrawn = next(p for p in said if p.get("replace_original"))
+    assert redrawn["text"].startswith(
+        "Override expired: VM 104 to pve-atom1 was not approved or used in time"
+    )
+    assert status_of(bot.service, asked["id"])["status"] == "expired"
 
 
 def test_the_veto_message_shows_the_request_and_the_approval(stack):

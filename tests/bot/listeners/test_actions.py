@@ -21,7 +21,7 @@ from migration_guard.service.guard import GuardService
 from migration_guard.store.redis_store import Store, connect
 from migration_guard_bot.listeners.deps import Deps
 from migration_guard_bot.notifier import Notifier
-from tests.bot.signed_requests import FORM, Bot, post
+from tests.bot.signed_requests import FORM, Bot, event, post
 from tests.bot.support import REDIS_URL
 from tests.fakes.clock import Clock
 from tests.fakes.pve import reader_for
@@ -192,3 +192,22 @@ def test_the_veto_message_shows_the_request_and_the_approval(stack):
     assert "Blocked" in veto["text"]  # still the veto message, redrawn whole
     assert not any(b["type"] == "actions" for b in veto["blocks"])
     assert not [c for c in slack.calls("response_url") if c["params"].get("replace_original")]
+
+
+def test_an_override_asked_in_a_mention_records_the_slack_user_and_carries_the_button(stack):
+    bot, slack, _store = stack
+    inner = {
+        "type": "app_mention",
+        "user": "U0MENTION",
+        "text": f"<@U0BOT> override 104 to pve-atom1 because {REASON}",
+        "ts": "1700000000.000100",
+        "channel": "C0ASK",
+        "event_ts": "1700000000.000100",
+    }
+    assert post(bot, event(inner), "application/json").status_code == 200
+    (call,) = slack.wait_for("chat.postMessage", 1, timeout=15)
+    p = call["params"]
+    assert p["text"].startswith("Override requested: VM 104 to pve-atom1, once.")
+    [buttons] = [b for b in p["blocks"] if b["type"] == "actions"]
+    asked = status_of(bot.service, buttons["elements"][0]["value"])
+    assert asked["requested_by"] == "slack:U0MENTION" and asked["reason"] == REASON

@@ -72,9 +72,9 @@ class DigestPoster:
         """Read what arrived (waiting up to ``block_ms``), draw the digests it changes, end the
         bursts that are over; returns how many decisions were read."""
         cursor = self._cursor()
-        reply: Any = self.store.xread(
-            {DECISIONS_STREAM: cursor}, count=500, block=self.block_ms if block_ms is None else block_ms
-        )
+        wait = self.block_ms if block_ms is None else block_ms
+        # XREAD BLOCK 0 would wait for ever: no wait is no BLOCK
+        reply: Any = self.store.xread({DECISIONS_STREAM: cursor}, count=500, block=wait or None)
         entries = [e for _stream, rows in reply or [] for e in rows]
         touched: dict[str, dict[str, Any]] = {}
         for entry_id, fields in entries:

@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackClientError
 
 from migration_guard.errors import GuardError
 from migration_guard_bot import blocks as bk
-from migration_guard_bot.answers import Answer, _vm_label
+from migration_guard_bot.answer_parts import Answer, _vm_label
 from migration_guard_bot.ask.ha_risks import risk_line, risk_pairs
 from migration_guard_bot.messages import clip, code, plain
 

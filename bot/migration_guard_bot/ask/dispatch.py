@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from migration_guard_bot.answers import Answer, help_answer
+from migration_guard_bot import blocks as bk
+from migration_guard_bot.answer_parts import Answer
 from migration_guard_bot.ask.evacuation import evacuation_answer
 from migration_guard_bot.ask.ha_risks import ha_risks_answer
 from migration_guard_bot.ask.nodes_for import nodes_for
@@ -28,7 +29,8 @@ def answer_more(intent: Intent, service: Any, user: str) -> Answer:
         return overrides_answer(service.overrides())
     if isinstance(intent, Override):
         if not user:
-            return help_answer(problem="An override needs to know who asks: ask in Slack.")
+            line = "An override needs to know who asks it; ask in Slack or in the console."
+            return Answer(text=line, blocks=[bk.section(":warning: " + line)], public=False)
         vmid = vmid_of(intent.vm, service)
         body = with_node(
             intent.target,
@@ -38,4 +40,4 @@ def answer_more(intent: Intent, service: Any, user: str) -> Answer:
         message = override_message(body)
         message.override = body
         return message
-    return help_answer()
+    raise TypeError(f"no answer for {type(intent).__name__}")  # a new intent without its answer

@@ -7,7 +7,7 @@ from typing import Any
 
 from migration_guard.errors import UnknownNodeError
 from migration_guard_bot import blocks as bk
-from migration_guard_bot.answers import Answer
+from migration_guard_bot.answer_parts import Answer
 from migration_guard_bot.ask.resolve import node_named
 from migration_guard_bot.messages import code, plain, prose
 from migration_guard_bot.parser import WhatIf

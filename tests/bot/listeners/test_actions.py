@@ -17,16 +17,19 @@ import pytest
 from slack_sdk import WebClient
 
 from migration_guard.client import ServiceClient
+from migration_guard.service.guard import GuardService
+from migration_guard.store.redis_store import Store, connect
 from migration_guard_bot.listeners.deps import Deps
 from migration_guard_bot.notifier import Notifier
-from tests.bot.signed_requests import FORM, Bot, post
+from tests.bot.signed_requests import FORM, Bot, event, post
 from tests.bot.support import REDIS_URL
+from tests.fakes.clock import Clock
+from tests.fakes.pve import reader_for
 from tests.fakes.slack_api_server import SlackApiServer
 from tests.support.service_stack import flushed_redis, serving, settings_for
 
 pytestmark = pytest.mark.integration
 api = pytest.importorskip("migration_guard.api.app")
-guard = pytest.importorskip("migration_guard.service.guard")
 pve_server = pytest.importorskip("migration_guard.demo.pve_server")
 
 TOKEN = "bot-actions-token"
@@ -36,14 +39,19 @@ REASON = "the guest never uses AVX-512"
 
 @pytest.fixture()
 def stack():
+    """The service with a clock the test sets (an override's lifetime passes without waiting)."""
     store = flushed_redis(REDIS_URL, decode_responses=True)
     pve = pve_server.start_server("demo")
     settings = settings_for(
         pve, api_tokens=TOKEN, pve_cluster_name="demo", redis_url=REDIS_URL, pve_timeout=2
     )
-    app = api.create_app(guard.build_service(settings), settings.bearer_tokens())
+    client, kind = connect(REDIS_URL)
+    clock = Clock()
+    service = GuardService(settings, reader_for(pve), Store(client, kind), clock=clock)
+    app = api.create_app(service, (TOKEN,))
     with serving(app) as url, SlackApiServer() as slack:
         bot = Bot(slack, url, token=TOKEN, store=store, channel=CHANNEL)
+        bot.clock = clock  # type: ignore[attr-defined]
         try:
             yield bot, slack, store
         finally:
@@ -141,6 +149,21 @@ def test_a_spent_override_says_so(stack):
     assert "Override used" in redrawn["text"]
 
 
+def test_an_expired_override_says_so(stack):
+    bot, slack, _store = stack
+    asked = request(bot)
+    bot.clock.now += asked["ttl_s"] + 1  # type: ignore[attr-defined]
+    click(bot, slack, "U0OTHER", asked["id"], f"override:{asked['id']}", "expired")
+    said = responses(slack, "expired", 2)
+    told = next(p for p in said if p.get("response_type") == "ephemeral")
+    assert told["text"].startswith("Not approved: ") and "expired" in told["text"]
+    redrawn = next(p for p in said if p.get("replace_original"))
+    assert redrawn["text"].startswith(
+        "Override expired: VM 104 to pve-atom1 was not approved or used in time"
+    )
+    assert status_of(bot.service, asked["id"])["status"] == "expired"
+
+
 def test_the_veto_message_shows_the_request_and_the_approval(stack):
     bot, slack, store = stack
     vetoed = bot.service.decide(104, "pve-atom1", source="pve-xeon-csl")
@@ -169,3 +192,22 @@ def test_the_veto_message_shows_the_request_and_the_approval(stack):
     assert "Blocked" in veto["text"]  # still the veto message, redrawn whole
     assert not any(b["type"] == "actions" for b in veto["blocks"])
     assert not [c for c in slack.calls("response_url") if c["params"].get("replace_original")]
+
+
+def test_an_override_asked_in_a_mention_records_the_slack_user_and_carries_the_button(stack):
+    bot, slack, _store = stack
+    inner = {
+        "type": "app_mention",
+        "user": "U0MENTION",
+        "text": f"<@U0BOT> override 104 to pve-atom1 because {REASON}",
+        "ts": "1700000000.000100",
+        "channel": "C0ASK",
+        "event_ts": "1700000000.000100",
+    }
+    assert post(bot, event(inner), "application/json").status_code == 200
+    (call,) = slack.wait_for("chat.postMessage", 1, timeout=15)
+    p = call["params"]
+    assert p["text"].startswith("Override requested: VM 104 to pve-atom1, once.")
+    [buttons] = [b for b in p["blocks"] if b["type"] == "actions"]
+    asked = status_of(bot.service, buttons["elements"][0]["value"])
+    assert asked["requested_by"] == "slack:U0MENTION" and asked["reason"] == REASON

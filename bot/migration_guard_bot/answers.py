@@ -113,6 +113,7 @@ def help_answer(command: str = "/canmove", problem: str = "") -> Answer:
             f"{command} override 101 to node3 because …",
             "approved by another",
         ),
+        ("what if we add an EPYC 9654 node?", f"{command} what if we retire node3", "the cluster after it"),
     ]
     intro = "Ask me about live migrations and CPU types:"
     lines = [f"“{q}”  or  `{c}`  – {what}" for q, c, what in examples]

@@ -233,3 +233,24 @@ def test_a_bad_ha_answer_gives_unknown_never_allow():
         assert web01["allowed_targets"] == []
         assert body["summary"]["movable"] == 0 and body["summary"]["unknown"] == 2  # web01, db01
         assert {s["vmid"] for s in body["stuck"]} == {104}  # every node denies it whatever HA says
+
+
+def test_a_strict_rule_with_no_other_node_leaves_the_vm_stuck_without_a_cpu_fix():
+    ha = {
+        "resources": [{"sid": "vm:102", "state": "started"}],
+        "rules": [
+            {
+                "rule": "only-here",
+                "type": "node-affinity",
+                "resources": "vm:102",
+                "nodes": "pve-xeon-csl",
+                "strict": 1,
+            }
+        ],
+    }
+    with pve_server(demo_with(ha=ha)) as pve, service_on(pve) as api:
+        body = api.evacuation("pve-xeon-csl")
+        web01 = by_vmid(body["stuck"])[102]
+        assert web01["why"] == "HA rule only-here allows no online node but this one: HA would stop VM 102"
+        assert web01["fix"] is None and web01["fix_why"].startswith("HA may move it to no other node")
+        assert by_vmid(body["vms"])[102]["targets"] == []

@@ -158,10 +158,38 @@ class ServiceClient:
         """A ClusterView: ``nodes`` and ``rolling_upgrade``."""
         return self._request("GET", "/v1/cluster")
 
-    def recommendation(self, nodes: list[str] | tuple[str, ...] | None = None) -> dict:
-        """A RecommendationBody: ``recommended`` (null when no type runs on every node)."""
-        params = {"nodes": ",".join(nodes)} if nodes else None
-        return self._request("GET", "/v1/cluster/recommendation", params=params)
+    def recommendation(
+        self,
+        nodes: list[str] | tuple[str, ...] | None = None,
+        *,
+        add: list[str] | tuple[str, ...] = (),
+        remove: list[str] | tuple[str, ...] = (),
+        hosts: list[dict] | tuple[dict, ...] = (),
+    ) -> dict:
+        """A RecommendationWhatIfBody: ``recommended`` (null when no type runs on every node); with
+        ``add`` (shipped CPUs by name), ``remove`` (nodes) or ``hosts`` (host data, sent as POST):
+        ``what_if``, the cluster after that change."""
+        if hosts:
+            body: dict[str, Any] = {"nodes": list(nodes) if nodes else None}
+            body.update(add=list(add), remove=list(remove), hosts=list(hosts))
+            return self._request("POST", "/v1/cluster/recommendation", json=body)
+        params: dict[str, Any] = {"nodes": ",".join(nodes)} if nodes else {}
+        if add:
+            params["add"] = list(add)
+        if remove:
+            params["remove"] = list(remove)
+        return self._request("GET", "/v1/cluster/recommendation", params=params or None)
+
+    def cpus(self) -> list[dict]:
+        """The ``cpus`` of a CpusBody: the real CPUs an imagined node of a what-if may have."""
+        return self._request("GET", "/v1/cpus")["cpus"]
+
+    def drift(self, limit: int = 20, node: str | None = None) -> dict:
+        """A DriftBody: ``events``, the latest changes of the nodes' CPU facts, newest first."""
+        params: dict[str, Any] = {"limit": int(limit)}
+        if node:
+            params["node"] = node
+        return self._request("GET", "/v1/drift", params=params)
 
     def matrix(self) -> dict:
         """A MatrixBody: ``vms``, each with its verdict per target node."""

@@ -285,20 +285,42 @@ def test_hostile_config_lines_are_a_clear_line_then_the_fail_policy(standin, tmp
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from migration_guard_bot.parser import Check, Decisions, Help, Recommend, Targets, parse  # noqa: E402
+from migration_guard_bot.parser import (  # noqa: E402
+    Check,
+    Decisions,
+    Evacuate,
+    HaRisks,
+    Help,
+    NodesFor,
+    Override,
+    Overrides,
+    Recommend,
+    Targets,
+    parse,
+)
 
 
 def render(intent) -> str:
     """The canonical question for an intent (what the bot's help teaches)."""
     if isinstance(intent, Check):
         where = f"{intent.target_cluster}/{intent.target}" if intent.target_cluster else intent.target
-        return f"can vm {intent.vmid} move to {where}?"
+        return f"can vm {intent.vm} move to {where}?"
     if isinstance(intent, Targets):
-        return f"where can vm {intent.vmid} go?"
+        return f"where can vm {intent.vm} go?"
     if isinstance(intent, Recommend):
         return "recommend for " + " ".join(intent.nodes) if intent.nodes else "which cpu type should we use?"
     if isinstance(intent, Decisions):
-        return f"why was vm {intent.vmid} blocked?" if intent.vmid else "what was blocked?"
+        return f"why was vm {intent.vm} blocked?" if intent.vm else "what was blocked?"
+    if isinstance(intent, Evacuate):
+        return f"what happens if {intent.node} goes down?" if intent.down else f"evacuate {intent.node}"
+    if isinstance(intent, HaRisks):
+        return "HA risks"
+    if isinstance(intent, NodesFor):
+        return f"which nodes can run {intent.cpu}?"
+    if isinstance(intent, Overrides):
+        return "overrides"
+    if isinstance(intent, Override):
+        return f"override {intent.vm} to {intent.target} because {intent.reason}"
     raise AssertionError(intent)
 
 
@@ -336,6 +358,24 @@ WORDS = [
     "NODE3",
     "a/b",
     "-",
+    "web01",
+    "evacuate",
+    "maintenance",
+    "put",
+    "in",
+    "down",
+    "if",
+    "HA",
+    "risks",
+    "which",
+    "nodes",
+    "run",
+    "x86-64-v3",
+    "override",
+    "overrides",
+    "because",
+    "mvoe",
+    "can't",
 ]
 questions = st.one_of(st.text(max_size=60), st.lists(st.sampled_from(WORDS), max_size=8).map(" ".join))
 

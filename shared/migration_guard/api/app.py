@@ -28,11 +28,13 @@ from migration_guard.api.routes import (
     coverage,
     custom_model,
     decisions,
+    drift,
     evacuation,
     ha,
     health,
     node_kit,
     overrides,
+    whatif,
 )
 from migration_guard.service.guard import GuardService
 from migration_guard.service.refresher import InventoryRefresher
@@ -175,6 +177,8 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         ha,
         node_kit,
         coverage,
+        whatif,
+        drift,
     ):
         app.router.routes.extend(resource.router(service, authorize).routes)
     errors.install(app, app.routes)

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "migration_guard.cli.serve",
     "migration_guard.cli.client",
     "migration_guard.cli.coverage",
+    "migration_guard.cli.whatif",
     "migration_guard.cli.hook",
     "migration_guard.cli.remote",
     "migration_guard.cli.maintenance",

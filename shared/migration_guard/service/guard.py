@@ -20,6 +20,7 @@ from migration_guard.errors import InputError, UnknownNodeError
 from migration_guard.service import custom_model
 from migration_guard.service.coverage import Coverage
 from migration_guard.service.decisions import Decisions
+from migration_guard.service.drift import DriftWatch
 from migration_guard.service.evacuation import Evacuation
 from migration_guard.service.facts import ClusterFacts
 from migration_guard.service.gather import Gatherer
@@ -65,6 +66,7 @@ class GuardService:
         )
         self.reports = Reports(self.facts)
         self.coverage = Coverage(self)
+        self.drift = DriftWatch(self)
         self.evacuations = Evacuation(self)
         self.ha = HaRisks(self)
 
@@ -206,8 +208,9 @@ class GuardService:
     async def cluster_view(self) -> dict:
         return await self.reports.cluster_view()
 
-    async def recommendation(self, names: list[str] | None) -> dict:
-        return await self.reports.recommendation(names)
+    async def recommendation(self, names: list[str] | None, **what_if: Any) -> dict:
+        """``what_if``: ``add``, ``remove``, ``host_data`` (service/whatif.py)."""
+        return await self.reports.recommendation(names, **what_if)
 
     async def matrix(self) -> dict:
         return await self.reports.matrix()

@@ -36,6 +36,7 @@ _HELP = {
     "max_body_bytes": "the largest request body the API reads, in bytes, e.g. 65536",
     "readyz_cache_s": "seconds one /readyz answer is reused, e.g. 3",
     "state_dir": "a folder the service may write, e.g. /var/lib/migration-guard",
+    "web_session_ttl_s": "seconds a dashboard login lasts, 60 to 604800, e.g. 28800",
 }
 
 #: where the service keeps vetoes queued while Redis is down, unless MIGRATION_GUARD_STATE_DIR says
@@ -81,6 +82,8 @@ class Settings(BaseSettings):
     #: the service's own files: vetoes and decisions queued while Redis is down (spool), kept
     #: across restarts until Redis takes them
     state_dir: str = DEFAULT_STATE_DIR
+    #: seconds a dashboard login (its session cookie and the session in the store) lasts
+    web_session_ttl_s: float = Field(default=8 * 3600, ge=60, le=7 * 86400)
 
     @field_validator("pve_verify_ssl")
     @classmethod

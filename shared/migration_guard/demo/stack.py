@@ -61,11 +61,8 @@ def banner(demo: Demo, url: str, login_link: str = "") -> str:
             f"  Proxmox (test server): {demo.server.url}  cluster {demo.settings.pve_cluster_name}, "
             f"nodes {', '.join(nodes)}; store: {store}",
             f"  API token: {demo.token}",
-            *(
-                [f"  Dashboard: {url}/ui/  one-time login link (works once, for 5 minutes): {login_link}"]
-                if login_link
-                else []
-            ),
+            f"  Dashboard: {url}/ui/ (sign in with the API token)",
+            *([f"    one-time login link (works once, for 5 minutes): {login_link}"] if login_link else []),
             "",
             "Try:",
             f"  curl -s {auth} '{url}/v1/vms/{vm['vmid']}/check?target={target}'",

@@ -22,6 +22,7 @@ from migration_guard.errors import (
     UnknownVmError,
 )
 from migration_guard_bot import blocks as bk
+from migration_guard_bot.ask.resolve import vmid_of, with_node
 from migration_guard_bot.messages import code, plain, prose
 from migration_guard_bot.parser import Check, Decisions, Help, Intent, Recommend, Targets
 
@@ -39,6 +40,14 @@ class Service(Protocol):
     def decisions(self, limit: int = 10, vmid: int | None = None) -> Any: ...
     def cluster(self) -> Any: ...
     def recommendation(self, nodes: tuple[str, ...] = ()) -> Any: ...
+    def matrix(self) -> Any: ...
+    def evacuation(self, node: str) -> Any: ...
+    def ha_risks(self) -> Any: ...
+    def request_override(
+        self, vmid: int, target: str, reason: str, ttl_s: int = 900, requested_by: str = ""
+    ) -> Any: ...
+    def approve_override(self, override_id: str, approved_by: str) -> Any: ...
+    def overrides(self, limit: int = 100) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -56,18 +65,28 @@ _WORD = {"allow": "Yes", "deny": "No", "unknown": "Not sure"}
 # --- entry point ---------------------------------------------------------------------------
 
 
-def answer(intent: Intent, service: Service, command: str = "/canmove") -> Answer:
+def answer(intent: Intent, service: Service, command: str = "/canmove", *, user: str = "") -> Answer:
+    """The answer to ``intent``; ``user``: who asks, as recorded (``slack:U123``, a console user)."""
     if isinstance(intent, Help):
         return help_answer(command, intent.problem)
     try:
+        if not isinstance(intent, (Check, Targets, Recommend, Decisions)):
+            from migration_guard_bot.ask.dispatch import answer_more  # the newer questions
+
+            return answer_more(intent, service, user)
         if isinstance(intent, Check):
-            return verdict_answer(service.check(intent.vmid, intent.target, intent.target_cluster))
+            vmid = vmid_of(intent.vm, service)
+            return verdict_answer(
+                with_node(intent.target, service, lambda n: service.check(vmid, n, intent.target_cluster))
+            )
         if isinstance(intent, Targets):
-            return targets_answer(intent.vmid, service.targets(intent.vmid, all_clusters=True))
+            vmid = vmid_of(intent.vm, service)
+            return targets_answer(vmid, service.targets(vmid, all_clusters=True))
         if isinstance(intent, Recommend):
             return recommendation_answer(service.recommendation(intent.nodes))
         if isinstance(intent, Decisions):
-            return decisions_answer(intent.vmid, service.decisions(DECISIONS_LIMIT, intent.vmid))
+            vmid_or_none = None if intent.vm is None else vmid_of(intent.vm, service)
+            return decisions_answer(vmid_or_none, service.decisions(DECISIONS_LIMIT, vmid_or_none))
     except (UnknownVmError, UnknownNodeError, UnknownClusterError) as exc:
         return not_found_answer(exc, intent, service)
     except GuardError as exc:
@@ -129,8 +148,10 @@ def not_found_answer(exc: GuardError, intent: Intent, service: Service) -> Answe
     parts: list[tuple[str, str]] = []  # (mrkdwn, plain text) of each sentence
     cluster = getattr(intent, "target_cluster", None) or ""
     if isinstance(exc, UnknownVmError):
-        said = msg[:1].upper() + msg[1:] if msg else f"I don't know VM {getattr(intent, 'vmid', '')}"
-        parts += [(prose(said) + ".", said + "."), ("Is the VM ID right?", "Is the VM ID right?")]
+        asked_vm = getattr(intent, "vm", "")
+        said = msg[:1].upper() + msg[1:] if msg else f"I don't know VM {asked_vm}"
+        check = "Is the name right?" if isinstance(asked_vm, str) else "Is the VM ID right?"
+        parts += [(prose(said) + ".", said + "."), (check, check)]
     elif isinstance(exc, UnknownClusterError):
         tail = f" ({msg})" if msg else ""
         parts.append(

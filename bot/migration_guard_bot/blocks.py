@@ -44,3 +44,20 @@ def bullets(lines: list[str], limit: int = 20) -> str:
     if len(lines) > limit:
         shown.append(f"… and {len(lines) - limit} more")
     return "\n".join(shown)
+
+
+def button(text: str, action_id: str, value: str, *, style: str | None = None) -> dict[str, Any]:
+    """An interactive button (our own words; ``value`` comes back in the signed action request)."""
+    out: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": clip(text, 75), "emoji": True},
+        "value": clip(value, 2000),
+    }
+    if style:
+        out["style"] = style
+    return out
+
+
+def actions(block_id: str, *elements: dict[str, Any]) -> Block:
+    return {"type": "actions", "block_id": block_id, "elements": list(elements)}

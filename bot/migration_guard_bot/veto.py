@@ -1,4 +1,5 @@
-"""A veto as the notifier reads it from the stream, and the Slack message that shows it.
+"""A veto (or a drift event) as the notifier reads it from the stream, and the Slack message that
+shows it.
 
 ``parse_entry`` turns a stream entry into a ``Veto`` (the schema is ``migration_guard.store.stream``'s);
 ``veto_message`` renders it (the verdict answer, with the running count of a run of repeats).
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from migration_guard.store.stream import decode_event
+from migration_guard.store.stream import DRIFT_KIND, decode_event
 from migration_guard_bot import blocks as bk
 from migration_guard_bot.answers import Answer, verdict_answer
+from migration_guard_bot.drift_post import drift_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +25,17 @@ class Veto:
     body: dict[str, Any]
 
     @property
+    def is_drift(self) -> bool:
+        """A drift event (a node's CPU facts changed), not a veto: posted once, never edited."""
+        return self.body.get("kind") == DRIFT_KIND
+
+    @property
     def thread_key(self) -> str:
-        """The (VM, target) of this veto: its run of repeats shares one Slack message."""
+        """The (VM, target) of this veto: its run of repeats shares one Slack message. A drift
+        event has a message of its own."""
         b = self.body
+        if self.is_drift:
+            return f"drift:{self.event_id}"
         return "{}:{}:{}:{}".format(
             b.get("source_cluster") or "", b.get("vmid"), b.get("target_cluster") or "", b.get("target")
         )
@@ -40,7 +50,10 @@ def parse_entry(entry_id: str, fields: dict[str, str] | None) -> Veto | None:
 
 
 def veto_message(veto: Veto) -> Answer:
-    """The veto's message; with a running count over 1, the count and what HA does about it."""
+    """The veto's message; with a running count over 1, the count and what HA does about it. A
+    drift event's message is drift_post's."""
+    if veto.is_drift:
+        return drift_message(veto.body)
     answer = verdict_answer(veto.body, veto=True)
     count, since = repeat_of(veto.body)
     if not count or count < 2:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from migration_guard.errors import (
+    ConflictError,
     GuardError,
     InputError,
     NotFoundError,
@@ -32,6 +33,8 @@ _NOT_FOUND = {
     "unknown-node": UnknownNodeError,
     "unknown-cluster": UnknownClusterError,
 }
+#: an override id as the service makes them (a ULID)
+OVERRIDE_ID = re.compile(r"\A[0-9A-HJKMNP-TV-Z]{26}\Z")
 
 #: a Proxmox VM id as the pve-vmid format has it (pve-common PVE/JSONSchema.pm): 100 to 999999999,
 #: ASCII digits, no leading zero. Checked before a VMID is sent: "00101" is no VM, not VM 101.
@@ -45,6 +48,8 @@ def error_from(status: int, body: Any, url: str) -> GuardError:
     message = str(error.get("message", "")) if isinstance(error, dict) else ""
     if status == 404:
         return _NOT_FOUND.get(code, NotFoundError)(message or f"{url}: not found", code=code or None)
+    if status == 409:
+        return ConflictError(message or f"{url}: conflict", code=code or None)
     if status in (400, 422):
         return InputError(message or f"{url}: bad input", code=code or None)
     if status == 401:
@@ -151,11 +156,80 @@ class ServiceClient:
         """A ClusterView: ``nodes`` and ``rolling_upgrade``."""
         return self._request("GET", "/v1/cluster")
 
-    def recommendation(self, nodes: list[str] | tuple[str, ...] | None = None) -> dict:
-        """A RecommendationBody: ``recommended`` (null when no type runs on every node)."""
-        params = {"nodes": ",".join(nodes)} if nodes else None
-        return self._request("GET", "/v1/cluster/recommendation", params=params)
+    def recommendation(
+        self,
+        nodes: list[str] | tuple[str, ...] | None = None,
+        *,
+        add: list[str] | tuple[str, ...] = (),
+        remove: list[str] | tuple[str, ...] = (),
+        hosts: list[dict] | tuple[dict, ...] = (),
+    ) -> dict:
+        """A RecommendationWhatIfBody: ``recommended`` (null when no type runs on every node); with
+        ``add`` (shipped CPUs by name), ``remove`` (nodes) or ``hosts`` (host data, sent as POST):
+        ``what_if``, the cluster after that change."""
+        if hosts:
+            body: dict[str, Any] = {"nodes": list(nodes) if nodes else None}
+            body.update(add=list(add), remove=list(remove), hosts=list(hosts))
+            return self._request("POST", "/v1/cluster/recommendation", json=body)
+        params: dict[str, Any] = {"nodes": ",".join(nodes)} if nodes else {}
+        if add:
+            params["add"] = list(add)
+        if remove:
+            params["remove"] = list(remove)
+        return self._request("GET", "/v1/cluster/recommendation", params=params or None)
+
+    def cpus(self) -> list[dict]:
+        """The ``cpus`` of a CpusBody: the real CPUs an imagined node of a what-if may have."""
+        return self._request("GET", "/v1/cpus")["cpus"]
+
+    def drift(self, limit: int = 20, node: str | None = None) -> dict:
+        """A DriftBody: ``events``, the latest changes of the nodes' CPU facts, newest first."""
+        params: dict[str, Any] = {"limit": int(limit)}
+        if node:
+            params["node"] = node
+        return self._request("GET", "/v1/drift", params=params)
 
     def matrix(self) -> dict:
         """A MatrixBody: ``vms``, each with its verdict per target node."""
         return self._request("GET", "/v1/matrix")
+
+    # --- audited one-time overrides -------------------------------------------------------------
+
+    def request_override(
+        self, vmid: int, target: str, reason: str, ttl_s: int = 900, requested_by: str = ""
+    ) -> dict:
+        """An OverrideBody, ``pending`` until a second person approves it."""
+        body = {
+            "vmid": int(vmid),
+            "target": target,
+            "reason": reason,
+            "ttl_s": int(ttl_s),
+            "requested_by": requested_by,
+        }
+        return self._request("POST", "/v1/overrides", json=body)
+
+    def approve_override(self, override_id: str, approved_by: str) -> dict:
+        """The approved OverrideBody; ConflictError (409) when ``approved_by`` asked for it, or it
+        expired, was spent or rejected (``code`` says which: override-self-approval, ...)."""
+        path = f"/v1/overrides/{_override_id(override_id)}/approve"
+        return self._request("POST", path, json={"approved_by": approved_by})
+
+    def reject_override(self, override_id: str, rejected_by: str) -> dict:
+        """The rejected OverrideBody; ConflictError (409) when it was spent or expired already."""
+        path = f"/v1/overrides/{_override_id(override_id)}/reject"
+        return self._request("POST", path, json={"rejected_by": rejected_by})
+
+    def overrides(self, limit: int = 100) -> list[dict]:
+        """The ``overrides`` of an OverridesBody, newest first."""
+        return self._request("GET", "/v1/overrides", params={"limit": int(limit)})["overrides"]
+
+
+def _override_id(text: str) -> str:
+    """An override id, checked before it goes into a path (no other path reachable through it)."""
+    value = str(text).strip().upper()
+    if not OVERRIDE_ID.match(value):
+        raise InputError(
+            f"{str(text)[:40]!r} is not an override id (26 letters and digits, as "
+            "migration-guard override list shows)"
+        )
+    return value

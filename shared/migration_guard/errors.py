@@ -73,6 +73,16 @@ class UnknownClusterError(NotFoundError):
     code = "unknown-cluster"
 
 
+# --- a state that forbids the request (HTTP 409) ----------------------------------------
+
+
+class ConflictError(GuardError):
+    """The request is well-formed but the thing's state forbids it (an override approved by its own
+    requester, expired, or already spent)."""
+
+    code = "conflict"
+
+
 # --- the Proxmox API (mapped once in shared/migration_guard/cluster/reader.py) -----------------------------
 
 

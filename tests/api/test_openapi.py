@@ -53,7 +53,11 @@ def test_every_route_documents_its_answer_shape():
     assert ("post", "/v1/decisions", "DecisionBody") in documented
     assert ("get", "/v1/decisions", "DecisionsBody") in documented
     assert ("get", "/v1/cluster", "ClusterView") in documented
-    assert ("get", "/v1/cluster/recommendation", "RecommendationBody") in documented
+    # the recommendation with its what-if block (add=/remove=): RecommendationBody plus what_if
+    assert ("get", "/v1/cluster/recommendation", "RecommendationWhatIfBody") in documented
+    assert ("post", "/v1/cluster/recommendation", "RecommendationWhatIfBody") in documented
+    assert ("get", "/v1/cpus", "CpusBody") in documented
+    assert ("get", "/v1/drift", "DriftBody") in documented
     assert ("get", "/v1/matrix", "MatrixBody") in documented
     assert ("get", "/readyz", "Readyz") in documented
     verdict = schema["components"]["schemas"]["VerdictBody"]["properties"]

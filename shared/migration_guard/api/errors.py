@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 
 from migration_guard.api.models import ErrorBody
 from migration_guard.errors import (
+    ConflictError,
     GuardError,
     InputError,
     NotFoundError,
@@ -75,6 +76,8 @@ def status_of(exc: GuardError) -> int:
         return 404
     if isinstance(exc, InputError):
         return 422
+    if isinstance(exc, ConflictError):
+        return 409
     if isinstance(exc, (ProxmoxUnreachable, StoreUnavailable)):
         return 503
     if isinstance(exc, ProxmoxError):
@@ -104,6 +107,7 @@ ERROR_MEANING = {
     401: "no or a wrong bearer token (MIGRATION_GUARD_API_TOKENS)",
     404: "no such VM, node, cluster or path",
     405: "method not allowed (the Allow header names the methods)",
+    409: "the override's state forbids it (self-approval, expired, spent); error.code says which",
     413: "the request body is larger than MIGRATION_GUARD_MAX_BODY_BYTES",
     422: "malformed input; error.field names the parameter",
     500: "internal error (the service log has the details)",

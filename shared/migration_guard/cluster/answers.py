@@ -20,6 +20,10 @@ SHAPES: dict[str, tuple[type, tuple[str, ...]]] = {
     "vm-status": (dict, ("status",)),
     "node-vms": (list, ("vmid",)),
     "vm-precondition": (dict, ()),
+    # pve-ha-manager src/PVE/API2/HA/{Resources,Rules,Groups}.pm index
+    "ha-resources": (list, ("sid",)),
+    "ha-rules": (list, ("rule",)),
+    "ha-groups": (list, ("group",)),
 }
 
 

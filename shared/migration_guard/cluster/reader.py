@@ -19,6 +19,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
 from migration_guard.cluster.answers import bad_shape, kind_of
+from migration_guard.cluster.ha import HaConfig, read_ha
 from migration_guard.cluster.pair import both
 from migration_guard.cluster.release import node_release, qemu_version_of
 from migration_guard.cluster.stats import CallStats
@@ -417,6 +418,10 @@ class ClusterReader:
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 out[int(row["vmid"])] = row
         return out
+
+    def ha_config(self) -> HaConfig:
+        """The HA resources and where HA may put them (rules on PVE 9, groups before)."""
+        return read_ha(self._call, self._api, self.where)
 
     def migrate_precondition(self, node: str, vmid: int, target: str | None = None) -> Precondition:
         """Proxmox's own check (storage, local disks and devices, HA rules) for every other node at

@@ -188,6 +188,45 @@ def put_vm(state: ClusterState, vm: dict) -> None:
         vms.append(vm)
 
 
+#: what a test may change of a node between two reads (``put_node``)
+NODE_FIELDS = ("cpu", "qemu_flags", "qemu_version", "pve_version", "machines", "kversion")
+
+
+def put_node(state: ClusterState, name: str, changes: dict) -> None:
+    """Change what node ``name`` reports, as an update and the reboot after it do. A BIOS or
+    microcode update that switches TSX off removes ``hle`` and ``rtm`` from /proc/cpuinfo (the node
+    status' ``cpuinfo.flags``: pve-common PVE/ProcFSTools.pm ``read_cpuinfo``) and from what KVM
+    offers (pvestatd detects ``cpuflags-kvm`` again when it starts: pve-manager
+    PVE/Service/pvestatd.pm ``update_supported_cpuflags``); a pve-qemu-kvm update changes the
+    machine versions (``qemu_version``). ``without_flags``: drop these names from both views;
+    ``with_flags``: add them (TSX switched back on, ``tsx=on``). Raises KeyError for an unknown
+    node or field."""
+    unknown = set(changes) - set(NODE_FIELDS) - {"without_flags", "with_flags"}
+    if unknown:
+        raise KeyError(
+            f"no node field {', '.join(sorted(unknown))} (use {', '.join(NODE_FIELDS)}, without_flags)"
+        )
+    with state.lock:
+        node = state.node(name)
+        if node is None:
+            raise KeyError(f"no node {name}")
+        drop = set(changes.get("without_flags") or ())
+        add = [str(f) for f in changes.get("with_flags") or ()]
+        if drop or add:
+            cpu = dict(node_cpu(node))
+            flags = [f for f in cpu.get("flags") or () if f not in drop]
+            cpu["flags"] = flags + [f for f in add if f not in flags]
+            node["cpu"] = cpu
+            recorded = recorded_qemu_flags(node)
+            if recorded is not None:
+                kept = [f for f in recorded if f not in drop]
+                node["qemu_flags"] = kept + [f for f in add if f not in kept]
+        for field in NODE_FIELDS:
+            if field in changes:
+                node[field] = changes[field]
+        state._qemu_flags_cache.pop(name, None)
+
+
 # --- the token's privileges and the Proxmox versions ---------------------------------------------
 
 

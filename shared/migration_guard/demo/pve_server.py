@@ -3,7 +3,7 @@
 Used by the tests (proxmoxer speaks real HTTPS to it) and by ``migration-guard serve --demo``.
 It answers the read endpoints the guard uses, shaped like Proxmox VE 9.x answers them
 (``{"data": ...}``, Proxmox's status codes), checks the ``PVEAPIToken`` header, and has
-test controls under ``/_test/`` (request counts, fault injection, VM edits).
+test controls under ``/_test/`` (request counts, fault injection, VM edits, node updates).
 
 Run as a process: ``python -m migration_guard.demo.pve_server --scenario demo|FILE [--port N]``
 prints ``READY https://127.0.0.1:PORT ca=PATH`` and serves until SIGTERM.
@@ -34,6 +34,7 @@ from migration_guard.demo.pve_scenario import (
     Faults,
     cpu_fixture,
     load_scenario,
+    put_node,
     put_vm,
     set_faults,
 )
@@ -196,6 +197,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_test/vms" and method == "POST":
             put_vm(state, body)
             self._send(200, {"ok": True})
+        elif path == "/_test/nodes" and method == "POST" and isinstance(body, dict):
+            try:
+                put_node(state, str(body.pop("name", "")), body)
+            except KeyError as exc:
+                self._send(404, {"error": str(exc.args[0])})
+                return
+            self._send(200, {"ok": True})
         else:
             self._send(404, {"error": f"no test control {method} {path}"})
 
@@ -234,6 +242,10 @@ class RunningServer:
 
     def put_vm(self, vm: dict) -> None:
         put_vm(self.state, vm)
+
+    def put_node(self, name: str, **changes: Any) -> None:
+        """Change what a node reports (pve_scenario.put_node): an update and a reboot."""
+        put_node(self.state, name, changes)
 
     def stop(self) -> None:
         self.state.hang_release.set()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from migration_guard.engine import pve_versions
+from migration_guard.engine import phys_bits, pve_versions
 from migration_guard.engine import verdicts as engine
-from migration_guard.engine.cpu_spec import CpuSpec, parse_cpu
+from migration_guard.engine.cpu_spec import CpuSpec, parse_cpu, parse_custom_models
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts
 from migration_guard.engine.hosts import HostCpu
 from migration_guard.engine.machines import machine_reasons
@@ -38,6 +38,7 @@ DENY_CODES = frozenset(
         "local-resources",
         "storage-unavailable",
         "cpu-type-unknown-on-target",
+        "phys-bits",
     }
 )
 #: codes that leave the verdict unknown unless something denies
@@ -194,7 +195,7 @@ def evaluate(
         offline = Reason("target-offline", f"{target.name} is offline: start it or pick another node")
         return draft.verdict("deny", offline)
     try:
-        spec: CpuSpec = parse_cpu(vm.cpu or None)
+        spec: CpuSpec = vm_spec(vm)
         engine.requirement(spec)  # resolves the model: an unknown one raises here
     except CpuSpecError as exc:
         return draft.verdict("unknown", Reason(exc.code, f"the VM's cpu value cannot be judged: {exc}"))
@@ -210,6 +211,16 @@ def evaluate(
         return draft.verdict("unknown", no_flags)
     draft.notes.extend(_nested_notes(vm, spec, source, target, source_known))
     kind = _cpu_check(draft, spec, names, source_known)
+    # a guest wider (physical address bits) than the target can crash after the move
+    source_cpu = source.cpu if source is not None else None
+    widths = (
+        phys_bits.reasons(spec, source_cpu, target.cpu, running=vm.status == "running")
+        if target.cpu is not None
+        else []
+    )
+    draft.reasons.extend(widths)
+    if any(r.code == phys_bits.CODE for r in widths):
+        kind = "deny"
     # the machine the VM runs (version and +pveN revision) must exist on the target
     draft.reasons.extend(machine := machine_reasons(vm, target))
     if any(r.code == "machine-unsupported" for r in machine):
@@ -220,6 +231,14 @@ def evaluate(
         if any(r.code in DENY_CODES for r in found):
             kind = "deny"
     return draft.verdict(kind)
+
+
+def vm_spec(vm: VmFacts) -> CpuSpec:
+    """The VM's parsed cpu value; a ``custom-NAME`` type resolved with the cluster's custom models
+    read with the VM (``custom_conf``; None: not read, so such a type cannot be judged). Raises
+    CpuSpecError."""
+    custom = parse_custom_models(vm.custom_conf) if vm.custom_conf is not None else None
+    return parse_cpu(vm.cpu or None, custom)
 
 
 def _pending_cpu(

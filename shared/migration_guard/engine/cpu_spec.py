@@ -46,7 +46,16 @@ class CpuSpec:
 
 
 DEFAULT_TYPE = "kvm64"
-_KEYS = ("cputype", "flags", "hidden", "hv-vendor-id", "phys-bits", "guest-phys-bits", "reported-model")
+_KEYS = (
+    "cputype",
+    "flags",
+    "hidden",
+    "hv-vendor-id",
+    "phys-bits",
+    "guest-phys-bits",
+    "reported-model",
+    "level",
+)
 _FLAG_RE = re.compile(r"^([+-])([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
 _TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _HV_VENDOR_RE = re.compile(r"^[A-Za-z0-9]{1,12}$")
@@ -81,6 +90,12 @@ def _guest_phys_bits(value: str, where: str) -> int:
     if value.isdigit() and 32 <= int(value) <= 64:
         return int(value)
     raise CpuSpecError(f"{where}: guest-phys-bits={_short(value)!r} must be a number from 32 to 64")
+
+
+def _level(value: str, where: str) -> int:
+    if value.isdigit() and int(value) <= 4294967295:
+        return int(value)
+    raise CpuSpecError(f"{where}: level={_short(value)!r} must be a number from 0 to 4294967295")
 
 
 def _hv_vendor(value: str, where: str) -> str:
@@ -189,6 +204,8 @@ def parse_cpu(
     if cputype == "":
         raise CpuSpecError(f"{where}: cputype= is empty")
     custom = _check_type(cputype, where, cat, custom_models)
+    if "level" in found:
+        _level(found["level"], where)
     flags = parse_flags(found["flags"], where, vm=True) if "flags" in found else ()
     return CpuSpec(
         raw=raw,
@@ -229,7 +246,8 @@ def format_cpu(spec: CpuSpec) -> str:
     return ",".join(parts)
 
 
-_CUSTOM_KEYS = ("flags", "phys-bits", "hidden", "hv-vendor-id", "reported-model", "guest-phys-bits")
+#: qemu-server 9.2 added ``level`` (the highest basic CPUID leaf): no CPU feature, accepted and not judged
+_CUSTOM_KEYS = ("flags", "phys-bits", "hidden", "hv-vendor-id", "reported-model", "guest-phys-bits", "level")
 
 
 def parse_custom_models(text: str, *, models: Catalog | None = None) -> dict[str, CustomModel]:
@@ -244,6 +262,8 @@ def parse_custom_models(text: str, *, models: Catalog | None = None) -> dict[str
         if current is None:
             return
         where = f"cpu-models.conf line {header_line} (cpu-model {current})"
+        if "level" in props:
+            _level(props["level"], where)
         reported = props.get("reported-model", DEFAULT_TYPE)
         result[current] = CustomModel(
             name=current,

@@ -69,6 +69,9 @@ class VmFacts:
     smbios_uuid: str = ""
     vmgenid: str = ""
     fetched_at: float = 0.0
+    #: the cluster's custom CPU models (cpu-models.conf text) when the VM's cpu names one
+    #: (``custom-NAME``), read with the VM; None when not read (such a type is then not judged)
+    custom_conf: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

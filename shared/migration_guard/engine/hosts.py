@@ -31,6 +31,9 @@ class HostCpu:
     bugs: frozenset[str] | None = None
     family: int | None = None
     model_number: int | None = None
+    #: the physical address width in bits (/proc/cpuinfo ``address sizes: N bits physical``),
+    #: None when unknown
+    phys_bits: int | None = None
 
 
 _VENDOR_IDS = {"genuineintel": "intel", "authenticamd": "amd", "hygongenuine": "amd"}
@@ -119,6 +122,26 @@ def _int(value: object) -> int | None:
     return None
 
 
+def phys_bits_of(text: object) -> int | None:
+    """The width of ``address sizes : 46 bits physical, 48 bits virtual`` (or a plain number),
+    None when the text gives none."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int):
+        return text if 8 <= text <= 64 else None
+    if not isinstance(text, str):
+        return None
+    words = text.replace(",", " ").split()
+    for index, word in enumerate(words):
+        if word.isdigit() and words[index + 1 : index + 3] == ["bits", "physical"]:
+            bits = int(word)
+            return bits if 8 <= bits <= 64 else None
+    stripped = text.strip()
+    if stripped.isdigit() and 8 <= int(stripped) <= 64:
+        return int(stripped)
+    return None
+
+
 def host_from_cpuinfo_text(text: str, name: str) -> HostCpu:
     """First processor of a /proc/cpuinfo dump. Raises HostDataError."""
     fields: dict[str, str] = {}
@@ -149,6 +172,7 @@ def host_from_cpuinfo_text(text: str, name: str) -> HostCpu:
         bugs=_words(fields["bugs"], "bugs", name) if "bugs" in fields else None,
         family=_int(fields.get("cpu family")),
         model_number=_int(fields.get("model")),
+        phys_bits=phys_bits_of(fields.get("address sizes")),
     )
 
 
@@ -183,6 +207,12 @@ def host_from_json(obj: object, default_name: str) -> HostCpu:
     if vendor_value and vendor_value.strip().lower() not in ("intel", "amd", "unknown", *_VENDOR_IDS):
         raise HostDataError(f"host {name}: unknown vendor {vendor_value!r} (use intel or amd)")
     bugs = obj.get("bugs")
+    width = obj.get("phys_bits", obj.get("address_sizes"))
+    if width is not None and phys_bits_of(width) is None:
+        raise HostDataError(
+            f"host {name}: phys_bits must be a number of bits from 8 to 64 "
+            "(or address_sizes as /proc/cpuinfo prints it: '46 bits physical, 48 bits virtual')"
+        )
     return HostCpu(
         name=name,
         vendor=vendor,
@@ -192,6 +222,7 @@ def host_from_json(obj: object, default_name: str) -> HostCpu:
         bugs=None if bugs is None else _words(bugs, "bugs", name),
         family=family,
         model_number=number,
+        phys_bits=phys_bits_of(width),
     )
 
 
@@ -234,13 +265,22 @@ def host_from_qemu_flags(
     qemu_flags: Iterable[str],
     vendor: Vendor | None = None,
     family: int | None = None,
+    phys_bits: int | None = None,
 ) -> HostCpu:
     """From ``GET /cluster/qemu/cpu-flags`` (QEMU names offered by that node's KVM); ``vendor`` and
     ``family`` from the node status when it has them."""
     flags = frozenset(f.strip().lower() for f in qemu_flags if f and f.strip())
     if vendor is None or vendor == "unknown":
         vendor = vendor_of(None, model, flags)
-    return HostCpu(name=name, vendor=vendor, model=model, flags=flags, flag_source="qemu-kvm", family=family)
+    return HostCpu(
+        name=name,
+        vendor=vendor,
+        model=model,
+        flags=flags,
+        flag_source="qemu-kvm",
+        family=family,
+        phys_bits=phys_bits,
+    )
 
 
 def load_host_file(path: str) -> HostCpu:

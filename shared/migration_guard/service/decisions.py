@@ -4,16 +4,20 @@ that failed on Proxmox is recorded too, so the audit log says why no verdict was
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from migration_guard.errors import GuardError, ProxmoxError, ProxmoxUnreachable
+from migration_guard.errors import GuardError, ProxmoxError, ProxmoxUnreachable, StoreUnavailable
 from migration_guard.service.metrics import Metrics
 from migration_guard.service.outcome import Outcome
 from migration_guard.store.events import EventLog, iso_utc, new_id
+from migration_guard.store.overrides import OverrideStore
 from migration_guard.store.redis_store import Store
 from migration_guard.store.stream import VetoEvent
+
+log = logging.getLogger("migration_guard.decisions")
 
 #: vetoes of one VM toward one target count as one run while no gap is longer than this (HA's CRM
 #: retries a vetoed migration every round, ~10 s, while the source node is in maintenance)
@@ -30,6 +34,24 @@ def repeat_advice(count: int, first: float, source: str) -> str:
         "leaves maintenance or the CPU type changes: set a CPU type both nodes run and restart "
         "the VM, or migrate it by hand to a node that runs it"
     )
+
+
+def _overridden(body: dict, override: dict, line: str) -> str:
+    """Turns the denied ``body`` into the allow an approved override grants (``override`` in the
+    body, a reason saying so); -> the hook's line: who allowed it, and what the guard had said."""
+    body["verdict"] = "allow"
+    body["override"] = {
+        "id": override["id"],
+        "requested_by": override["requested_by"],
+        "approved_by": override["approved_by"],
+        "reason": override["reason"],
+    }
+    who = (
+        f"override {override['id']} (requested by {override['requested_by']}, approved by "
+        f"{override['approved_by']}: {override['reason']})"
+    )
+    body["reasons"].append({"code": "override", "message": f"allowed once by {who}"})
+    return f"allowed once by {who}; the guard said: {line}"
 
 
 def _requested(request: dict) -> dict:
@@ -53,6 +75,7 @@ class Decisions:
         metrics: Metrics,
         clock: Callable[[], float],
         check: Callable[[dict, float | None], Awaitable[Outcome]],
+        overrides: OverrideStore | None = None,
     ) -> None:
         self.cluster = cluster
         self.store = store
@@ -60,6 +83,7 @@ class Decisions:
         self.metrics = metrics
         self.clock = clock
         self.check = check
+        self.overrides = overrides
         #: (source cluster, vmid, target cluster, target) -> (first, count, last): vetoes in a row,
         #: used while Redis is down (Redis keeps them for every service process otherwise)
         self._repeats: dict[tuple, tuple[float, int, float]] = {}
@@ -82,6 +106,10 @@ class Decisions:
         exit_code = verdict.exit_code if verdict else 5
         code = verdict.deny_code if verdict else "cluster-unreachable"
         line = verdict.log_line() if verdict else f"could not judge the migration of VM {vmid} to {target}"
+        if body["verdict"] == "deny" and mode == "enforce" and self._local(request):
+            override = await self._spend_override(vmid, target, decision_id)
+            if override is not None:
+                exit_code, code, line = 0, "override", _overridden(body, override, line)
         repeats: tuple[int, float] | None = None
         if body["verdict"] == "deny" and mode == "enforce":
             repeats = await self._count_veto(body, target, now)
@@ -111,6 +139,22 @@ class Decisions:
         body["line"] = line
         return outcome
 
+    def _local(self, request: dict) -> bool:
+        """Overrides name a VM and a node of this service's own cluster."""
+        return self.overrides is not None and all(
+            request.get(k) in (None, "", self.cluster) for k in ("source_cluster", "target_cluster")
+        )
+
+    async def _spend_override(self, vmid: int, target: str, decision_id: str) -> dict | None:
+        """The approved override of this VM and target, spent now; None when there is none, or
+        when Redis cannot say (the veto stands: an override is never assumed)."""
+        assert self.overrides is not None
+        try:
+            return await self.overrides.spend(vmid, target, decision_id)
+        except StoreUnavailable as exc:
+            log.warning("overrides not read for VM %s to %s (%s): the veto stands", vmid, target, exc)
+            return None
+
     def _record(
         self, request: dict, body: dict, decision_id: str, now: float, *, code: str, exit_code: int, line: str
     ) -> dict:
@@ -134,6 +178,7 @@ class Decisions:
             "line": line,
             "facts_age_s": body.get("facts_age_s"),
             "facts": list(body.get("facts") or ()),
+            **({"override": body["override"]} if body.get("override") else {}),
             **_requested(request),
         }
 

@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
+from migration_guard.errors import InputError, UnknownNodeError
 from migration_guard.service.decisions import Decisions
+from migration_guard.service.drift import DriftWatch
 from migration_guard.service.facts import ClusterFacts
 from migration_guard.service.gather import Gatherer
 from migration_guard.service.metrics import Metrics
@@ -25,6 +27,7 @@ from migration_guard.service.reports import Reports
 from migration_guard.service.settings import Settings
 from migration_guard.store.cache import FactsCache
 from migration_guard.store.events import EventLog
+from migration_guard.store.overrides import OverrideStore
 from migration_guard.store.redis_store import Store
 
 
@@ -53,10 +56,12 @@ class GuardService:
         self.facts = ClusterFacts(settings, reader, self.cache, self.pool, clock)
         self.vm_status = self.facts.vm_status
         self.gatherer = Gatherer(self.facts, settings.verdict_memo_cap)
+        self.overrides = OverrideStore(store, clock)
         self.decisions = Decisions(
-            self.cluster, store, self.events, self.metrics, clock, self._decision_check
+            self.cluster, store, self.events, self.metrics, clock, self._decision_check, self.overrides
         )
         self.reports = Reports(self.facts)
+        self.drift = DriftWatch(self)
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
         """A blocking reader call in the Proxmox thread pool (the API's readiness probe)."""
@@ -164,13 +169,33 @@ class GuardService:
             budget_s=budget_s,
         )
 
+    # --- audited one-time overrides (store/overrides.py) -------------------------------------------
+
+    async def request_override(
+        self, vmid: int, target: str, reason: str, ttl_s: int, requested_by: str
+    ) -> dict:
+        """A pending override of VM ``vmid`` to node ``target`` (both must exist in the cluster)."""
+        summary = await self.find_vm(vmid)
+        nodes, _ = await self.node_list()
+        names = sorted(n.name for n in nodes)
+        if target not in names:
+            raise UnknownNodeError(
+                f"cluster {self.cluster} has no node {target}; its nodes are {', '.join(names)}"
+            )
+        if target == summary.node:
+            raise InputError(
+                f"VM {vmid} already runs on {target}: an override needs another node", code="bad-input"
+            )
+        return await self.overrides.create(vmid, target, reason, ttl_s, requested_by)
+
     # --- reports (reports.py) -----------------------------------------------------------------
 
     async def cluster_view(self) -> dict:
         return await self.reports.cluster_view()
 
-    async def recommendation(self, names: list[str] | None) -> dict:
-        return await self.reports.recommendation(names)
+    async def recommendation(self, names: list[str] | None, **what_if: Any) -> dict:
+        """``what_if``: ``add``, ``remove``, ``host_data`` (service/whatif.py)."""
+        return await self.reports.recommendation(names, **what_if)
 
     async def matrix(self) -> dict:
         return await self.reports.matrix()

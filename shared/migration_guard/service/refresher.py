@@ -1,5 +1,6 @@
 """Keeps a cluster's shared facts fresh in the background: the node list, the VM list, QEMU's
-flag report and every online node's CPU, versions and machine types.
+flag report and every online node's CPU, versions and machine types; after every good round the
+drift alarm compares each node's CPU facts with the last stored ones (service/drift.py).
 
 These are few (one call per node, two for the cluster), change rarely, and every check needs
 them; a VM's own facts (config, status) are many and are read when a check asks. With this
@@ -87,6 +88,9 @@ class InventoryRefresher:
         if self.failing is not None:
             log.info("cluster %s answers again: its nodes and VM list are fresh", service.cluster)
             self.failing = None
+        drift = getattr(service, "drift", None)
+        if drift is not None:  # each node's CPU facts against the last stored (service/drift.py)
+            await drift.observe()
 
     async def first_round(self) -> None:
         """The round before the service listens: bounded by the Proxmox timeout (then the service

@@ -4,6 +4,7 @@ CPUs), the CPU type recommendation, and the matrix of every VM against every nod
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from migration_guard.engine import pve_versions
@@ -19,6 +20,7 @@ from migration_guard.errors import (
     UnknownVmError,
 )
 from migration_guard.service.outcome import UNREACHABLE, _judge
+from migration_guard.service.whatif import added_hosts, check_removed, what_if_block
 from migration_guard.store.events import iso_utc
 
 
@@ -120,7 +122,21 @@ class Reports:
             out.append(g[0])
         return out
 
-    async def recommendation(self, names: list[str] | None) -> dict:
+    async def recommendation(
+        self,
+        names: list[str] | None,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        host_data: Sequence[dict] = (),
+    ) -> dict:
+        """``add``/``remove``/``host_data``: a what-if question (service/whatif.py): the answer gains a
+        ``what_if`` block about the cluster after that change."""
+        asked = bool(add or host_data or remove)
+        if asked:  # bad names answer before any VM is read
+            known = [n.name for n in (await self.facts.node_list())[0]]
+            check_removed(self.facts.cluster, remove, known)
+            added_hosts(self.facts.cluster, add, host_data, set(known))
         hosts_facts = await self._online_hosts(names)
         unknown = [n.name for n in hosts_facts if n.cpu is None]
         hosts = [n.cpu for n in hosts_facts if n.cpu is not None]
@@ -155,6 +171,19 @@ class Reports:
                     }
                 )
         notes = [n.message for n in map(nested_note, hosts_facts) if n is not None]
+        change = {}
+        if asked:
+            block = what_if_block(
+                self.facts.cluster,
+                hosts_facts,
+                known,
+                vms,
+                add=add,
+                remove=remove,
+                hosts=host_data,
+                checked_at=iso_utc(self.facts.clock()),
+            )
+            change = {"what_if": block}
         return {
             "cluster": self.facts.cluster,
             "nodes": [n.name for n in hosts_facts],
@@ -166,6 +195,7 @@ class Reports:
             "blocked": [{"type": b.type, "node": b.host, "missing": list(b.missing)} for b in rec.blocked],
             "vms_at_risk": at_risk,
             "checked_at": iso_utc(self.facts.clock()),
+            **change,
         }
 
     async def matrix(self) -> dict:

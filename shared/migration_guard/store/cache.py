@@ -60,6 +60,7 @@ def _host_to(h: HostCpu | None) -> dict | None:
         "bugs": sorted(h.bugs) if h.bugs is not None else None,
         "family": h.family,
         "model_number": h.model_number,
+        "phys_bits": h.phys_bits,
     }
 
 
@@ -75,6 +76,7 @@ def _host_from(d: dict | None) -> HostCpu | None:
         bugs=frozenset(d["bugs"]) if d.get("bugs") is not None else None,
         family=d.get("family"),
         model_number=d.get("model_number"),
+        phys_bits=d.get("phys_bits"),
     )
 
 
@@ -144,7 +146,7 @@ def facts_hash(node: NodeFacts) -> str:
             node.cpu_model,
             node.flag_source,
             cpu.vendor if cpu else "",
-            f"{cpu.family}/{cpu.model_number}" if cpu else "",
+            f"{cpu.family}/{cpu.model_number}/{cpu.phys_bits}" if cpu else "",
             " ".join(sorted(cpu.flags)) if cpu else "",
             " ".join(sorted(cpu.bugs)) if cpu and cpu.bugs is not None else "-",
             node.pve_version,

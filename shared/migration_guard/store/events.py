@@ -25,7 +25,7 @@ from typing import Any
 
 from migration_guard.errors import ConfigError, StoreUnavailable
 from migration_guard.store.redis_store import Store
-from migration_guard.store.stream import EVENT_FIELD, EVENTS_STREAM, VetoEvent, encode_event
+from migration_guard.store.stream import EVENT_FIELD, EVENTS_STREAM, DriftEvent, VetoEvent, encode_event
 
 log = logging.getLogger("migration_guard.events")
 
@@ -199,8 +199,8 @@ class EventLog:
             return False
         return True
 
-    async def publish(self, event: VetoEvent) -> bool:
-        """Publish a veto event; False when it was queued for later (Redis down)."""
+    async def publish(self, event: VetoEvent | DriftEvent) -> bool:
+        """Publish a veto (or drift) event; False when it was queued for later (Redis down)."""
         text = encode_event(event)
         ident = str(event.get("id") or new_id())
         await self.flush()

@@ -1,6 +1,6 @@
-"""The veto event stream, once: its name, the field each entry carries, and the event's schema.
-The service writes it (``events.EventLog.publish``); the bot's notifier reads it. Standard
-library only, so a reader needs nothing else of the store."""
+"""The event stream (vetoes, and drift of a node's CPU facts), once: its name, the field each
+entry carries, and the events' schemas. The service writes it (``events.EventLog.publish``); the
+bot's notifier reads it. Standard library only, so a reader needs nothing else of the store."""
 
 from __future__ import annotations
 
@@ -33,19 +33,46 @@ class VetoEvent(TypedDict):
     repeat: NotRequired[dict[str, Any]]
 
 
-def encode_event(event: VetoEvent | dict[str, Any]) -> str:
+class DriftEvent(TypedDict):
+    """A node's CPU facts changed (docs/architecture.md, "Drift events"): ``kind`` tells it from a
+    veto, which has none."""
+
+    kind: str  # "drift"
+    id: str
+    time: str  # ISO 8601 UTC
+    cluster: str
+    node: str
+    appeared: list[str]
+    vanished: list[str]
+    qemu_before: str | None
+    qemu_after: str | None
+    changed: dict[str, list[Any]]
+    vms_now_blocked: list[dict[str, Any]]
+    vms_now_movable: list[dict[str, Any]]
+
+
+#: ``kind`` of a drift event (a veto event has no ``kind``)
+DRIFT_KIND = "drift"
+
+
+def encode_event(event: VetoEvent | DriftEvent | dict[str, Any]) -> str:
     """The entry's field value for ``event``."""
     return json.dumps(event, separators=(",", ":"))
 
 
 def decode_event(fields: dict[str, str] | None) -> dict[str, Any] | None:
-    """The event of a stream entry's fields, or None when the entry holds no readable veto."""
+    """The event of a stream entry's fields, or None when the entry holds no readable veto or
+    drift event."""
     if not fields or EVENT_FIELD not in fields:
         return None
     try:
         body = json.loads(fields[EVENT_FIELD])
     except ValueError:
         return None
-    if not isinstance(body, dict) or body.get("vmid") is None:
+    if not isinstance(body, dict):
+        return None
+    if body.get("kind") == DRIFT_KIND:
+        return body if isinstance(body.get("node"), str) and body.get("id") else None
+    if body.get("vmid") is None:
         return None
     return body

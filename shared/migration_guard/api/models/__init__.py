@@ -92,8 +92,21 @@ class VerdictBody(Answer):
     stale: bool = Field(description="answered from facts older than their lifetime")
 
 
+class OverrideUse(BaseModel):
+    """The approved override that turned a deny into this allow (once; ``GET /v1/overrides``)."""
+
+    id: str
+    requested_by: str
+    approved_by: str
+    reason: str
+
+
 class DecisionBody(VerdictBody):
     """The hook's decision: the verdict, recorded in the audit log (``decision_id``)."""
+
+    override: OverrideUse | None = Field(
+        default=None, description="the override that allowed this denied migration once"
+    )
 
     decision_id: str
     mode: Literal["enforce", "warn"]
@@ -151,6 +164,9 @@ class DecisionRecord(Answer):
     smbios_uuid: str | None = None
     requested_cpu: str | None = Field(default=None, description="the cpu the hook named")
     status: int | None = Field(default=None, description="a failed decision: the HTTP status answered")
+    override: OverrideUse | None = Field(
+        default=None, description="the override that allowed this denied migration once"
+    )
 
 
 class DecisionsBody(BaseModel):

@@ -8,7 +8,8 @@ from fastapi.responses import Response
 from migration_guard.api import deps
 from migration_guard.api.deps import Authorize
 from migration_guard.api.errors import json_response, responses
-from migration_guard.api.models import ClusterView, MatrixBody, RecommendationBody
+from migration_guard.api.models import ClusterView, MatrixBody
+from migration_guard.api.models.whatif import RecommendationWhatIfBody
 from migration_guard.service.guard import GuardService
 
 
@@ -26,15 +27,23 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
     @api.get(
         "/v1/cluster/recommendation",
         response_model=None,
-        responses=responses(RecommendationBody, "the CPU type the nodes all run, and the VMs at risk"),
+        responses=responses(
+            RecommendationWhatIfBody,
+            "the CPU type the nodes all run, and the VMs at risk; with add/remove: what_if",
+        ),
     )
     async def recommendation(
         nodes: str | None = Query(
             None, description="comma-separated node names (default: every online node)"
         ),
+        add: list[str] = Query(  # noqa: B008 - FastAPI's way to declare a repeatable parameter
+            [], max_length=16, description="what if: add a node with this shipped CPU (GET /v1/cpus)"
+        ),
+        remove: list[str] = Query([], description="what if: remove this node"),  # noqa: B008
     ) -> Response:
         names = [deps.node_name(n.strip(), "nodes") for n in nodes.split(",") if n.strip()] if nodes else None
-        return json_response(await service.recommendation(names))
+        gone = [deps.node_name(n.strip(), "remove") for n in remove if n.strip()]
+        return json_response(await service.recommendation(names, add=add, remove=gone))
 
     @api.get(
         "/v1/matrix",

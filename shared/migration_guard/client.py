@@ -193,6 +193,25 @@ class ServiceClient:
         """A MatrixBody: ``vms``, each with its verdict per target node."""
         return self._request("GET", "/v1/matrix")
 
+    def custom_model(self, nodes: list[str] | tuple[str, ...] | None = None, name: str | None = None) -> dict:
+        """A CustomModelBody: the custom CPU model every chosen node (default: every online one) runs."""
+        params: dict[str, str] = {}
+        if nodes:
+            params["nodes"] = ",".join(nodes)
+        if name:
+            params["name"] = name
+        return self._request("GET", "/v1/cluster/custom-model", params=params or None)
+
+    def create_custom_model(
+        self, nodes: list[str] | tuple[str, ...] | None = None, name: str | None = None
+    ) -> dict:
+        """Create that model in Proxmox (the service's token needs Mapping.Modify on /mapping/cpu):
+        a CustomModelBody with ``created``."""
+        body: dict[str, Any] = {"nodes": list(nodes) if nodes else None}
+        if name:
+            body["name"] = name
+        return self._request("POST", "/v1/cluster/custom-model", json=body)
+
     # --- audited one-time overrides -------------------------------------------------------------
 
     def request_override(

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from migration_guard.cli import baseline
 from migration_guard.cli.whatif import register_cpu_list
 from migration_guard.engine.checks import nested_host_note
 from migration_guard.engine.cpu_models import catalog
@@ -81,6 +82,7 @@ def register(subparsers) -> None:
     )
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(func=_models)
+    baseline.register(sub, host_help)
 
     register_cpu_list(sub)  # cpu list: the shipped real CPUs (cli/whatif.py)
 

@@ -13,6 +13,7 @@ from typing import Any
 SHAPES: dict[str, tuple[type, tuple[str, ...]]] = {
     "nodes": (list, ("node",)),
     "cpu-flags": (list, ("name",)),
+    "custom-cpu-models": (list, ("cputype",)),  # pve-manager PVE/API2/Cluster/Qemu/CustomCPUModels.pm
     "node-status": (dict, ()),
     "node-machines": (list, ("id",)),
     "resources": (list, ("vmid",)),

@@ -18,12 +18,14 @@ import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
+from migration_guard.cluster import custom_models
 from migration_guard.cluster.answers import bad_shape, kind_of
 from migration_guard.cluster.ha import HaConfig, read_ha
 from migration_guard.cluster.pair import both
 from migration_guard.cluster.release import node_release, qemu_version_of
 from migration_guard.cluster.stats import CallStats
 from migration_guard.cluster.vm_facts import tags_of, vm_facts_from
+from migration_guard.engine.cpu_spec import CustomModel
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
 from migration_guard.engine.hosts import (
     host_from_proxmox,
@@ -234,6 +236,13 @@ class ClusterReader:
             for node in nodes:
                 offered.setdefault(str(node), set()).add(str(row["name"]))
         return {node: frozenset(flags) for node, flags in offered.items()}
+
+    def custom_cpu_models(self) -> str | None:
+        """The cluster's custom CPU models as cpu-models.conf text; None without the endpoint."""
+        return custom_models.read(self)
+
+    def create_custom_cpu_model(self, model: CustomModel) -> None:
+        custom_models.create(self, model)
 
     def node_facts(self, name: str, qemu_flags: frozenset[str] | None = None) -> NodeFacts:
         """Status, versions and machine types of one node. With ``qemu_flags`` (from

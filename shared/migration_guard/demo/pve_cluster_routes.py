@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
+from migration_guard.demo.pve_custom_models import create_model, list_models
 from migration_guard.demo.pve_kvm import recognised_flags
 from migration_guard.demo.pve_node_routes import node_route
 from migration_guard.demo.pve_scenario import ApiError, ClusterState, pve_version, require, version_tuple
@@ -108,7 +109,21 @@ _ROUTES: dict[tuple[str, ...], Callable[[ClusterState, dict[str, str]], Any]] = 
     ("cluster", "status"): _cluster_status,
     ("cluster", "resources"): _cluster_resources,
     ("cluster", "qemu", "cpu-flags"): _cluster_cpu_flags,
+    ("cluster", "qemu", "custom-cpu-models"): list_models,
 }
+#: the paths this server answers a POST on (the body's form fields in, ``data`` out)
+_POSTS: dict[tuple[str, ...], Callable[[ClusterState, dict[str, str]], Any]] = {
+    ("cluster", "qemu", "custom-cpu-models"): create_model,
+}
+
+
+def post_route(state: ClusterState, path: str, form: dict[str, str]) -> Any:
+    """The answer's ``data`` for a POST of ``path`` with ``form``. Raises ApiError."""
+    parts = tuple(unquote(p) for p in path.strip("/").split("/") if p)
+    handler = _POSTS.get(parts)
+    if handler is None:
+        raise ApiError(501, f"Method 'POST /{'/'.join(parts)}' not implemented")
+    return handler(state, form)
 
 
 def route(state: ClusterState, path: str, query: dict[str, str]) -> Any:

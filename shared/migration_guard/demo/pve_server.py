@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from migration_guard.demo.pve_cluster_routes import route
+from migration_guard.demo.pve_cluster_routes import post_route, route
 from migration_guard.demo.pve_scenario import (
     ApiError,
     ClusterState,
@@ -152,16 +152,25 @@ class _Handler(BaseHTTPRequestHandler):
             if not state.hang_release.wait(state.proxy_timeout_s):
                 self._error(ApiError(595, f"Connection timed out (node {node_name})"))
             return
-        if method != "GET":
+        if method not in ("GET", "POST"):
             self._error(ApiError(501, f"Method '{method} {api_path}' not implemented"))
             return
         try:
             with state.lock:
-                data = route(state, api_path, query)
+                if method == "POST":
+                    data = post_route(state, api_path, self._form())
+                else:
+                    data = route(state, api_path, query)
         except ApiError as err:
             self._error(err)
             return
         self._send(200, {"data": data})
+
+    def _form(self) -> dict[str, str]:
+        """A POST's parameters: proxmoxer sends them form-encoded (as Proxmox's clients do)."""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
     def _authorized(self, faults: Faults) -> bool:
         if faults.reject_token:

@@ -13,13 +13,32 @@ from typing import Any
 
 from migration_guard.cluster.reader import vm_facts_from
 from migration_guard.cluster.vm_status import VmStatusReader
+from migration_guard.engine import phys_bits
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
 from migration_guard.engine.hosts import host_from_qemu_flags
 from migration_guard.errors import ProxmoxError, UnknownVmError
 from migration_guard.service.settings import Settings
-from migration_guard.store.cache import FLAGS, NODE, NODES, PRECONDITION, VM, VMS, FactsCache, facts_hash
+from migration_guard.store.cache import (
+    FLAGS,
+    NODE,
+    NODES,
+    PRECONDITION,
+    VM,
+    VMS,
+    Codec,
+    FactsCache,
+    facts_hash,
+)
+
+#: the custom models' cpu-models.conf text, or None (kept as it is)
+TEXT: Codec[str | None] = Codec(lambda t: t, lambda t: t)
 
 PRECHECK_OFF = Precondition(checked=False, skipped_reason="the precondition check is turned off")
+
+
+def _custom_name(cpu: str) -> str:
+    """``custom-NAME[,...]`` -> NAME."""
+    return cpu.strip().split(",", 1)[0][len("custom-") :]
 
 
 class ClusterFacts:
@@ -113,7 +132,29 @@ class ClusterFacts:
             await asyncio.gather(config_task, return_exceptions=True)
             raise
         config = await config_task
-        return vm_facts_from(self.cluster, node, vmid, config, status)
+        vm = vm_facts_from(self.cluster, node, vmid, config, status)
+        named = [_custom_name(c) for c in (vm.cpu, vm.pending_cpu) if c and c.strip().startswith("custom-")]
+        if named:
+            text = await self.custom_models()
+            if text is not None and any(f"cpu-model: {n}\n" not in text for n in named):
+                # a model created since the list was read: read it again (at most every VM lifetime)
+                text = await self.custom_models(renew_after=max(self.settings.cache_vm_ttl, 1.0))
+            vm = dataclasses.replace(vm, custom_conf=text)
+        return vm
+
+    async def custom_models(self, renew_after: float | None = None) -> str | None:
+        """The cluster's custom CPU models (cpu-models.conf text): from Proxmox's
+        /cluster/qemu/custom-cpu-models where it exists, else from MIGRATION_GUARD_CPU_MODELS_CONF;
+        None when neither gives them (a custom-NAME type is then not judged)."""
+        read = getattr(self.reader, "custom_cpu_models", None)
+        text: str | None = None
+        if read is not None:
+            text, _ = await self._cached(
+                "custom-models", self.settings.cache_node_ttl, renew_after, lambda: self._run(read), TEXT
+            )
+        if text is None:
+            text = self.settings.cpu_models_text()
+        return text
 
     async def node_status(self, name: str, renew_after: float | None = None) -> tuple[NodeFacts, float]:
         facts, age = await self._cached(
@@ -130,10 +171,10 @@ class ClusterFacts:
         same time; a reader without ``node_release`` leaves them unknown)."""
         release = getattr(self.reader, "node_release", None)
         if release is None:
-            facts: NodeFacts = self.reader.node_facts(name)
+            facts: NodeFacts = self.with_width(self.reader.node_facts(name))
             return facts
         other = self.pool.submit(release, name)
-        facts = self.reader.node_facts(name)
+        facts = self.with_width(self.reader.node_facts(name))
         try:
             pve, types, source = other.result()
         except ProxmoxError:  # the status was read: the release data stands in for the list
@@ -141,6 +182,19 @@ class ClusterFacts:
         return dataclasses.replace(
             facts, pve_version=facts.pve_version or pve, cpu_types=types, cpu_types_source=source
         )
+
+    def with_width(self, facts: NodeFacts) -> NodeFacts:
+        """The node's physical address width, which Proxmox's API does not report: the operator's
+        MIGRATION_GUARD_NODE_PHYS_BITS, else the recorded width of the same CPU model."""
+        cpu = facts.cpu
+        if cpu is None or cpu.phys_bits is not None:
+            return facts
+        bits = self.settings.phys_bits_by_node.get(facts.name) or phys_bits.recorded_width(
+            facts.cpu_model or cpu.model
+        )
+        if bits is None:
+            return facts
+        return dataclasses.replace(facts, cpu=dataclasses.replace(cpu, phys_bits=bits))
 
     def known(self, facts: NodeFacts) -> NodeFacts:
         """Facts that did not change keep their identity (keyed by their hash, computed once per
@@ -184,6 +238,7 @@ class ClusterFacts:
             offered,
             known.vendor if known is not None else None,
             known.family if known is not None else None,
+            known.phys_bits if known is not None else None,
         )
         combined = dataclasses.replace(facts, cpu=cpu, flag_source="qemu-kvm")
         if len(self._combined) > 4096:

@@ -312,6 +312,7 @@ class Gatherer:
             vm.cpu,
             vm.pending_cpu,
             vm.running_machine,
+            vm.custom_conf,  # the custom models read with it (a model created or changed since)
             id(source),
             source.online,
             id(target),

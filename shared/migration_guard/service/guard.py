@@ -17,6 +17,7 @@ from typing import Any
 
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
 from migration_guard.errors import InputError, UnknownNodeError
+from migration_guard.service import custom_model
 from migration_guard.service.decisions import Decisions
 from migration_guard.service.drift import DriftWatch
 from migration_guard.service.facts import ClusterFacts
@@ -199,6 +200,12 @@ class GuardService:
 
     async def matrix(self) -> dict:
         return await self.reports.matrix()
+
+    async def custom_model(self, names: list[str] | None, name: str) -> dict:
+        return (await custom_model.plan(self.reports, names, name))[1]
+
+    async def create_custom_model(self, names: list[str] | None, name: str) -> dict:
+        return await custom_model.apply(self.reports, names, name)
 
 
 def build_service(settings: Settings) -> GuardService:

@@ -37,6 +37,9 @@ _HELP = {
     "readyz_cache_s": "seconds one /readyz answer is reused, e.g. 3",
     "state_dir": "a folder the service may write, e.g. /var/lib/migration-guard",
     "web_session_ttl_s": "seconds a dashboard login lasts, 60 to 604800, e.g. 28800",
+    "cpu_models_conf": "a copy of the cluster's /etc/pve/virtual-guest/cpu-models.conf (custom CPU models)",
+    "node_phys_bits": "each node's physical address width, e.g. pve1=46,pve2=39 "
+    "(the 'address sizes' line of its /proc/cpuinfo)",
 }
 
 #: where the service keeps vetoes queued while Redis is down, unless MIGRATION_GUARD_STATE_DIR says
@@ -84,6 +87,41 @@ class Settings(BaseSettings):
     state_dir: str = DEFAULT_STATE_DIR
     #: seconds a dashboard login (its session cookie and the session in the store) lasts
     web_session_ttl_s: float = Field(default=8 * 3600, ge=60, le=7 * 86400)
+    #: the cluster's cpu-models.conf (custom CPU models) where Proxmox has no
+    #: /cluster/qemu/custom-cpu-models (pve-manager before 9.1.14); "" = none
+    cpu_models_conf: str = ""
+    #: node -> physical address width in bits ("pve1=46,pve2=39"), before the recorded CPUs
+    node_phys_bits: str = ""
+
+    @field_validator("cpu_models_conf")
+    @classmethod
+    def _models_conf(cls, value: str) -> str:
+        value = value.strip()
+        if value and not Path(value).is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @field_validator("node_phys_bits")
+    @classmethod
+    def _phys_bits(cls, value: str) -> str:
+        parse_widths(value)
+        return value
+
+    @property
+    def phys_bits_by_node(self) -> dict[str, int]:
+        return parse_widths(self.node_phys_bits)
+
+    def cpu_models_text(self) -> str | None:
+        """The text of ``cpu_models_conf``, None when unset. Raises ConfigError."""
+        if not self.cpu_models_conf:
+            return None
+        try:
+            return Path(self.cpu_models_conf).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"MIGRATION_GUARD_CPU_MODELS_CONF {self.cpu_models_conf} cannot be read: "
+                f"{getattr(exc, 'strerror', None) or 'not UTF-8 text'}"
+            ) from exc
 
     @field_validator("pve_verify_ssl")
     @classmethod
@@ -161,6 +199,20 @@ class Settings(BaseSettings):
             raise ConfigError(f"{PREFIX}PVE_TOKEN_VALUE is not set: {_HELP['pve_token_value']}")
         if not self.bearer_tokens():
             raise ConfigError(f"{PREFIX}API_TOKENS is not set: {_HELP['api_tokens']}")
+
+
+def parse_widths(value: str) -> dict[str, int]:
+    """``pve1=46,pve2=39`` -> {"pve1": 46, "pve2": 39}. Raises ValueError naming the bad entry."""
+    widths: dict[str, int] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        node, sep, bits = item.partition("=")
+        if not sep or not node.strip() or not bits.strip().isdigit() or not 8 <= int(bits) <= 64:
+            raise ValueError(f"{item[:60]!r} is not NODE=BITS with BITS from 8 to 64")
+        widths[node.strip()] = int(bits)
+    return widths
 
 
 def split_listen(value: str) -> tuple[str, int]:

@@ -33,6 +33,8 @@ _NOT_FOUND = {
     "unknown-node": UnknownNodeError,
     "unknown-cluster": UnknownClusterError,
 }
+#: a Proxmox node name (pve-common's pve-node format, as the API checks it)
+NODE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")
 #: an override id as the service makes them (a ULID)
 OVERRIDE_ID = re.compile(r"\A[0-9A-HJKMNP-TV-Z]{26}\Z")
 
@@ -212,6 +214,17 @@ class ServiceClient:
             body["name"] = name
         return self._request("POST", "/v1/cluster/custom-model", json=body)
 
+    # --- a node's maintenance and HA --------------------------------------------------------------
+
+    def evacuation(self, node: str) -> dict:
+        """An EvacuationBody: ``summary``, ``stuck`` (why and fix), ``vms`` with their targets."""
+        return self._request("GET", f"/v1/nodes/{_node(node)}/evacuation")
+
+    def ha_risks(self) -> dict:
+        """A HaRisksBody: ``source`` (rules, groups, none), ``risks`` (the HA VMs with nodes HA may
+        start them on that cannot run them), ``checked_at``."""
+        return self._request("GET", "/v1/ha/risks")
+
     # --- audited one-time overrides -------------------------------------------------------------
 
     def request_override(
@@ -241,6 +254,13 @@ class ServiceClient:
     def overrides(self, limit: int = 100) -> list[dict]:
         """The ``overrides`` of an OverridesBody, newest first."""
         return self._request("GET", "/v1/overrides", params={"limit": int(limit)})["overrides"]
+
+
+def _node(text: str) -> str:
+    """A node name, checked before it goes into a path."""
+    if not NODE.match(str(text)):
+        raise InputError(f"{str(text)[:70]!r} is not a Proxmox node name")
+    return str(text)
 
 
 def _override_id(text: str) -> str:

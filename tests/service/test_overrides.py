@@ -148,7 +148,7 @@ def test_two_concurrent_decisions_spend_an_override_once(api):
 def test_bad_requests_are_refused_with_a_clear_message(api):
     with pytest.raises(NotFoundError) as no_node:
         api.request_override(VMID, "pve-nowhere", "x", 900, "alice")
-    assert "has no node pve-nowhere" in str(no_node.value)
+    assert "has no target node by that name; its nodes are pve-atom1, " in str(no_node.value)
     with pytest.raises(NotFoundError):
         api.request_override(999, TARGET, "x", 900, "alice")
     with pytest.raises(InputError) as already:

@@ -29,6 +29,8 @@ from migration_guard.api.routes import (
     custom_model,
     decisions,
     drift,
+    evacuation,
+    ha,
     health,
     overrides,
     whatif,
@@ -163,7 +165,18 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
     # checks first: the router tries routes in order, and the verdict is the one asked most. The
     # routes are the app's own, not an included router: a nested router costs the hot check
     # about 30% more Python calls per request (FastAPI 0.165 matches through each included one)
-    for resource in (checks, health, decisions, cluster, custom_model, overrides, whatif, drift):
+    for resource in (
+        checks,
+        health,
+        decisions,
+        cluster,
+        custom_model,
+        overrides,
+        whatif,
+        drift,
+        evacuation,
+        ha,
+    ):
         app.router.routes.extend(resource.router(service, authorize).routes)
     web.install(app, service, tokens)  # the dashboard (/ui/...) and the API docs (/docs)
     errors.install(app, app.routes)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from migration_guard.demo.pve_custom_models import create_model, list_models
+from migration_guard.demo.pve_ha_routes import ha_groups, ha_resources, ha_rules
 from migration_guard.demo.pve_kvm import recognised_flags
 from migration_guard.demo.pve_node_routes import node_route
 from migration_guard.demo.pve_scenario import ApiError, ClusterState, pve_version, require, version_tuple
@@ -110,6 +111,9 @@ _ROUTES: dict[tuple[str, ...], Callable[[ClusterState, dict[str, str]], Any]] = 
     ("cluster", "resources"): _cluster_resources,
     ("cluster", "qemu", "cpu-flags"): _cluster_cpu_flags,
     ("cluster", "qemu", "custom-cpu-models"): list_models,
+    ("cluster", "ha", "resources"): ha_resources,
+    ("cluster", "ha", "rules"): ha_rules,
+    ("cluster", "ha", "groups"): ha_groups,
 }
 #: the paths this server answers a POST on (the body's form fields in, ``data`` out)
 _POSTS: dict[tuple[str, ...], Callable[[ClusterState, dict[str, str]], Any]] = {

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from migration_guard.cluster.ha import HaConfig
 from migration_guard.cluster.reader import vm_facts_from
 from migration_guard.cluster.vm_status import VmStatusReader
 from migration_guard.engine import phys_bits
@@ -251,6 +252,15 @@ class ClusterFacts:
         if facts is None:
             facts = self._offline_nodes[name] = NodeFacts(cluster=self.cluster, name=name, online=False)
         return facts
+
+    async def ha(self) -> HaConfig:
+        """HA's resources and where it may put them, read now (rules or groups: cluster/ha.py); a
+        reader without HA (the in-memory one) has none."""
+        read = getattr(self.reader, "ha_config", None)
+        if read is None:
+            return HaConfig("none", {})
+        config: HaConfig = await self._run(read)
+        return config
 
     async def precondition(self, node: str, vmid: int, target: str) -> Precondition:
         """Proxmox's own precondition check toward ``target``: one call per VM answers every target."""

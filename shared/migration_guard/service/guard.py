@@ -20,8 +20,10 @@ from migration_guard.errors import InputError, UnknownNodeError
 from migration_guard.service import custom_model
 from migration_guard.service.decisions import Decisions
 from migration_guard.service.drift import DriftWatch
+from migration_guard.service.evacuation import Evacuation
 from migration_guard.service.facts import ClusterFacts
 from migration_guard.service.gather import Gatherer
+from migration_guard.service.ha_risks import HaRisks
 from migration_guard.service.metrics import Metrics
 from migration_guard.service.outcome import Outcome
 from migration_guard.service.reports import Reports
@@ -63,6 +65,8 @@ class GuardService:
         )
         self.reports = Reports(self.facts)
         self.drift = DriftWatch(self)
+        self.evacuations = Evacuation(self)
+        self.ha = HaRisks(self)
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
         """A blocking reader call in the Proxmox thread pool (the API's readiness probe)."""
@@ -170,6 +174,14 @@ class GuardService:
             budget_s=budget_s,
         )
 
+    # --- a node's maintenance and HA (evacuation.py, ha_risks.py) ------------------------------------
+
+    async def evacuation(self, node: str) -> dict:
+        return await self.evacuations.evacuation(node)
+
+    async def ha_risks(self) -> dict:
+        return await self.ha.risks()
+
     # --- audited one-time overrides (store/overrides.py) -------------------------------------------
 
     async def request_override(
@@ -181,7 +193,7 @@ class GuardService:
         names = sorted(n.name for n in nodes)
         if target not in names:
             raise UnknownNodeError(
-                f"cluster {self.cluster} has no node {target}; its nodes are {', '.join(names)}"
+                f"cluster {self.cluster} has no target node by that name; its nodes are {', '.join(names)}"
             )
         if target == summary.node:
             raise InputError(

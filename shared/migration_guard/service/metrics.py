@@ -46,6 +46,13 @@ class _ProxmoxCollector:
                 "events and decisions waiting for Redis",
                 value=events.pending,
             )
+        metrics = getattr(self.service, "metrics", None)
+        if metrics is not None and metrics.ha_risks is not None:  # none before the first reading
+            yield GaugeMetricFamily(
+                "migration_guard_ha_risks",
+                "HA VMs that HA may start on a node that cannot run them (at the last GET /v1/ha/risks)",
+                value=metrics.ha_risks,
+            )
 
 
 class Metrics:
@@ -69,6 +76,8 @@ class Metrics:
         self.decisions = Counter(
             "migration_guard_decisions", "Decisions recorded, by verdict", ["verdict"], registry=self.registry
         )
+        #: the HA risks found by the last GET /v1/ha/risks (None: not asked yet)
+        self.ha_risks: int | None = None
         self._verdict_children = {v: self.checks.labels(v) for v in ("allow", "deny", "unknown")}
         self._hit_children: dict[tuple[str, str], object] = {}
         self.registry.register(_ProxmoxCollector(stats, service))

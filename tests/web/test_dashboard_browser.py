@@ -171,17 +171,35 @@ def test_the_cluster_vetoes_and_node_pages_show_the_apis_answers(browser, stack)
     assert first.get_attribute("data-id") == decided["decision_id"]
     assert first.find_element(By.CSS_SELECTOR, "td.line").text == decided["line"]
 
-    node = view["nodes"][0]
-    browser.find_element(By.LINK_TEXT, "Cluster").click()
-    browser.find_element(By.LINK_TEXT, node["name"]).click()
+    custom = stack.api("/v1/cluster/custom-model")
+    browser.get(stack.url + "/ui/cluster")
+    assert browser.find_element(By.ID, "custom-name").text == f"custom-{custom['name']}"
+    assert custom["reported_model"] in browser.find_element(By.ID, "custom-model").text
+
+    # the node with the most VMs: its evacuation pre-flight as GET /v1/nodes/{node}/evacuation answers
+    matrix = stack.api("/v1/matrix")
+    name = max(matrix["nodes"], key=lambda n: sum(r["node"] == n for r in matrix["vms"]))
+    node = next(n for n in view["nodes"] if n["name"] == name)
+    browser.find_element(By.LINK_TEXT, name).click()
     facts = WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.ID, "node-facts")))
     assert node["cpu_model"] in facts.text
-    on_node = [r["vmid"] for r in stack.api("/v1/matrix")["vms"] if r["node"] == node["name"]]
-    shown = [
-        int(tr.get_attribute("data-vmid"))
-        for tr in browser.find_elements(By.CSS_SELECTOR, "#node-vms tbody tr")
-    ]
-    assert shown == on_node
+    evacuation = stack.api(f"/v1/nodes/{name}/evacuation")
+    summary = browser.find_element(By.ID, "evacuation-summary").text
+    assert f"{evacuation['summary']['vms']} VMs: {evacuation['summary']['movable']} can move" in summary
+    shown = {
+        int(tr.get_attribute("data-vmid")): {
+            td.get_attribute("data-target"): td.get_attribute("data-verdict")
+            for td in tr.find_elements(By.CSS_SELECTOR, "td.cell")
+            if td.get_attribute("data-verdict") != "none"
+        }
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#evacuation-vms tbody tr")
+    }
+    assert shown == {vm["vmid"]: {t["node"]: t["verdict"] for t in vm["targets"]} for vm in evacuation["vms"]}
+    stuck = [int(li.get_attribute("data-vmid")) for li in browser.find_elements(By.CSS_SELECTOR, "#stuck li")]
+    assert stuck == [vm["vmid"] for vm in evacuation["stuck"]]
+    drift = stack.api(f"/v1/drift?node={name}")["events"]
+    shown_drift = browser.find_elements(By.CSS_SELECTOR, "#drift-events li")
+    assert len(shown_drift) == len(drift) and (drift or browser.find_element(By.ID, "no-drift"))
     browser.save_screenshot(str(ARTIFACTS / "node.png"))
     assert_no_token_in_urls(browser, stack.token)
 
@@ -225,7 +243,7 @@ def test_a_hostile_vm_name_and_tag_render_as_text(browser) -> None:
         )
         assert name.text == HOSTILE
         browser.get(stack.url + "/ui/nodes/" + vm["node"])
-        assert HOSTILE in browser.find_element(By.ID, "node-vms").text
+        assert HOSTILE in browser.find_element(By.ID, "evacuation-vms").text
         for _ in range(3):  # an alert would be open now (and block these calls)
             assert browser.find_elements(By.TAG_NAME, "img") == []
             time.sleep(0.2)

@@ -1,8 +1,10 @@
 """The dashboard's pages (read-only): the matrix, one cell's why, the cluster, the vetoes and a
 node. Each shows what the JSON API answers, from the same service functions: ``matrix()``
 (``GET /v1/matrix``), ``check()`` (``GET /v1/vms/{vmid}/check``), ``cluster_view()`` and
-``recommendation()`` (``GET /v1/cluster``, ``/v1/cluster/recommendation``), the decision log
-(``GET /v1/decisions``). A page without a session sends the browser to the login form."""
+``recommendation()`` (``GET /v1/cluster``, ``/v1/cluster/recommendation``), ``custom_model()``
+(``GET /v1/cluster/custom-model``), ``evacuation()`` (``GET /v1/nodes/{node}/evacuation``), the
+drift events (``GET /v1/drift``), the decision log (``GET /v1/decisions``). A page without a
+session sends the browser to the login form."""
 
 from __future__ import annotations
 
@@ -24,6 +26,19 @@ NODE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")
 VMID = re.compile(r"\A[1-9][0-9]{2,8}\Z")
 
 Handler = Callable[[Request, Session], Awaitable[Response]]
+#: the custom model's name on the cluster page (GET /v1/cluster/custom-model's default)
+CUSTOM_MODEL_NAME = "cluster-baseline"
+#: the drift events a node page shows, newest first
+DRIFT_SHOWN = 20
+
+
+async def _part(answer: Awaitable[Any]) -> tuple[Any, str]:
+    """(the answer, "") or (None, the operator's message): one part of a page that cannot be
+    answered does not take the page down."""
+    try:
+        return await answer, ""
+    except GuardError as exc:
+        return None, str(exc)
 
 
 def signed_in(auth: Auth, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -76,11 +91,11 @@ def router(service: Any, auth: Auth) -> APIRouter:
 
     async def cluster(request: Request, session: Session) -> Response:
         view_ = await service.cluster_view()
-        try:
-            rec, rec_error = await service.recommendation(None), ""
-        except GuardError as exc:  # the page still shows the nodes
-            rec, rec_error = None, str(exc)
-        context = {"c": view_, "rec": rec, "rec_error": rec_error, "custom": None}
+        # each part on its own: one that cannot be answered says why, the page shows the rest
+        rec, rec_error = await _part(service.recommendation(None))
+        custom, custom_error = await _part(service.custom_model(None, CUSTOM_MODEL_NAME))
+        context = {"c": view_, "rec": rec, "rec_error": rec_error, "custom": custom}
+        context["custom_error"] = custom_error
         return page("cluster.html", session=session, active="cluster", **context)
 
     async def vetoes(request: Request, session: Session) -> Response:
@@ -101,8 +116,12 @@ def router(service: Any, auth: Auth) -> APIRouter:
             raise UnknownNodeError(
                 f"cluster {view_['cluster']} has no node {name[:63]!r}; its nodes are {names}"
             )
-        data = await service.matrix()
-        rows = [r for r in data["vms"] if r["node"] == name]
+        evacuation, evacuation_error = await _part(service.evacuation(name))
+        drift, drift_error = await _part(service.drift.recent(DRIFT_SHOWN, name))
+        rows: list[dict] = []
+        if evacuation is None:  # where each VM can go, from the matrix
+            data = await service.matrix()
+            rows = [r for r in data["vms"] if r["node"] == name]
         return page(
             "node.html",
             session=session,
@@ -110,7 +129,11 @@ def router(service: Any, auth: Auth) -> APIRouter:
             cluster=view_["cluster"],
             n=entry,
             rows=rows,
-            nodes=[x for x in data["nodes"] if x != name],
+            nodes=[n["name"] for n in view_["nodes"] if n["name"] != name],
+            evacuation=evacuation,
+            evacuation_error=evacuation_error,
+            drift=drift,
+            drift_error=drift_error,
         )
 
     routes: list[tuple[str, Handler]] = [

@@ -171,6 +171,33 @@ def test_the_cluster_vetoes_and_node_pages_show_the_apis_answers(browser, stack)
     assert first.get_attribute("data-id") == decided["decision_id"]
     assert first.find_element(By.CSS_SELECTOR, "td.line").text == decided["line"]
 
+    # an override asked by one person, approved by another, spent by the next decision
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    asked = httpx.post(
+        stack.url + "/v1/overrides",
+        json={
+            "vmid": 105,
+            "target": "pve-xeon-csl",
+            "reason": "guest never uses TSX",
+            "requested_by": "alice",
+        },
+        headers=auth,
+    ).json()
+    approved = httpx.post(
+        stack.url + f"/v1/overrides/{asked['id']}/approve", json={"approved_by": "bob"}, headers=auth
+    )
+    assert approved.status_code == 200, approved.text
+    let_through = httpx.post(
+        stack.url + "/v1/decisions", json={"vmid": 105, "target": "pve-xeon-csl"}, headers=auth
+    ).json()
+    assert let_through["verdict"] == "allow" and let_through["override"]["approved_by"] == "bob"
+    browser.get(stack.url + "/ui/vetoes")
+    first = browser.find_element(By.CSS_SELECTOR, "#vetoes tbody tr")
+    assert first.get_attribute("data-id") == let_through["decision_id"]
+    assert first.find_element(By.CSS_SELECTOR, "td.override").text == (
+        f"{asked['id']}: requested by alice, approved by bob: guest never uses TSX"
+    )
+
     custom = stack.api("/v1/cluster/custom-model")
     browser.get(stack.url + "/ui/cluster")
     assert browser.find_element(By.ID, "custom-name").text == f"custom-{custom['name']}"

@@ -104,7 +104,8 @@ def router(service: Any, auth: Auth) -> APIRouter:
         only = request.query_params.get("only", "deny")
         only = only if only in ("deny", "all") else "deny"
         records = await service.events.recent(limit)
-        shown = [r for r in records if only == "all" or r.get("verdict") == "deny"]
+        # a veto, or a veto an approved override let through once
+        shown = [r for r in records if only == "all" or r.get("verdict") == "deny" or r.get("override")]
         return page("vetoes.html", session=session, active="vetoes", records=shown, limit=limit, only=only)
 
     async def node(request: Request, session: Session) -> Response:

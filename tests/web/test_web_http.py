@@ -207,3 +207,24 @@ def test_most_blocked_first() -> None:
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
     first_max = [r["vmid"] for r in rows if r["blocked"] == counts[0]]
     assert first_max == sorted(first_max), "ties keep the VM id order"
+
+
+def test_with_redis_down_signing_in_says_why_and_no_page_opens() -> None:
+    from migration_guard.api.app import create_app
+    from migration_guard.demo.stack import start_demo
+    from migration_guard.service.guard import build_service
+    from tests.support.redis_server import free_port
+    from tests.support.service_stack import serving
+
+    demo = start_demo(None, redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        app = create_app(build_service(demo.settings), demo.settings.bearer_tokens())
+        with serving(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+            answer = c.post("/ui/login", data={"csrf": csrf_of(c.get("/ui/login")), "token": demo.token})
+            assert answer.status_code == 503 and "Redis is down" in answer.text
+            assert "mg_session" not in c.cookies
+            c.cookies.set("mg_session", "x" * 43)
+            page = c.get("/ui/matrix")
+            assert page.status_code == 503 and "Redis is down" in page.text
+    finally:
+        demo.stop()

@@ -60,14 +60,17 @@ def signed_in(auth: Auth, handler: Handler) -> Callable[[Request], Awaitable[Res
     return endpoint
 
 
-def router(service: Any, auth: Auth) -> APIRouter:
-    web = APIRouter(include_in_schema=False)
+class Pages:
+    """The page handlers; ``service``: the GuardService the JSON API answers from."""
 
-    async def home(request: Request, session: Session) -> Response:
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    async def home(self, request: Request, session: Session) -> Response:
         return redirect("/ui/matrix")
 
-    async def matrix(request: Request, session: Session) -> Response:
-        data = await service.matrix()
+    async def matrix(self, request: Request, session: Session) -> Response:
+        data = await self.service.matrix()
         query = parse_query(request.query_params)
         return page(
             "matrix.html",
@@ -80,48 +83,48 @@ def router(service: Any, auth: Auth) -> APIRouter:
             v=view(data, query),
         )
 
-    async def why(request: Request, session: Session) -> Response:
+    async def why(self, request: Request, session: Session) -> Response:
         vmid, target = request.query_params.get("vmid", ""), request.query_params.get("target", "")
         if not VMID.match(vmid) or not NODE.match(target):
             raise InputError("a cell is named by vmid (like 101) and target (a node name)")
-        outcome = await service.check(int(vmid), target)
+        outcome = await self.service.check(int(vmid), target)
         body = outcome.body
         template = "why_fragment.html" if request.headers.get("x-fragment") == "1" else "why.html"
         return page(template, session=session, active="matrix", v=body)
 
-    async def cluster(request: Request, session: Session) -> Response:
-        view_ = await service.cluster_view()
+    async def cluster(self, request: Request, session: Session) -> Response:
+        view_ = await self.service.cluster_view()
         # each part on its own: one that cannot be answered says why, the page shows the rest
-        rec, rec_error = await _part(service.recommendation(None))
-        custom, custom_error = await _part(service.custom_model(None, CUSTOM_MODEL_NAME))
+        rec, rec_error = await _part(self.service.recommendation(None))
+        custom, custom_error = await _part(self.service.custom_model(None, CUSTOM_MODEL_NAME))
         context = {"c": view_, "rec": rec, "rec_error": rec_error, "custom": custom}
         context["custom_error"] = custom_error
         return page("cluster.html", session=session, active="cluster", **context)
 
-    async def vetoes(request: Request, session: Session) -> Response:
+    async def vetoes(self, request: Request, session: Session) -> Response:
         limit_text = request.query_params.get("limit", "100")
         limit = min(int(limit_text), 1000) if limit_text.isdigit() and int(limit_text) > 0 else 100
         only = request.query_params.get("only", "deny")
         only = only if only in ("deny", "all") else "deny"
-        records = await service.events.recent(limit)
+        records = await self.service.events.recent(limit)
         # a veto, or a veto an approved override let through once
         shown = [r for r in records if only == "all" or r.get("verdict") == "deny" or r.get("override")]
         return page("vetoes.html", session=session, active="vetoes", records=shown, limit=limit, only=only)
 
-    async def node(request: Request, session: Session) -> Response:
+    async def node(self, request: Request, session: Session) -> Response:
         name = request.path_params["node"]
-        view_ = await service.cluster_view()
+        view_ = await self.service.cluster_view()
         entry = next((n for n in view_["nodes"] if n["name"] == name), None)
         if entry is None or not NODE.match(name):
             names = ", ".join(n["name"] for n in view_["nodes"])
             raise UnknownNodeError(
                 f"cluster {view_['cluster']} has no node {name[:63]!r}; its nodes are {names}"
             )
-        evacuation, evacuation_error = await _part(service.evacuation(name))
-        drift, drift_error = await _part(service.drift.recent(DRIFT_SHOWN, name))
+        evacuation, evacuation_error = await _part(self.service.evacuation(name))
+        drift, drift_error = await _part(self.service.drift.recent(DRIFT_SHOWN, name))
         rows: list[dict] = []
         if evacuation is None:  # where each VM can go, from the matrix
-            data = await service.matrix()
+            data = await self.service.matrix()
             rows = [r for r in data["vms"] if r["node"] == name]
         return page(
             "node.html",
@@ -137,14 +140,18 @@ def router(service: Any, auth: Auth) -> APIRouter:
             drift_error=drift_error,
         )
 
+
+def router(service: Any, auth: Auth) -> APIRouter:
+    web = APIRouter(include_in_schema=False)
+    pages = Pages(service)
     routes: list[tuple[str, Handler]] = [
-        ("/", home),
-        ("/ui", home),
-        ("/ui/matrix", matrix),
-        ("/ui/why", why),
-        ("/ui/cluster", cluster),
-        ("/ui/vetoes", vetoes),
-        ("/ui/nodes/{node}", node),
+        ("/", pages.home),
+        ("/ui", pages.home),
+        ("/ui/matrix", pages.matrix),
+        ("/ui/why", pages.why),
+        ("/ui/cluster", pages.cluster),
+        ("/ui/vetoes", pages.vetoes),
+        ("/ui/nodes/{node}", pages.node),
     ]
     for path, handler in routes:
         web.add_api_route(path, signed_in(auth, handler), methods=["GET"], response_model=None)

@@ -228,3 +228,15 @@ def test_with_redis_down_signing_in_says_why_and_no_page_opens() -> None:
             assert page.status_code == 503 and "Redis is down" in page.text
     finally:
         demo.stop()
+
+
+def test_a_cells_why_without_javascript_is_a_page_and_with_it_a_fragment(client, stack) -> None:
+    login(client, stack.token)
+    check = stack.api("/v1/vms/104/check?target=pve-atom1")
+    whole = client.get("/ui/why?vmid=104&target=pve-atom1")
+    fragment = client.get("/ui/why?vmid=104&target=pve-atom1", headers={"X-Fragment": "1"})
+    assert whole.status_code == fragment.status_code == 200
+    assert "<html" in whole.text and "<html" not in fragment.text
+    for answer in (whole, fragment):
+        assert check["reasons"][0]["message"] in answer.text
+        assert f"Suggested CPU type: <strong>{check['suggestion']}</strong>" in answer.text

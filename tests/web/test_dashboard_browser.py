@@ -202,6 +202,7 @@ def test_the_cluster_vetoes_and_node_pages_show_the_apis_answers(browser, stack)
     browser.get(stack.url + "/ui/cluster")
     assert browser.find_element(By.ID, "custom-name").text == f"custom-{custom['name']}"
     assert custom["reported_model"] in browser.find_element(By.ID, "custom-model").text
+    browser.save_screenshot(str(ARTIFACTS / "cluster.png"))
 
     # the node with the most VMs: its evacuation pre-flight as GET /v1/nodes/{node}/evacuation answers
     matrix = stack.api("/v1/matrix")

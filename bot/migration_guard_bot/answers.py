@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from migration_guard.errors import (
@@ -22,6 +20,8 @@ from migration_guard.errors import (
     UnknownVmError,
 )
 from migration_guard_bot import blocks as bk
+from migration_guard_bot.answer_parts import Answer, _cpu_label, _lacks, _reasons, _vm_label, _when
+from migration_guard_bot.ask.dispatch import answer_more
 from migration_guard_bot.ask.resolve import vmid_of, with_node
 from migration_guard_bot.messages import code, plain, prose
 from migration_guard_bot.parser import Check, Decisions, Help, Intent, Recommend, Targets
@@ -50,14 +50,6 @@ class Service(Protocol):
     def overrides(self, limit: int = 100) -> Any: ...
 
 
-@dataclass(slots=True)
-class Answer:
-    text: str
-    blocks: list[dict[str, Any]] = field(default_factory=list)
-    #: worth showing to the whole channel (a verdict) or only to the asker (help, errors)
-    public: bool = True
-
-
 _ICON = {"allow": ":white_check_mark:", "deny": ":no_entry:", "unknown": ":grey_question:"}
 _WORD = {"allow": "Yes", "deny": "No", "unknown": "Not sure"}
 
@@ -71,9 +63,7 @@ def answer(intent: Intent, service: Service, command: str = "/canmove", *, user:
         return help_answer(command, intent.problem)
     try:
         if not isinstance(intent, (Check, Targets, Recommend, Decisions)):
-            from migration_guard_bot.ask.dispatch import answer_more  # the newer questions
-
-            return answer_more(intent, service, user)
+            return answer_more(intent, service, user)  # the newer questions
         if isinstance(intent, Check):
             vmid = vmid_of(intent.vm, service)
             return verdict_answer(
@@ -111,6 +101,18 @@ def help_answer(command: str = "/canmove", problem: str = "") -> Answer:
         ("where can vm 101 go?", f"{command} 101", "every node with its verdict"),
         ("which cpu type should we use?", f"{command} recommend node1 node2", "the cluster's CPU type"),
         ("why was 101 blocked?", f"{command} recent blocks", "the latest decisions"),
+        ("can I put node3 in maintenance?", f"{command} evacuate node3", "every VM on it, stuck ones first"),
+        ("which HA VMs cannot recover?", f"{command} HA risks", "HA VMs a node failure would strand"),
+        (
+            "which nodes can run x86-64-v3?",
+            f"{command} which nodes run x86-64-v3",
+            "each node, or what it lacks",
+        ),
+        (
+            "let 101 through to node3 once because …",
+            f"{command} override 101 to node3 because …",
+            "approved by another",
+        ),
     ]
     intro = "Ask me about live migrations and CPU types:"
     lines = [f"“{q}”  or  `{c}`  – {what}" for q, c, what in examples]
@@ -347,16 +349,6 @@ def recommendation_answer(body: dict[str, Any]) -> Answer:
     return Answer(text=plain(text), blocks=blocks)
 
 
-def _lacks(x: Any, mrkdwn: bool, limit: int = 4) -> str:
-    missing = x.get("missing") if isinstance(x, dict) else None
-    if not missing or not isinstance(missing, list):
-        return ""
-    shown = [str(m) for m in missing[:limit]] + (
-        [f"+{len(missing) - limit} more"] if len(missing) > limit else []
-    )
-    return " (lacks " + (prose(", ".join(shown)) if mrkdwn else ", ".join(shown)) + ")"
-
-
 def decisions_answer(vmid: int | None, rows: list[dict[str, Any]]) -> Answer:
     """The latest decisions (the ``decisions`` list of a /v1/decisions answer), newest first."""
     who = f"VM {vmid}" if vmid is not None else "the cluster"
@@ -389,27 +381,6 @@ def decisions_answer(vmid: int | None, rows: list[dict[str, Any]]) -> Answer:
 # --- small readers -------------------------------------------------------------------------
 
 
-def _vm_label(body: dict[str, Any]) -> dict[str, str]:
-    vmid, name = body.get("vmid"), body.get("name")
-    m = f"VM {vmid}" + (f" {code(name)}" if name else "")
-    t = f"VM {vmid}" + (f" ({name})" if name else "")
-    return {"m": m, "t": t}
-
-
-def _cpu_label(cpu: Any) -> str:
-    return str(cpu or "")
-
-
-def _reasons(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The verdict's reasons, then its ``facts`` notes (e.g. a nested node) not already among them."""
-    raw = body.get("reasons") or []
-    out = [r if isinstance(r, dict) else {"message": str(r)} for r in raw] if isinstance(raw, list) else []
-    notes = body.get("facts")
-    if isinstance(notes, list):
-        out += [n for n in notes if isinstance(n, dict) and n not in out]
-    return out
-
-
 def _reason_m(r: dict[str, Any]) -> str:
     msg = prose(r.get("message") or "")
     c = r.get("code")
@@ -429,12 +400,20 @@ def _context(body: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _when(value: Any) -> str:
-    if isinstance(value, (int, float)):
-        return datetime.utcfromtimestamp(value).strftime("%Y-%m-%d %H:%M UTC")
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
-        except ValueError:
-            return plain(value[:40])
-    return ""
+__all__ = [
+    "Answer",
+    "Service",
+    "_cpu_label",
+    "_lacks",
+    "_reasons",
+    "_vm_label",
+    "_when",
+    "answer",
+    "decisions_answer",
+    "error_answer",
+    "help_answer",
+    "not_found_answer",
+    "recommendation_answer",
+    "targets_answer",
+    "verdict_answer",
+]

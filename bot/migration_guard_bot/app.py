@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -29,8 +30,15 @@ def slack_client(settings: BotSettings) -> WebClient:
 
 
 def build_app(
-    settings: BotSettings, service: Service, *, client: WebClient | None = None, verify_token: bool = True
+    settings: BotSettings,
+    service: Service,
+    *,
+    client: WebClient | None = None,
+    verify_token: bool = True,
+    store: Any = None,
 ) -> App:
+    """``store``: the bot's Redis (the notifier's), where an override request is linked to the veto
+    message of its VM and target; None: overrides are shown where they are asked only."""
     try:
         app = App(
             client=client or slack_client(settings),
@@ -47,6 +55,13 @@ def build_app(
         raise ServiceUnavailable(
             f"cannot reach the Slack API at {settings.slack_api_url} ({type(exc).__name__})"
         ) from exc
-    deps = Deps(service=service, command=settings.command, work=answer_pool(settings.answer_workers))
+    deps = Deps(
+        service=service,
+        command=settings.command,
+        work=answer_pool(settings.answer_workers),
+        store=store,
+        channel=settings.channel,
+        slack=app.client,
+    )
     listeners.register(app, deps)
     return app

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 from migration_guard.errors import ConfigError, StoreUnavailable
 from migration_guard_bot.settings import BotSettings
@@ -79,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
             service, sys.stdin, sys.stdout, command=settings.command, prompt=sys.stdin.isatty()
         )
     if args.notifier_only:
-        return _notifier_only(settings)
+        return _notifier_only(settings, service)
     settings.require_slack(http=args.http or not settings.app_token)
     from migration_guard_bot.app import build_app
 
-    app = build_app(settings, service)
-    notifier = None if args.no_notifier else _start_notifier(settings, required=False)
+    store = _store(settings, ping=False) if settings.redis_url and settings.redis_url != "memory://" else None
+    app = build_app(settings, service, store=store)
+    notifier = None if args.no_notifier else _start_notifier(settings, service, required=False)
     try:
         if args.http:
             from migration_guard_bot import http_server
@@ -174,20 +176,60 @@ def _notifier(settings: BotSettings, *, ping: bool = True):  # -> Notifier
     return Notifier(_store(settings, ping=ping), client, settings.channel)
 
 
-def _start_notifier(settings: BotSettings, *, required: bool):
+def _start_notifier(settings: BotSettings, service: Any, *, required: bool):
     if not required and not (settings.channel and settings.redis_url):
         log.warning("not posting vetoes: set MIGRATION_GUARD_SLACK_CHANNEL and MIGRATION_GUARD_REDIS_URL")
         return None
     notifier = _notifier(settings, ping=False)  # a Redis outage is waited out, questions still answered
-    threading.Thread(target=notifier.run, name="notifier", daemon=True).start()
-    return notifier
+    tellers = [notifier, *_posters(settings, notifier, service)]
+    for teller in tellers:
+        threading.Thread(target=teller.run, name=type(teller).__name__, daemon=True).start()
+    return _All(tellers)
 
 
-def _notifier_only(settings: BotSettings) -> int:
+def _posters(settings: BotSettings, notifier: Any, service: Any) -> list[Any]:
+    """Beside the notifier, on its Redis and Slack client: the evacuation digests and the HA risks."""
+    from migration_guard_bot.digest_poster import DigestPoster
+    from migration_guard_bot.ha_poster import HaRiskPoster
+
+    out: list[Any] = [
+        DigestPoster(
+            notifier.store,
+            notifier.slack,
+            settings.channel,
+            service,
+            window_s=settings.digest_window_s,
+            min_vms=settings.digest_min_vms,
+        )
+    ]
+    if settings.ha_poll_s:
+        out.append(
+            HaRiskPoster(notifier.store, notifier.slack, settings.channel, service, settings.ha_poll_s)
+        )
+    return out
+
+
+class _All:
+    """Stops every teller at once."""
+
+    def __init__(self, tellers: list[Any]) -> None:
+        self.tellers = tellers
+
+    def stop(self) -> None:
+        for teller in self.tellers:
+            teller.stop()
+
+
+def _notifier_only(settings: BotSettings, service: Any) -> int:
     notifier = _notifier(settings)
+    posters = _posters(settings, notifier, service)
+    for poster in posters:
+        threading.Thread(target=poster.run, name=type(poster).__name__, daemon=True).start()
 
     def stop(_signum: int, _frame: object) -> None:
         notifier.stop()
+        for poster in posters:
+            poster.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -6,6 +6,7 @@ Block Kit the Slack listeners send). Ends on EOF, ``quit`` or ``exit``.
 
 from __future__ import annotations
 
+import getpass
 import html
 import re
 from typing import Any, TextIO
@@ -20,6 +21,11 @@ _EMOJI = {
     ":warning:": "⚠️",
     ":bulb:": "💡",
     ":mag:": "🔎",
+    ":hourglass_flowing_sand:": "⏳",
+    ":heavy_check_mark:": "✔️",
+    ":clock3:": "🕒",
+    ":x:": "❌",
+    ":arrows_counterclockwise:": "🔄",
 }
 _BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
 
@@ -32,6 +38,10 @@ def render(reply: Answer) -> str:
         if block.get("type") in ("section", "header") and block.get("text"):
             texts.append(block["text"]["text"])
         texts.extend(f["text"].replace("\n", ": ", 1) for f in block.get("fields", []))
+        if block.get("type") == "actions":
+            texts.append(
+                "   ".join(f"[{e['text']['text']}]" for e in block.get("elements", []) if e.get("text"))
+            )
         if block.get("type") == "context":
             texts.append("   ".join(e.get("text", "") for e in block.get("elements", [])))
         lines.extend(_plain(t) for t in texts)
@@ -45,9 +55,24 @@ def _plain(mrkdwn: str) -> str:
     return html.unescape(text)
 
 
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container): still someone
+        return "console"
+
+
 def run(
-    service: Service, stdin: TextIO, stdout: TextIO, *, command: str = "/canmove", prompt: bool = False
+    service: Service,
+    stdin: TextIO,
+    stdout: TextIO,
+    *,
+    command: str = "/canmove",
+    prompt: bool = False,
+    user: str = "",
 ) -> int:
+    """``user``: who asks (an override records it); the login name when not given."""
+    user = user or _login()
     stdout.write("migration-guard console: ask as you would in Slack (help, quit).\n")
     while True:
         if prompt:
@@ -61,4 +86,4 @@ def run(
             return 0
         if not question:
             continue
-        stdout.write(render(answer(parse(question), service, command)) + "\n\n")
+        stdout.write(render(answer(parse(question), service, command, user=user)) + "\n\n")

@@ -26,6 +26,7 @@ def home_view(service: Service, command: str = "/canmove") -> dict[str, Any]:
     blocks.append(
         bk.section("*Recommended CPU type*\n" + _section(lambda: _recommended(service.recommendation(()))))
     )
+    blocks.append(bk.section("*HA recovery risks*\n" + _section(lambda: _ha_risks(service.ha_risks()))))
     blocks.append(bk.section("*Last vetoes*\n" + _section(lambda: _vetoes(service.decisions(20, None)))))
     blocks.append(
         bk.context(
@@ -110,3 +111,13 @@ def _vetoes(decisions: list[dict[str, Any]]) -> str:
             + (f" – {prose(why)}" if why else "")
         )
     return bk.bullets(lines) if lines else "None recently."
+
+
+def _ha_risks(body: dict[str, Any]) -> str:
+    """A HaRisksBody: how many HA VMs HA may start on a node that cannot run them, and which."""
+    risks = [r for r in body["risks"] if isinstance(r, dict)]
+    if not risks:
+        ha_vms = body.get("ha_vms", 0)
+        return f":white_check_mark: none ({ha_vms} HA-managed VMs, each can start where HA may put it)"
+    names = ", ".join(_vm_label(r)["m"] for r in risks[:10])
+    return f":warning: *{len(risks)}* HA VM(s) may be recovered on a node that cannot run them: {names}"

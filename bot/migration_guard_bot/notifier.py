@@ -35,6 +35,7 @@ Slack is replaced by a new post.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -47,6 +48,7 @@ import redis
 from slack_sdk import WebClient
 
 from migration_guard.store.stream import EVENTS_STREAM
+from migration_guard_bot.override_links import VETO_KEY, shown_override
 from migration_guard_bot.slack_delivery import LOOKUP_MARGIN_S, SlackDelivery, Stopped
 from migration_guard_bot.veto import Veto, event_time, parse_entry, repeat_of
 
@@ -296,7 +298,8 @@ class Notifier:
         if delivery is None and message_ts is not None and count != 1:  # a repeat: edit the run's message
             return self._count_in(veto, entry_id, posted_key, thread_key, message_ts, count, since)
         if delivery is None:
-            delivery = self.delivery.post(veto)  # found=True: this very post, its answer lost
+            override = shown_override(self.store, thread_key.removeprefix("migration-guard:slack:thread:"))
+            delivery = self.delivery.post(veto, override)  # found=True: this very post, its answer lost
             self.posted += 1
         self._record(veto, entry_id, posted_key, thread_key, delivery.ts, count or 1)
         return delivery.ts
@@ -310,6 +313,7 @@ class Notifier:
         pipe.set(posted_key, ts, ex=POSTED_TTL_S)
         pipe.set(thread_key, ts, ex=REPEAT_WINDOW_S)
         pipe.set(SHOWN_KEY.format(key=veto.thread_key), shown, ex=REPEAT_WINDOW_S)
+        pipe.set(VETO_KEY.format(key=veto.thread_key), json.dumps(veto.body), ex=REPEAT_WINDOW_S)
         pipe.xack(STREAM, GROUP, entry_id)
         pipe.execute()
 
@@ -330,7 +334,8 @@ class Notifier:
         if count is None:
             count = shown + 1
         ts = message_ts
-        if count > shown and not self.delivery.update(veto, message_ts, count, since):  # the message is gone
+        override = shown_override(self.store, veto.thread_key)
+        if count > shown and not self.delivery.update(veto, message_ts, count, since, override):  # gone
             log.warning(
                 "the Slack message %s of VM %s to %s is gone (deleted?); posting veto %s anew",
                 message_ts,
@@ -338,7 +343,7 @@ class Notifier:
                 veto.body.get("target"),
                 veto.event_id,
             )
-            ts = self.delivery.post(veto).ts
+            ts = self.delivery.post(veto, override).ts
             self.posted += 1
         self._record(veto, entry_id, posted_key, thread_key, ts, max(count, shown))
         return ts

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from migration_guard.errors import ConfigError
@@ -32,6 +32,12 @@ class BotSettings:
     listen: str = DEFAULT_LISTEN
     #: threads answering questions (each waits for the service), so Bolt's own stay free
     answer_workers: int = 8
+    #: seconds between two reads of GET /v1/ha/risks (new and cleared risks are posted); 0: never
+    ha_poll_s: int = 60
+    #: decisions from one source node with no gap longer than this are one evacuation (a digest)
+    digest_window_s: int = 120
+    #: a digest is posted once this many VMs of one source node were decided within the window
+    digest_min_vms: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -53,6 +59,11 @@ class BotSettings:
             raise ConfigError(
                 f"MIGRATION_GUARD_BOT_ANSWER_WORKERS={workers!r} is not a number of threads from 1 to 256"
             )
+        ha_poll = _int(get, "MIGRATION_GUARD_BOT_HA_POLL_S", 60, 0, 86_400, "seconds between HA risk reads")
+        window = _int(
+            get, "MIGRATION_GUARD_BOT_DIGEST_WINDOW_S", 120, 10, 3600, "seconds of an evacuation window"
+        )
+        min_vms = _int(get, "MIGRATION_GUARD_BOT_DIGEST_MIN_VMS", 3, 2, 10_000, "VMs that make an evacuation")
         api_url = get("MIGRATION_GUARD_SLACK_API_URL", DEFAULT_SLACK_API_URL)
         if not api_url.endswith("/"):
             api_url += "/"
@@ -68,6 +79,9 @@ class BotSettings:
             redis_url=get("MIGRATION_GUARD_REDIS_URL"),
             listen=get("MIGRATION_GUARD_BOT_LISTEN", DEFAULT_LISTEN),
             answer_workers=int(workers),
+            ha_poll_s=ha_poll,
+            digest_window_s=window,
+            digest_min_vms=min_vms,
         )
 
     def listen_address(self) -> tuple[str, int]:
@@ -90,3 +104,11 @@ class BotSettings:
                 "SLACK_APP_TOKEN is not set (the xapp-... token for Socket Mode); "
                 "set it, or run with --http behind a public URL"
             )
+
+
+def _int(get: Callable[[str, str], str], name: str, default: int, low: int, high: int, what: str) -> int:
+    """A whole-number setting from ``low`` to ``high`` (0 is allowed where ``low`` is 0)."""
+    raw = get(name, str(default))
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name}={raw!r} is not a number of {what} from {low} to {high}")
+    return int(raw)

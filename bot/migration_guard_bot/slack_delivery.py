@@ -116,13 +116,13 @@ class SlackDelivery:
         self.retry_after_max_s = retry_after_max_s
         self.clock = clock
 
-    def post(self, veto: Veto) -> Delivery:
+    def post(self, veto: Veto, override: dict[str, Any] | None = None) -> Delivery:
         """chat.postMessage until Slack accepts it. Raises Stopped on stop.
 
         After an attempt whose answer never came the message may be in Slack: the channel is
         searched for it before the next attempt, and a message found there is returned
         (``found=True``) instead of posting a second one."""
-        message = veto_message(veto)
+        message = veto_message(veto, override)
         blocks = message.blocks
         metadata = {"event_type": VETO_EVENT_TYPE, "event_payload": {"event_id": veto.event_id}}
         started = self.clock()
@@ -178,11 +178,13 @@ class SlackDelivery:
             attempt += 1
             self._wait(wait)
 
-    def update(self, veto: Veto, ts: str, count: int, since: str | None) -> bool:
+    def update(
+        self, veto: Veto, ts: str, count: int, since: str | None, override: dict[str, Any] | None = None
+    ) -> bool:
         """chat.update of the run's message until Slack accepts it (an edit sets the whole message:
         safe to repeat). False when the message is gone. Raises Stopped on stop."""
         body = dict(veto.body, repeat={"count": count, "since": since})
-        message = veto_message(Veto(veto.entry_id, veto.event_id, body))
+        message = veto_message(Veto(veto.entry_id, veto.event_id, body), override)
         blocks = message.blocks
         attempt = 0
         while True:

@@ -15,7 +15,9 @@ from typing import Any
 from migration_guard.store.stream import DRIFT_KIND, decode_event
 from migration_guard_bot import blocks as bk
 from migration_guard_bot.answers import Answer, verdict_answer
+from migration_guard_bot.ask.overrides import override_message
 from migration_guard_bot.drift_post import drift_message
+from migration_guard_bot.messages import code
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +51,31 @@ def parse_entry(entry_id: str, fields: dict[str, str] | None) -> Veto | None:
     return Veto(entry_id, str(body.get("id") or entry_id), body)
 
 
-def veto_message(veto: Veto) -> Answer:
-    """The veto's message; with a running count over 1, the count and what HA does about it. A
-    drift event's message is drift_post's."""
+def veto_message(veto: Veto, override: dict[str, Any] | None = None) -> Answer:
+    """The veto's message; with a running count over 1, the count and what HA does about it; with
+    ``override`` (one asked for this VM and target) its state and, while pending, an Approve
+    button; without, how to ask for one (an enforced veto only). A drift event's message is
+    drift_post's."""
     if veto.is_drift:
         return drift_message(veto.body)
     answer = verdict_answer(veto.body, veto=True)
     count, since = repeat_of(veto.body)
-    if not count or count < 2:
-        return answer
-    line = repeat_line(count, since)
     blocks = list(answer.blocks)
-    blocks.insert(1, bk.section(f"*{line}*"))
-    return Answer(text=f"{answer.text} {line}.", blocks=blocks)
+    text = answer.text
+    if count and count >= 2:
+        line = repeat_line(count, since)
+        blocks.insert(1, bk.section(f"*{line}*"))
+        text = f"{text} {line}."
+    if override is not None:
+        shown = override_message(override)
+        # the button's block says it sits on a veto message: an approval redraws the whole veto
+        drawn = [dict(b, block_id="veto-" + b["block_id"]) if b.get("block_id") else b for b in shown.blocks]
+        blocks += [bk.divider(), *drawn]
+        text = f"{text} {shown.text}"
+    elif veto.body.get("enforced", True) and veto.body.get("vmid") is not None:
+        ask = f"override {veto.body.get('vmid')} to {veto.body.get('target')} because …"
+        blocks.append(bk.context(f"Know better? {code(ask)} asks for one pass; a second person approves."))
+    return Answer(text=text, blocks=blocks)
 
 
 def repeat_line(count: int, since: str | None) -> str:

@@ -24,17 +24,27 @@ SECRET = "test-signing-secret"
 
 
 class Bot:
-    def __init__(self, slack: SlackApiServer, service_url: str, command: str = "/canmove") -> None:
+    def __init__(
+        self,
+        slack: SlackApiServer,
+        service_url: str,
+        command: str = "/canmove",
+        *,
+        token: str = TOKEN,
+        store: object = None,
+        channel: str = "",
+    ) -> None:
         self.settings = BotSettings(
             bot_token="xoxb-test",
             signing_secret=SECRET,
             slack_api_url=slack.url,
             service_url=service_url,
-            service_token=TOKEN,
+            service_token=token,
             command=command,
+            channel=channel,
         )
-        self.service = ServiceClient(service_url, TOKEN, timeout=15)
-        self.app = build_app(self.settings, self.service)
+        self.service = ServiceClient(service_url, token, timeout=15)
+        self.app = build_app(self.settings, self.service, store=store)
         sock = http_server.bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}{http_server.PATH}"
         self.server = http_server.server_for(self.app, sock)

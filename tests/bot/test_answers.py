@@ -187,6 +187,9 @@ class GuessedShapes(DownService):
     def cluster(self):
         return {"nodes": [{"node": "pve1"}]}
 
+    def ha_risks(self):
+        return {"vms_at_risk": []}
+
 
 def test_the_bot_reads_the_documented_fields_only():
     """``targets`` is the one list of a /targets answer and ``recommended`` the recommendation's
@@ -231,7 +234,7 @@ def test_the_app_home_reads_the_documented_fields_only():
 
     text = json.dumps(home_view(Guessed())["blocks"])
     assert "x86-64-v3" not in text
-    assert text.count("the service answered something the bot cannot read") == 2, text
+    assert text.count("the service answered something the bot cannot read") == 3, text
 
     class Documented(Guessed):
         def cluster(self):
@@ -252,6 +255,9 @@ def test_the_app_home_reads_the_documented_fields_only():
 
         def recommendation(self, *a, **k):
             return {"recommended": "x86-64-v3", "reason": None, "vms_at_risk": []}
+
+        def ha_risks(self):
+            return {"risks": [], "ha_vms": 2}
 
     text = json.dumps(home_view(Documented())["blocks"])
     assert "cannot read" not in text

@@ -115,6 +115,19 @@ def test_ha_repeats_edit_one_message_per_vm_and_target_with_the_running_count(st
     assert store.get(SHOWN_KEY.format(key="lab:101:lab:node3")) == "3"
 
 
+def test_ha_repeats_after_a_bot_restart_edit_the_same_message(store, slack):
+    """HA retries every ~10 s while the bot restarts: the run's message (kept in Redis) is edited,
+    no second message is posted."""
+    since = "2026-11-29T03:12:00.000Z"
+    first = publish(store, vmid=104, target="node3", repeat={"count": 1, "since": since})
+    run_until(make(store, slack, consumer="before-restart"), lambda: recorded(store, first))
+    later = [publish(store, vmid=104, target="node3", repeat={"count": i, "since": since}) for i in (2, 7)]
+    run_until(make(store, slack, consumer="after-restart"), lambda: recorded(store, *later))
+    assert len(slack.calls("chat.postMessage")) == 1
+    [message] = slack.messages("C0VETO")
+    assert "blocked 7 times since 03:12 UTC" in message["text"]
+
+
 def test_repeats_without_a_count_from_the_service_are_counted_by_the_notifier(store, slack):
     n = make(store, slack)
     n.ensure_group()

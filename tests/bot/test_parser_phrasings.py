@@ -19,6 +19,7 @@ from migration_guard_bot.parser import (
     Overrides,
     Recommend,
     Targets,
+    WhatIf,
     parse,
 )
 
@@ -83,6 +84,22 @@ PHRASINGS = [
     ("recent blcoks", Decisions()),
     ("which cpu type should we use?", Recommend()),
     ("recommend pve-epyc1 PVE-ATOM1", Recommend(("pve-epyc1", "PVE-ATOM1"))),
+    # what if: a node added (by its CPU, as the service's GET /v1/cpus names it) or retired
+    ("what if we add an EPYC 9654 node?", WhatIf(add=("EPYC 9654",))),
+    ("what if we retire pve-atom1?", WhatIf(remove=("pve-atom1",))),
+    ("what if we add a Xeon Gold 6230 server", WhatIf(add=("Xeon Gold 6230",))),
+    ("what if we buy another Atom C3758", WhatIf(add=("Atom C3758",))),
+    ("what would happen if we added two EPYC 9654 nodes?", WhatIf(add=("EPYC 9654", "EPYC 9654"))),
+    ("what if pve-atom1 is retired", WhatIf(remove=("pve-atom1",))),
+    ("what if we get rid of PVE-ATOM1", WhatIf(remove=("PVE-ATOM1",))),
+    ("what if we remove node pve-atom1 and pve-epyc1", WhatIf(remove=("pve-atom1", "pve-epyc1"))),
+    ("what if we replace pve-atom1 with an EPYC 9654?", WhatIf(add=("EPYC 9654",), remove=("pve-atom1",))),
+    (
+        "what happens if we retire pve-atom1 and add a Xeon Gold 6230?",
+        WhatIf(add=("Xeon Gold 6230",), remove=("pve-atom1",)),
+    ),
+    ("retire pve-atom1", WhatIf(remove=("pve-atom1",))),
+    ("simulate adding an EPYC 9654", WhatIf(add=("EPYC 9654",))),
 ]
 
 REFUSED = [
@@ -98,6 +115,9 @@ REFUSED = [
     ("ha risks for everyone", 'I did not understand "everyone"'),
     ("where can web01 or db01 go", 'I did not understand "or"'),
     ("shutdown node3", 'I did not understand "shutdown"'),
+    ("what if we add a node?", "Which CPU?"),
+    ("what if we retire", "Which node or CPU?"),
+    ("what if we retire clusterB/pve3", "name the node without a cluster"),
 ]
 
 
@@ -118,7 +138,7 @@ def test_refused_with_what_tripped(text, problem):
 def test_table_is_big_enough():
     assert len([p for p in PHRASINGS if p[1] is not None]) >= 40
     kinds = {type(p[1]) for p in PHRASINGS if p[1] is not None}
-    assert {Check, Targets, Evacuate, HaRisks, NodesFor, Override, Overrides, Decisions} <= kinds
+    assert {Check, Targets, Evacuate, HaRisks, NodesFor, Override, Overrides, Decisions, WhatIf} <= kinds
 
 
 def test_a_typo_is_never_fixed_in_a_name():

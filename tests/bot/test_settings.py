@@ -33,3 +33,24 @@ def test_build_app_answers_on_a_pool_of_that_size(monkeypatch):
     )
     build_app(settings, service=None, verify_token=False)
     assert seen["workers"] == 3
+
+
+def test_ha_poll_and_digest_settings():
+    s = BotSettings.from_env({})
+    assert (s.ha_poll_s, s.digest_window_s, s.digest_min_vms) == (60, 120, 3)
+    s = BotSettings.from_env(
+        {
+            "MIGRATION_GUARD_BOT_HA_POLL_S": "0",
+            "MIGRATION_GUARD_BOT_DIGEST_WINDOW_S": "300",
+            "MIGRATION_GUARD_BOT_DIGEST_MIN_VMS": "5",
+        }
+    )
+    assert (s.ha_poll_s, s.digest_window_s, s.digest_min_vms) == (0, 300, 5)
+    for name, bad in (
+        ("MIGRATION_GUARD_BOT_HA_POLL_S", "-1"),
+        ("MIGRATION_GUARD_BOT_DIGEST_WINDOW_S", "5"),
+        ("MIGRATION_GUARD_BOT_DIGEST_MIN_VMS", "1"),
+        ("MIGRATION_GUARD_BOT_DIGEST_WINDOW_S", "2m"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            BotSettings.from_env({name: bad})

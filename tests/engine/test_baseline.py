@@ -173,6 +173,8 @@ def test_the_recorded_widths_come_from_bare_metal_dumps() -> None:
         ("x86-64-v2-AES", True, 46, 39, None),  # QEMU's default 40 bits on every node
         ("x86-64-v2-AES,phys-bits=40", True, 46, None, "phys-bits-unknown"),
         ("x86-64-v2-AES,phys-bits=host", True, None, 39, "phys-bits-unknown"),
+        ("host", True, None, 39, None),  # implied by cpu host: no notice when a width is unknown
+        ("host,phys-bits=host", True, 46, None, "phys-bits-unknown"),
     ],
 )
 def test_phys_bits_reasons(cpu_line, running, source, target, code) -> None:

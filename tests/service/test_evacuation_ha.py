@@ -65,7 +65,11 @@ def test_two_vms_with_nowhere_to_go_come_first_with_why_and_fix(demo):
     assert body["summary"] == {"vms": 2, "movable": 0, "stuck": 2, "unknown": 0, "ha_managed": 0}
     stuck = by_vmid(body["stuck"])
     assert list(stuck) == [101, 106]
-    assert stuck[101]["why"].startswith("no other node can take it: pve-xeon-bdw: CPU vendor mismatch")
+    assert stuck[101]["why"] == (
+        "no other node can take it (pve-xeon-bdw, pve-xeon-csl, pve-atom1: vendor-mismatch): CPU vendor "
+        "mismatch: cpu host passes the source's AMD CPU through; pve-xeon-bdw is Intel: the guest would "
+        "crash after cutover"
+    )
     assert "\n" not in stuck[101]["why"]
     for vm in body["vms"]:  # every node judged, every one denies
         assert [t["node"] for t in vm["targets"]] == ["pve-xeon-bdw", "pve-xeon-csl", "pve-atom1"]
@@ -102,7 +106,9 @@ def test_an_ha_vm_is_judged_only_against_the_nodes_its_rule_allows(demo):
     assert api.check(103, "pve-xeon-bdw")["verdict"] == "allow"
     stuck = by_vmid(body["stuck"])
     assert list(stuck) == [103, 104]
-    assert stuck[103]["why"].startswith("HA (db-pinned) may only move it to pve-atom1: pve-atom1: ")
+    assert stuck[103]["why"].startswith(
+        "HA (db-pinned) may only move it to pve-atom1 (pve-atom1: missing-flags): pve-atom1 lacks abm, avx, "
+    )
     assert vms[102]["ha"]["group_or_rule"] is None and vms[102]["allowed_targets"] == [
         "pve-epyc1",
         "pve-xeon-bdw",

@@ -216,3 +216,11 @@ def test_without_the_endpoint_the_models_come_from_the_settings_file(tmp_path):
         pve.stop()
     assert allowed["verdict"] == "allow", allowed["reasons"]
     assert denied["verdict"] == "deny" and denied["model"] == "custom-avx2-base"
+
+
+def test_the_cluster_view_shows_each_nodes_width_and_custom_vms_are_at_risk(service):
+    nodes = {n["name"]: n for n in get(service, "/v1/cluster").json()["nodes"]}
+    assert (nodes["pve-csl"]["phys_bits"], nodes["pve-i7"]["phys_bits"]) == (46, 39)
+    assert nodes["pve-atom"]["phys_bits"] is None  # no recorded dump of the Atom prints its width
+    risky = {v["vmid"]: v for v in get(service, "/v1/cluster/recommendation").json()["vms_at_risk"]}
+    assert "pve-atom" in {c["node"] for c in risky[201]["cannot_run_on"]}  # custom-avx2-base needs AVX2

@@ -216,3 +216,47 @@ def test_tsx_switched_back_on_makes_the_broadwell_vm_movable_there(pve, redis11)
         {"vmid": 105, "name": "legacy-erp", "cpu": "Broadwell", "direction": "to", "node": "pve-bdw1"}
     ]
     assert event["vms_now_blocked"] == []
+
+
+def test_a_change_seen_while_redis_does_not_answer_is_reported_once_it_does(pve):
+    """Redis paused (a network cut: its data stays): nothing is compared or stored, no event is
+    lost; the first round after it answers again records the change once."""
+    import redis as redis_sync
+
+    from tests.support.e2e import free_port
+    from tests.support.redis_server import start_redis
+
+    port = free_port()
+    proc = start_redis(port)
+    admin = redis_sync.Redis(port=port, socket_timeout=5)
+    clock = Clock()
+    service = service_for(pve, clock, redis_url=f"redis://127.0.0.1:{port}/0", api_tokens=TOKEN)
+    refresher = InventoryRefresher(service)
+
+    async def rounds() -> tuple[list, list]:
+        try:
+            await refresher.round()  # baselines
+            pve.put_node("pve-bdw2", without_flags=["hle", "rtm"])
+            admin.execute_command("CLIENT", "PAUSE", 2500, "ALL")
+            clock.now += refresher.node_ttl + 1
+            await refresher.round()  # the new facts are read; Redis does not answer: not compared
+            during = service.counter_value()
+            await asyncio.sleep(3.0)  # the pause ends; the store tries again after its back-off
+            await refresher.round()
+            await refresher.round()
+            return during, await service.drift.recent()
+        finally:
+            await service.close()
+
+    service.counter_value = lambda: [  # type: ignore[attr-defined]
+        s.value for m in service.drift.counter.collect() for s in m.samples if s.name.endswith("_total")
+    ]
+    try:
+        during, events = asyncio.run(rounds())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert during == []  # no event while Redis was away
+    (event,) = events  # and exactly one after it
+    assert event["node"] == "pve-bdw2" and event["vanished"] == ["hle", "rtm"]
+    assert [m["vmid"] for m in event["vms_now_blocked"]] == [105]

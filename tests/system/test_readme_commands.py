@@ -370,9 +370,24 @@ def test_readme_curl_examples_get_the_answers_the_readme_shows(demo: Demo) -> No
                 else:  # a nested field (the recommendation's VMs): checked below
                     continue
                 assert values <= actual, f"{line}: README shows {key} {values}, the demo says {actual}"
+            today, _, change = " ".join(shown).partition('"what_if"')
             if "vms_at_risk" in got:
-                shown_vms = {int(v) for v in re.findall(r'"vmid": (\d+)', " ".join(shown))}
+                shown_vms = {int(v) for v in re.findall(r'"vmid": (\d+)', today)}
                 assert shown_vms <= {v["vmid"] for v in got["vms_at_risk"]}, line
+            if change:  # the what-if block: each VM shown is in the list the README shows it in
+                block = got["what_if"]
+                for key in ("would_break", "would_gain", "must_move", "blocked_on_added"):
+                    part = re.search(
+                        rf'"{key}": \[(.*?)\](?=,\s*"(?:would|must|blocked|custom)|\s*,\s*"summary")', change
+                    )
+                    shown_in = (
+                        {int(v) for v in re.findall(r'"vmid": (\d+)', part.group(1))} if part else set()
+                    )
+                    assert shown_in == {v["vmid"] for v in block[key]}, (line, key)
+                assert (
+                    re.search(r'"recommended_after": "([^"]+)"', change).group(1)
+                    == block["recommended_after"]
+                )
             missing = re.search(r'"missing": \[([^\]]*)\]', " ".join(shown))
             if missing and "vmid" in got:
                 assert got["missing"] == re.findall(r'"([^"]+)"', missing.group(1)), line

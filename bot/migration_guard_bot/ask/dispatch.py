@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from migration_guard_bot.answers import Answer, help_answer
+from migration_guard_bot import blocks as bk
+from migration_guard_bot.answer_parts import Answer
 from migration_guard_bot.ask.evacuation import evacuation_answer
 from migration_guard_bot.ask.ha_risks import ha_risks_answer
 from migration_guard_bot.ask.nodes_for import nodes_for
 from migration_guard_bot.ask.overrides import override_message, overrides_answer
 from migration_guard_bot.ask.resolve import vmid_of, with_node
-from migration_guard_bot.parser import Evacuate, HaRisks, Intent, NodesFor, Override, Overrides
+from migration_guard_bot.ask.whatif import ask_what_if
+from migration_guard_bot.parser import Evacuate, HaRisks, Intent, NodesFor, Override, Overrides, WhatIf
 
 
 def answer_more(intent: Intent, service: Any, user: str) -> Answer:
@@ -21,16 +23,21 @@ def answer_more(intent: Intent, service: Any, user: str) -> Answer:
         return ha_risks_answer(service.ha_risks())
     if isinstance(intent, NodesFor):
         return nodes_for(intent.cpu, service)
+    if isinstance(intent, WhatIf):
+        return ask_what_if(intent, service)
     if isinstance(intent, Overrides):
         return overrides_answer(service.overrides())
     if isinstance(intent, Override):
         if not user:
-            return help_answer(problem="An override needs to know who asks: ask in Slack.")
+            line = "An override needs to know who asks it; ask in Slack or in the console."
+            return Answer(text=line, blocks=[bk.section(":warning: " + line)], public=False)
         vmid = vmid_of(intent.vm, service)
         body = with_node(
             intent.target,
             service,
             lambda node: service.request_override(vmid, node, intent.reason, requested_by=user),
         )
-        return override_message(body)
-    return help_answer()
+        message = override_message(body)
+        message.override = body
+        return message
+    raise TypeError(f"no answer for {type(intent).__name__}")  # a new intent without its answer

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from migration_guard_bot import blocks as bk
-from migration_guard_bot.answers import Answer, _vm_label
+from migration_guard_bot.answer_parts import Answer, _vm_label
 from migration_guard_bot.messages import code, plain, prose
 
 #: at most this many VMs are listed in each part (Slack's section limit); the rest are counted
@@ -69,9 +69,14 @@ def evacuation_answer(body: dict[str, Any], *, down: bool = False) -> Answer:
 def _down_head(node: str, vms: list[dict[str, Any]], stuck: list[dict[str, Any]], ha: int) -> str:
     bad = sum(1 for s in stuck if _ha(vms, s))
     others = len(vms) - ha
-    head = f"If {node} goes down: HA restarts its {ha} HA-managed VMs elsewhere"
+    head = f"If {node} goes down: HA restarts its {_n(ha, 'HA-managed VM')} elsewhere"
     head += f", {bad} of them cannot start where HA may put them" if bad else ", all of them can start there"
-    return head + (f"; {others} other VMs stay down until it is back." if others else ".")
+    stay = "stays" if others == 1 else "stay"
+    return head + (f"; {_n(others, 'other VM')} {stay} down until it is back." if others else ".")
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def _ha(vms: list[dict[str, Any]], row: dict[str, Any]) -> bool:
@@ -85,13 +90,13 @@ def _stuck_line(s: dict[str, Any]) -> tuple[str, str]:
     fix = s.get("fix")
     fix_nodes = [str(n) for n in s.get("fix_nodes") or []]
     fix_why = str(s.get("fix_why") or "")
-    if fix:
+    if fix_why:  # the service's sentence: which type, where it runs, what to do
+        fix_m, fix_t = f"fix: {prose(fix_why)}", f"fix: {fix_why}"
+    elif fix:
         where = f" (runs here and on {', '.join(fix_nodes)})" if fix_nodes else ""
-        fix_m = f"fix: set CPU type {code(fix)}{prose(where)}" + (f"; {prose(fix_why)}" if fix_why else "")
-        fix_t = f"fix: set CPU type {fix}{where}" + (f"; {fix_why}" if fix_why else "")
+        fix_m, fix_t = f"fix: set CPU type {code(fix)}{prose(where)}", f"fix: set CPU type {fix}{where}"
     else:
-        fix_m = fix_t = "no CPU type runs here and on another node" + (f" ({fix_why})" if fix_why else "")
-        fix_m = prose(fix_m)
+        fix_m = fix_t = "no CPU type runs here and on another node"
     status = str(s.get("status") or "")
     st = f", {status}" if status and status != "running" else ""
     return (

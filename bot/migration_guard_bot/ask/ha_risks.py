@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from migration_guard_bot import blocks as bk
-from migration_guard_bot.answers import Answer, _vm_label
+from migration_guard_bot.answer_parts import Answer, _vm_label
 from migration_guard_bot.messages import code, plain, prose
 
 

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from migration_guard_bot import blocks as bk
-from migration_guard_bot.answers import Answer, _when
+from migration_guard_bot.answer_parts import Answer, _when
 from migration_guard_bot.messages import code, plain, prose
 
 APPROVE_ACTION = "override_approve"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from migration_guard_bot.listeners import commands, home, mentions, messages
+from migration_guard_bot.listeners import actions, commands, home, mentions, messages
 from migration_guard_bot.listeners.deps import Deps
 
 
@@ -20,3 +20,4 @@ def register(app: App, deps: Deps) -> None:
     mentions.register(app, deps)
     messages.register(app, deps)
     home.register(app, deps)
+    actions.register(app, deps)

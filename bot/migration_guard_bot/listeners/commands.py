@@ -17,7 +17,7 @@ def register(app: App, deps: Deps) -> None:
         ack()  # within Slack's 3 seconds, before asking the (maybe slow) service
 
         def reply_later() -> None:
-            reply = deps.answer_text(command.get("text") or "")
+            reply = deps.answer_text(command.get("text") or "", command.get("user_id") or "")
             respond(
                 text=reply.text,
                 blocks=reply.blocks,

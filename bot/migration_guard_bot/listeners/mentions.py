@@ -11,7 +11,7 @@ def register(app: App, deps: Deps) -> None:
     @app.event("app_mention")
     def mentioned(event: dict, say: Say) -> None:
         def reply_later() -> None:
-            reply = deps.answer_text(event.get("text") or "")
+            reply = deps.answer_text(event.get("text") or "", event.get("user") or "")
             say(
                 text=reply.text,
                 blocks=reply.blocks,

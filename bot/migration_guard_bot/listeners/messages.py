@@ -14,7 +14,7 @@ def register(app: App, deps: Deps) -> None:
             return
 
         def reply_later() -> None:
-            reply = deps.answer_text(event.get("text") or "")
+            reply = deps.answer_text(event.get("text") or "", event.get("user") or "")
             say(text=reply.text, blocks=reply.blocks, unfurl_links=False, unfurl_media=False)
 
         deps.later(reply_later, f"a direct message from {event.get('user', '?')}")

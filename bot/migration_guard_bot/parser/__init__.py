@@ -28,6 +28,7 @@ from migration_guard_bot.parser.intents import (
     Recommend,
     Targets,
     VmRef,
+    WhatIf,
 )
 from migration_guard_bot.parser.tokens import VMID_MAX, VMID_MIN
 
@@ -48,5 +49,6 @@ __all__ = [
     "Recommend",
     "Targets",
     "VmRef",
+    "WhatIf",
     "parse",
 ]

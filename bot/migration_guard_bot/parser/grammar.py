@@ -1,8 +1,9 @@
 """``parse(text) -> Intent``: which question is it, then its parts.
 
 The order of the triggers matters and is the whole grammar: an override request (its reason may
-say anything), help, HA risks, a whole node (maintenance, evacuation, failure), which nodes run a
-CPU type, the CPU type recommendation, the latest decisions, and last one VM's move.
+say anything), a what-if (a node added or retired), help, HA risks, a whole node (maintenance,
+evacuation, failure), which nodes run a CPU type, the CPU type recommendation, the latest
+decisions, and last one VM's move.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from migration_guard_bot.parser.tokens import (
     vm_name,
     vmid,
 )
+from migration_guard_bot.parser.whatif import what_if
 from migration_guard_bot.parser.words import (
     DECISION_TRIGGERS,
     DECISION_WORDS,
@@ -42,6 +44,9 @@ def parse(text: str) -> Intent:
     override = questions.override(text)
     if override is not None:
         return override
+    change = what_if(text)  # before the node questions: "what if we retire pve3" is no failure
+    if change is not None:
+        return change
     toks = tokens(text)
     low = lowered(toks)
     if not toks or any(w in HELP_WORDS for w in low):

@@ -79,12 +79,45 @@ class Overrides:
 
 
 @dataclass(frozen=True, slots=True)
+class WhatIf:
+    """What if the cluster gained nodes with these CPUs (``add``: shipped CPU names as typed, e.g.
+    ``EPYC 9654``) or lost these nodes (``remove``)?"""
+
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Help:
     """Usage text; ``problem`` says what was not understood (empty for a plain "help")."""
 
     problem: str = ""
 
 
-Intent = Check | Targets | Recommend | Decisions | Evacuate | HaRisks | NodesFor | Override | Overrides | Help
+Intent = (
+    Check
+    | Targets
+    | Recommend
+    | Decisions
+    | Evacuate
+    | HaRisks
+    | NodesFor
+    | Override
+    | Overrides
+    | WhatIf
+    | Help
+)
 #: every intent class (a property test checks ``parse`` returns one of them)
-INTENTS = (Check, Targets, Recommend, Decisions, Evacuate, HaRisks, NodesFor, Override, Overrides, Help)
+INTENTS = (
+    Check,
+    Targets,
+    Recommend,
+    Decisions,
+    Evacuate,
+    HaRisks,
+    NodesFor,
+    Override,
+    Overrides,
+    WhatIf,
+    Help,
+)

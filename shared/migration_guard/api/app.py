@@ -172,10 +172,10 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         cluster,
         custom_model,
         overrides,
-        whatif,
-        drift,
         evacuation,
         ha,
+        whatif,
+        drift,
     ):
         app.router.routes.extend(resource.router(service, authorize).routes)
     web.install(app, service, tokens)  # the dashboard (/ui/...) and the API docs (/docs)

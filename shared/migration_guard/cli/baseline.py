@@ -110,7 +110,9 @@ def format_body(body: dict, *, applied: bool = False) -> str:
     for note in body.get("notes") or ():
         head.append(f"  note: {note}")
     for vm in body.get("vms_that_gain") or ():
-        head.append(f"  VM {vm['vmid']} {vm['name']} ({vm['cpu']}) would gain {' '.join(vm['gains'])}")
+        names = vm["gains"]
+        shown = " ".join(names[:6]) + (f" +{len(names) - 6} more" if len(names) > 6 else "")
+        head.append(f"  VM {vm['vmid']} {vm['name']} ({vm['cpu']}) would gain {len(names)} features: {shown}")
     if applied:
         head.append(f"Created in Proxmox: give a VM 'cpu: custom-{body['name']}' to use it.")
         return "\n".join(head)

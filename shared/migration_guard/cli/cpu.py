@@ -9,9 +9,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from migration_guard.cli import baseline
 from migration_guard.cli.whatif import register_cpu_list
+from migration_guard.engine import phys_bits
 from migration_guard.engine.checks import nested_host_note
 from migration_guard.engine.cpu_models import catalog
 from migration_guard.engine.cpu_spec import CustomModel, parse_cpu, parse_custom_models
@@ -178,6 +180,11 @@ def _migrate(args: argparse.Namespace) -> int:
     spec = parse_cpu(args.cpu, custom)
     source, target = _load_hosts([args.source, args.target])
     verdict = check_migration(spec, source, target, running=not args.stopped)
+    widths = phys_bits.reasons(spec, source, target, running=not args.stopped)
+    if widths:  # the guest's physical address width against the target's (host files' address sizes)
+        wider = any(r.code == phys_bits.CODE for r in widths)
+        kind = "deny" if wider else verdict.verdict
+        verdict = replace(verdict, verdict=kind, reasons=verdict.reasons + tuple(widths))
     judged = [source, target] if spec.is_passthrough and not args.stopped else [target]
     notes = [n for n in map(nested_host_note, judged) if n is not None]
     if args.json:

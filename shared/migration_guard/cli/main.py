@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "migration_guard.cli.whatif",
     "migration_guard.cli.hook",
     "migration_guard.cli.remote",
+    "migration_guard.cli.maintenance",
+    "migration_guard.cli.override",
     "migration_guard_bot.cli",
 )
 

@@ -3,7 +3,7 @@ from the environment (``MIGRATION_GUARD_*``) where a command's options do not sa
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,9 @@ class CliSettings(BaseSettings):
     qm: str = "qm"
     #: "1": `hook install/uninstall` run without root (tests only; never on a node)
     installer_skip_root_check: str = ""
+    #: who runs the command, for the overrides' audit (``--as`` overrides it): the user sudo ran
+    #: it for ($SUDO_USER), else $USER
+    operator: str = Field(default="", validation_alias=AliasChoices("SUDO_USER", "USER"))
 
 
 def cli_settings() -> CliSettings:

@@ -148,10 +148,13 @@ def format_recommendation(body: dict) -> str:
     lines.append(f"  nodes: {', '.join(body.get('nodes') or [])}")
     if body.get("reason"):
         lines.append(f"  {body['reason']}")
-    for vm in body.get("vms_at_risk") or []:
+    block = body.get("what_if")
+    at_risk = body.get("vms_at_risk") or []
+    if block and at_risk:  # the question is the change: today's list is one command away
+        lines.append(f"  {len(at_risk)} VMs at risk today (migration-guard recommend lists them)")
+    for vm in [] if block else at_risk:
         where = "; ".join(_lacks(c) for c in vm.get("cannot_run_on") or [])
         lines.append(f"  at risk: {_vm(vm)} cannot run on {where}")
-    block = body.get("what_if")
     if not block:
         return "\n".join(lines)
     lines += ["", f"what if: {block['summary']}"]

@@ -21,7 +21,12 @@ from typing import Any
 
 from migration_guard.engine.baseline import section_text
 from migration_guard.engine.cpu_spec import CustomModel
-from migration_guard.errors import ProxmoxBadAnswer, ProxmoxNotFound, ProxmoxNotImplemented
+from migration_guard.errors import (
+    ProxmoxBadAnswer,
+    ProxmoxNotFound,
+    ProxmoxNotImplemented,
+    ProxmoxPermissionError,
+)
 
 #: the properties of a model in cpu-models.conf (qemu-server CPUConfig.pm ``$cpu_fmt``)
 _PROPS = ("flags", "guest-phys-bits", "hidden", "hv-vendor-id", "level", "phys-bits", "reported-model")
@@ -63,14 +68,22 @@ def create(reader: Any, model: CustomModel) -> None:
     """Create ``model`` through ``POST /cluster/qemu/custom-cpu-models``. Raises ProxmoxError
     (ProxmoxPermissionError without Mapping.Modify on /mapping/cpu; a 500 naming an existing
     model)."""
-    params: dict[str, Any] = {"cputype": f"custom-{model.name}", "reported-model": model.reported_model}
+    # the bare name: ``cputype`` may be 40 characters long, the optional custom- prefix included
+    params: dict[str, Any] = {"cputype": model.name, "reported-model": model.reported_model}
     text = section_text(model)
     for line in text.splitlines()[1:]:
         key, _, value = line.strip().partition(" ")
         if key and key != "reported-model":
             params[key] = value
-    reader._call(
-        "custom-cpu-models-create",
-        f"the creation of custom CPU model {model.name} ({PATH})",
-        lambda: reader._api.cluster.qemu("custom-cpu-models").post(**params),
-    )
+    try:
+        reader._call(
+            "custom-cpu-models-create",
+            f"custom CPU models (POST {PATH})",
+            lambda: reader._api.cluster.qemu("custom-cpu-models").post(**params),
+        )
+    except ProxmoxPermissionError:
+        raise ProxmoxPermissionError(
+            f"the API token {reader.token_id} may not create custom CPU models (403: Proxmox needs "
+            "Mapping.Modify on /mapping/cpu): give its role that privilege, or add the section of "
+            f"{model.name} to /etc/pve/virtual-guest/cpu-models.conf by hand"
+        ) from None

@@ -17,7 +17,7 @@ PROPS = ("flags", "guest-phys-bits", "hidden", "hv-vendor-id", "level", "phys-bi
 #: privileges that let a user see a model (``$can_see_mapping_privs``)
 SEE = ("Mapping.Modify", "Mapping.Use", "Mapping.Audit")
 #: pve-common PVE/JSONSchema.pm ``pve-configid``
-CONFIGID = re.compile(r"\A[a-z][a-z0-9_\-.]*\Z", re.IGNORECASE)
+CONFIGID = re.compile(r"\A[a-z][a-z0-9_-]+\Z", re.IGNORECASE)
 FLAGS = re.compile(r"\A[+-][a-zA-Z0-9\-_.]+(;[+-][a-zA-Z0-9\-_.]+)*\Z")
 
 
@@ -60,9 +60,9 @@ def create_model(state: ClusterState, form: dict[str, str]) -> Any:
         raise ApiError(
             400, "Parameter verification failed.", {k: "property is not defined in schema" for k in unknown}
         )
-    name = str(form.get("cputype") or "")
-    name = name[len("custom-") :] if name.startswith("custom-") else name
-    if not name or len(name) > 40 or not CONFIGID.match(name):
+    given = str(form.get("cputype") or "")
+    name = given[len("custom-") :] if given.startswith("custom-") else given
+    if len(given) > 40 or not CONFIGID.match(name):  # maxLength 40, then pve_verify_configid
         raise ApiError(
             400, "Parameter verification failed.", {"cputype": f"invalid configuration ID '{name}'"}
         )

@@ -23,7 +23,7 @@ some node's width is unknown. Pure: hosts in, plan out.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from migration_guard.engine import cpu_models
 from migration_guard.engine.cpu_models import GENERIC_LADDER
@@ -44,7 +44,7 @@ UNMIGRATABLE_WHY = "QEMU marks it unmigratable: a VM with it cannot be live-migr
 NESTED_WHY = "nested virtualization: set it per VM with flags=+nested-virt instead"
 #: offered by a node's KVM, but no feature a model should ask for (QEMU ``target/i386/cpu.c``)
 NOT_REQUESTED = {
-    "pdcm": "QEMU refuses it while the guest's PMU is off (Proxmox starts VMs without pmu)",
+    "pdcm": "QEMU ties it to the guest's PMU, which Proxmox leaves off: dropped or refused by QEMU",
     "ospke": "the guest OS sets it (CR4.PKE): no feature to request (QEMU's models never list it)",
     "osxsave": "the guest OS sets it (CR4.OSXSAVE): no feature to request",
     "hv-evmcs": "a Hyper-V enlightenment for nested guests: set it per VM (flags=+hv-evmcs)",
@@ -196,13 +196,21 @@ def plan(hosts: Sequence[HostCpu], *, name: str = DEFAULT_NAME, spell: Namer | N
             "(QEMU then gives a named model 40 bits); set it once the widths are known"
         )
     phys = None if any(w is None for w in widths) else min(w for w in widths if w is not None)
-    built = Plan(name, tuple(h.name for h in hosts), reported, tuple(flags), phys, tuple(left), None, ())
-    level = _level(hosts)
-    gains: tuple[str, ...] = ()
-    if level is not None:
-        gained = requirement(built.spec).bits & ~requirement(_spec(level)).bits
-        gains = tuple(sorted(_features(gained)))
-    return Plan(name, built.nodes, reported, built.flags, phys, built.left_out, level, gains, tuple(notes))
+    made = Plan(
+        name=name,
+        nodes=tuple(h.name for h in hosts),
+        reported_model=reported,
+        flags=tuple(flags),
+        phys_bits=phys,
+        left_out=tuple(left),
+        level=_level(hosts),
+        gains=(),
+        notes=tuple(notes),
+    )
+    if made.level is None:
+        return made
+    gained = requirement(made.spec).bits & ~requirement(_spec(made.level)).bits
+    return replace(made, gains=tuple(sorted(_features(gained))))
 
 
 def gain_of(spec: CpuSpec, model: Plan) -> tuple[str, ...] | None:

@@ -144,7 +144,9 @@ def _check_type(cputype: str, where: str, cat: Catalog, custom_models: dict[str,
                     f"{where}: unknown CPU type {cputype!r}: custom models need the cluster's cpu-models.conf"
                 )
             raise UnknownModelError(
-                f"{where}: unknown CPU type {cputype!r}: cpu-models.conf does not define {name!r}"
+                f"{where}: unknown CPU type {cputype!r}: cpu-models.conf does not define {name!r} "
+                "(or Proxmox hides it from the API token: it lists a custom model only to a token "
+                f"with Mapping.Audit on /mapping/cpu/{name})"
             )
         return custom
     if cputype in PASSTHROUGH or cat.resolve(cputype) is not None:

@@ -8,7 +8,8 @@ What the guest sees (qemu-server ``PVE/QemuServer/CPUConfig.pm`` ``get_cpu_optio
   the node offers (QEMU only warns when N differs from the host);
 * ``phys-bits=host`` is written ``host-phys-bits=true``: the width of the node the VM started on;
   a live migration keeps it (the guest never re-reads it), so the source's width counts;
-* ``cpu: host``/``max`` without phys-bits: QEMU sets ``host-phys-bits`` for them (the source's width);
+* ``cpu: host``/``max`` without phys-bits: QEMU sets ``host-phys-bits`` for them (the source's width;
+  judged only when both nodes' widths are known: no notice for the implied setting);
 * any other type without phys-bits: QEMU's default (40 bits), the same on every node: no
   migration matter, not judged here.
 
@@ -71,6 +72,10 @@ def reasons(spec: CpuSpec, source: HostCpu | None, target: HostCpu, *, running: 
     ``phys-bits-unknown`` notice when a width the answer needs is unknown, else nothing."""
     setting = wanted(spec)
     if setting is None:
+        return []
+    # cpu host/max take the host's width without asking: judged only when both widths are known
+    implied = spec.is_passthrough and setting == "host" and spec.phys_bits is None
+    if implied and (source is None or source.phys_bits is None or target.phys_bits is None):
         return []
     if setting == "host":
         if not running:

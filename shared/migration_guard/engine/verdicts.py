@@ -5,7 +5,8 @@ recommendation in ``recommendation``).
 Reason codes are stable strings; the service adds its own (target-offline,
 machine-unsupported, cpu-type-unknown-on-target, pve-downgrade, local-resources,
 storage-unavailable, bypassed, cluster-unreachable, source-unknown, flags-unknown,
-precheck-skipped).
+precheck-skipped, phys-bits (deny: the guest's physical address width exceeds the target's),
+phys-bits-unknown (a notice: a width the answer needs is unknown); engine/phys_bits.py).
 
 How a verdict is made: every QEMU feature gets a bit; a CPU type's requirement (its catalog
 features, the VM's flags, minus what the hypervisor supplies) and a host's offer (its flags

@@ -13,13 +13,18 @@ from migration_guard.engine.cpu_spec import parse_custom_models
 from migration_guard.errors import CpuSpecError, InputError
 from migration_guard.store.events import iso_utc
 
-NAME_RULE = "1 to 40 letters, digits, '-', '_' or '.', starting with a letter (Proxmox's pve-configid)"
+NAME_RULE = "2 to 40 letters, digits, '-' or '_', starting with a letter (Proxmox's pve-configid)"
 
 
 def check_name(name: str) -> str:
     """A custom model's name as Proxmox accepts it (``custom-`` optional). Raises InputError."""
     bare = name[len("custom-") :] if name.startswith("custom-") else name
-    ok = 0 < len(bare) <= 40 and bare[0].isalpha() and all(c.isalnum() or c in "-_." for c in bare)
+    ok = (
+        2 <= len(bare) <= 40
+        and bare.isascii()
+        and bare[0].isalpha()
+        and all(c.isalnum() or c in "-_" for c in bare)
+    )
     if not ok:
         raise InputError(f"custom model name {name[:60]!r} is not valid: {NAME_RULE}")
     return bare
@@ -35,7 +40,10 @@ async def plan(reports: Any, names: list[str] | None, name: str) -> tuple[baseli
     spell = pve_versions.Namer(known)
     made = baseline.plan([n.cpu for n in known], name=bare, spell=spell)
     gain = []
+    chosen = set(made.nodes)
     for vm in await reports.all_vm_facts():
+        if vm.node not in chosen:  # only a VM on the chosen nodes can use the model
+            continue
         try:
             spec = vm_spec(vm)
             gained = baseline.gain_of(spec, made)

@@ -44,18 +44,27 @@ def target_of(node: str, outcome: Any) -> dict:
     """One target of a VM (``outcome``: the service's check, or the GuardError it raised): the
     verdict, its reason codes and one message (the deciding reason's)."""
     if isinstance(outcome, GuardError):
-        return {"node": node, "verdict": "unknown", "reasons": [outcome.code], "message": str(outcome)}
+        return {
+            "node": node,
+            "verdict": "unknown",
+            "code": outcome.code,
+            "reasons": [outcome.code],
+            "message": str(outcome),
+        }
     body = outcome.body
     reasons = body.get("reasons") or []
+    deciding = ""
     if body["verdict"] == "allow":
         message = f"{body.get('cpu') or 'its CPU type'} runs on {node}"
     else:
         deciding = outcome.verdict.deny_code if outcome.verdict is not None else ""
         first = next((r for r in reasons if r["code"] == deciding), reasons[0] if reasons else None)
+        deciding = first["code"] if first else ""
         message = first["message"] if first else "no reason given"
     return {
         "node": node,
         "verdict": body["verdict"],
+        "code": deciding,
         "reasons": [r["code"] for r in reasons],
         "message": message,
     }
@@ -135,6 +144,7 @@ class Evacuation:
             target = target_of(name, outcome)
             if ha is None and target["verdict"] == "allow":
                 target["verdict"] = "unknown"
+                target["code"] = HA_UNKNOWN
                 target["reasons"].append(HA_UNKNOWN)
                 target["message"] = (
                     f"HA's configuration could not be read ({ha_error}): HA may send VM {vm.vmid} "
@@ -220,10 +230,15 @@ def _why(row: dict) -> str:
     if ha and not targets:
         rule = ha["group_or_rule"] or "its HA rule"
         return f"HA rule {rule} allows no online node but this one: HA would stop VM {row['vmid']}"
-    parts = "; ".join(f"{t['node']}: {t['message']}" for t in targets[:3])
-    if len(targets) > 3:
-        parts += f"; and {len(targets) - 3} more nodes"
+    if not targets:
+        return "the cluster has no other node"
+    # the nodes by reason code, then the first node's message as the example: one short line
+    by_code: dict[str, list[str]] = {}
+    for t in targets:
+        by_code.setdefault(t["code"] or t["verdict"], []).append(t["node"])
+    codes = "; ".join(f"{', '.join(nodes)}: {code}" for code, nodes in by_code.items())
+    example = targets[0]["message"]
     if ha:
         rule = ha["group_or_rule"] or "no rule"
-        return f"HA ({rule}) may only move it to {', '.join(ha['allowed_nodes'])}: {parts}"
-    return f"no other node can take it: {parts}"
+        return f"HA ({rule}) may only move it to {', '.join(ha['allowed_nodes'])} ({codes}): {example}"
+    return f"no other node can take it ({codes}): {example}"

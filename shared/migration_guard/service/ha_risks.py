@@ -71,7 +71,7 @@ class HaRisks:
                 {
                     "node": node,
                     "verdict": target["verdict"],
-                    "reason": target["reasons"][0] if target["reasons"] else "",
+                    "reason": target["code"],
                     "message": message,
                     "fallback": fallback,
                 }

@@ -9,8 +9,7 @@ from typing import Any, Protocol
 
 from migration_guard.engine import pve_versions
 from migration_guard.engine import verdicts as engine
-from migration_guard.engine.checks import SKIP_TAG, nested_note
-from migration_guard.engine.cpu_spec import parse_cpu
+from migration_guard.engine.checks import SKIP_TAG, nested_note, vm_spec
 from migration_guard.engine.facts import NodeFacts, VmFacts
 from migration_guard.errors import (
     CpuSpecError,
@@ -71,6 +70,8 @@ class Reports:
                     "online": node.online,
                     "cpu_model": node.cpu_model,
                     "vendor": node.cpu.vendor if node.cpu else None,
+                    # physical address width: MIGRATION_GUARD_NODE_PHYS_BITS or the recorded CPU
+                    "phys_bits": node.cpu.phys_bits if node.cpu else None,
                     "best_cpu_type": best,
                     "best_cpu_note": named["reason"],
                     "flag_source": node.flag_source,
@@ -146,7 +147,7 @@ class Reports:
         at_risk = []
         for vm in vms:
             try:
-                spec = parse_cpu(vm.cpu or None)
+                spec = vm_spec(vm)  # a custom-NAME type with the custom models read with the VM
                 if spec.is_passthrough:
                     continue
                 runs = [engine.check_runnable(spec, h) for h in hosts]

@@ -185,6 +185,9 @@ class ClusterNode(Answer):
     error: str | None = Field(default=None, description="why the node's facts could not be read")
     cpu_model: str | None = None
     vendor: str | None = None
+    #: the node's physical address width in bits (MIGRATION_GUARD_NODE_PHYS_BITS, else the recorded
+    #: dump of the same CPU model); null when unknown
+    phys_bits: int | None = None
     best_cpu_type: str | None = None
     best_cpu_note: str | None = None
     flag_source: str | None = None

@@ -32,6 +32,7 @@ class EvacuationHa(Answer):
 class EvacuationTarget(Answer):
     node: str
     verdict: Verdict = Field(description="the verdict check gives (unknown when HA could not be read)")
+    code: str = Field(description="the deciding reason code; empty for an allow")
     reasons: list[str] = Field(description="the reason codes")
     message: str = Field(description="the deciding reason, one sentence")
 

@@ -3,11 +3,10 @@ form with host data) and of the shipped CPUs it names (``GET /v1/cpus``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
 from migration_guard.api.models import Answer, RecommendationBody
+from migration_guard.api.models.custom_model import CustomModelBody
 
 
 class ShippedCpuOut(Answer):
@@ -90,10 +89,10 @@ class WhatIfBlock(Answer):
         description="VMs some node cannot run today that an added node cannot run either"
     )
     summary: str
-    custom_model: dict[str, Any] | None = Field(
+    custom_model: CustomModelBody | None = Field(
         default=None,
-        description="the cluster's best custom CPU model after the change, shaped as GET "
-        "/v1/cluster/custom-model answers it",
+        description="the cluster's best custom CPU model after the change, as GET "
+        "/v1/cluster/custom-model answers it for the nodes after the change",
     )
 
 

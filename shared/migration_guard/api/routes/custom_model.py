@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from migration_guard.api import deps
 from migration_guard.api.deps import Authorize
-from migration_guard.api.errors import json_response, responses
+from migration_guard.api.errors import JSON, json_response, responses
 from migration_guard.api.models.custom_model import CustomModelBody, CustomModelRequest
 from migration_guard.service.guard import GuardService
 
@@ -42,8 +44,20 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
         responses=responses(
             CustomModelBody, "created in Proxmox (the token needs Mapping.Modify on /mapping/cpu)"
         ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": CustomModelRequest.model_json_schema()}},
+            }
+        },
     )
-    async def create(request: CustomModelRequest) -> Response:
-        return json_response(await service.create_custom_model(_names(request.nodes), request.name))
+    async def create(request: Request) -> Response:
+        # the body is read here, after the token check: a caller without a valid token gets 401
+        # whatever it sent, never a parse error (FastAPI parses a declared body before auth)
+        try:
+            asked = CustomModelRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        return json_response(await service.create_custom_model(_names(asked.nodes), asked.name))
 
     return api

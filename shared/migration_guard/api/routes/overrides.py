@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from migration_guard.api.deps import Authorize
-from migration_guard.api.errors import json_response, responses
+from migration_guard.api.errors import V1_ERRORS, json_response, responses
 from migration_guard.api.models.overrides import (
     OverrideApproval,
     OverrideBody,
@@ -22,7 +22,8 @@ from migration_guard.service.guard import GuardService
 
 #: an override id as the service makes them (a ULID: 26 Crockford base32 characters)
 OVERRIDE_ID = "^[0-9A-HJKMNP-TV-Z]{26}$"
-_STATE = (401, 404, 405, 409, 413, 422, 500, 503)
+#: approve/reject: every /v1 error, and 409 for a state that forbids it
+_STATE = (*V1_ERRORS, 409)
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -48,7 +48,7 @@ class Auth:
         """The request's session, None without a valid one (raises StoreUnavailable)."""
         return await self.sessions.get(request.cookies.get(COOKIE))
 
-    def _cookie(self, request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    def set_cookie(self, request: Request, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(
             name,
             value,
@@ -62,13 +62,13 @@ class Auth:
     def login_form(self, request: Request, status: int = 200, message: str = "") -> Response:
         csrf = secrets.token_urlsafe(24)
         response = page("login.html", status, csrf=csrf, message=message)
-        self._cookie(request, response, LOGIN_COOKIE, csrf, 600)
+        self.set_cookie(request, response, LOGIN_COOKIE, csrf, 600)
         return response
 
     async def signed_in(self, request: Request, token_digest: str) -> Response:
         opened = await self.sessions.open(token_digest)
         response = redirect(HOME)
-        self._cookie(request, response, COOKIE, opened.id, self.sessions.ttl_s)
+        self.set_cookie(request, response, COOKIE, opened.id, self.sessions.ttl_s)
         response.delete_cookie(LOGIN_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
@@ -111,7 +111,7 @@ def router(auth: Auth) -> APIRouter:
         code = request.query_params.get("code", "")[:128]
         csrf = secrets.token_urlsafe(24)
         response = page("once.html", csrf=csrf, code=code)
-        auth._cookie(request, response, LOGIN_COOKIE, csrf, 600)
+        auth.set_cookie(request, response, LOGIN_COOKIE, csrf, 600)
         return response
 
     @web.post(LOGIN + "/once")

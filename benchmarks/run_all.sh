@@ -17,3 +17,4 @@ echo "== evacuation";        $PY benchmarks/evacuation.py
 echo "== evacuation, first request of a service without the refresher"; $PY benchmarks/evacuation.py --cold
 echo "== memory";            $PY benchmarks/memory.py --vms "${MEMORY_VMS:-10000}"
 echo "== matrix endpoint";   $PY benchmarks/matrix.py --vms "${MATRIX_VMS:-10000}"
+echo "== dashboard";         $PY benchmarks/dashboard.py

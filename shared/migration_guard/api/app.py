@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from migration_guard import web
 from migration_guard.api import errors
 from migration_guard.api.deps import bearer
 from migration_guard.api.errors import JSON, TEXT_PATH, dumps, unknown_text
@@ -181,5 +182,6 @@ def create_app(service: GuardService, tokens: tuple[str, ...], *, refresh: bool 
         drift,
     ):
         app.router.routes.extend(resource.router(service, authorize).routes)
+    web.install(app, service, tokens)  # the dashboard (/ui/...) and the API docs (/docs)
     errors.install(app, app.routes)
     return app

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
         if demo is not None:
-            _announce(server, demo)
+            _announce(server, demo, app)
         server.run()
         return 0 if server.started else 3
     finally:
@@ -102,8 +102,9 @@ def _check_store(settings: Settings) -> None:
         )
 
 
-def _announce(server, demo) -> None:
-    """Print the banner once uvicorn is listening (with the real port when 0 was asked)."""
+def _announce(server, demo, app) -> None:
+    """Print the banner once uvicorn is listening (with the real port when 0 was asked), with a
+    one-time login link to the dashboard (a code for the demo's token, never the token itself)."""
     from migration_guard.demo.stack import banner
 
     startup = server.startup
@@ -117,7 +118,13 @@ def _announce(server, demo) -> None:
             for sock in srv.sockets:
                 host, port = sock.getsockname()[:2]
                 break
-        print(banner(demo, f"http://{host}:{port}"), flush=True)
+        url = f"http://{host}:{port}"
+        try:
+            code = await app.state.web_sessions.new_code(demo.token)
+            login = f"{url}/ui/login/once?code={code}"
+        except Exception as exc:  # noqa: BLE001 - the banner goes out without the link
+            login = f"(no one-time link: {exc}; sign in at {url}/ui/login with the token)"
+        print(banner(demo, url, login), flush=True)
 
     server.startup = startup_and_print  # type: ignore[method-assign]
     _ = sys

@@ -45,8 +45,9 @@ def start_demo(config_file: str | None = None, scenario: str = "demo", **overrid
     return Demo(server=server, settings=settings, token=tokens.split(",")[0].strip())
 
 
-def banner(demo: Demo, url: str) -> str:
-    """What ``serve --demo`` prints: the URL, a token and three example requests."""
+def banner(demo: Demo, url: str, login_link: str = "") -> str:
+    """What ``serve --demo`` prints: the URL, a token, the dashboard's one-time login link and three
+    example requests."""
     s = demo.server.scenario
     vms = s.get("vms", [])
     nodes = [n["name"] for n in s.get("nodes", [])]
@@ -60,6 +61,8 @@ def banner(demo: Demo, url: str) -> str:
             f"  Proxmox (test server): {demo.server.url}  cluster {demo.settings.pve_cluster_name}, "
             f"nodes {', '.join(nodes)}; store: {store}",
             f"  API token: {demo.token}",
+            f"  Dashboard: {url}/ui/ (sign in with the API token)",
+            *([f"    one-time login link (works once, for 5 minutes): {login_link}"] if login_link else []),
             "",
             "Try:",
             f"  curl -s {auth} '{url}/v1/vms/{vm['vmid']}/check?target={target}'",

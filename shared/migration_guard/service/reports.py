@@ -242,6 +242,7 @@ class Reports:
                     "node": vm.node,
                     "status": vm.status,
                     "cpu": vm.cpu or "kvm64",
+                    "tags": list(vm.tags),
                     "targets": cells,
                 }
             )

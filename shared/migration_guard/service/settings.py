@@ -36,6 +36,7 @@ _HELP = {
     "max_body_bytes": "the largest request body the API reads, in bytes, e.g. 65536",
     "readyz_cache_s": "seconds one /readyz answer is reused, e.g. 3",
     "state_dir": "a folder the service may write, e.g. /var/lib/migration-guard",
+    "web_session_ttl_s": "seconds a dashboard login lasts, 60 to 604800, e.g. 28800",
     "cpu_models_conf": "a copy of the cluster's /etc/pve/virtual-guest/cpu-models.conf (custom CPU models)",
     "node_phys_bits": "each node's physical address width, e.g. pve1=46,pve2=39 "
     "(the 'address sizes' line of its /proc/cpuinfo)",
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     #: the service's own files: vetoes and decisions queued while Redis is down (spool), kept
     #: across restarts until Redis takes them
     state_dir: str = DEFAULT_STATE_DIR
+    #: seconds a dashboard login (its session cookie and the session in the store) lasts
+    web_session_ttl_s: float = Field(default=8 * 3600, ge=60, le=7 * 86400)
     #: the cluster's cpu-models.conf (custom CPU models) where Proxmox has no
     #: /cluster/qemu/custom-cpu-models (pve-manager before 9.1.14); "" = none
     cpu_models_conf: str = ""

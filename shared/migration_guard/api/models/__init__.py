@@ -262,6 +262,7 @@ class MatrixRow(Answer):
     node: str
     status: str
     cpu: str
+    tags: list[str] = Field(default=[], description="the VM's Proxmox tags")
     targets: dict[str, MatrixCell] = Field(description="the verdict per target node")
 
 

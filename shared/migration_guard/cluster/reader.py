@@ -410,10 +410,8 @@ class ClusterReader:
             raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}") from None
 
     def snippet_volumes(self, node: str, storage: str) -> frozenset[str]:
-        """The volume ids of the ``snippets`` on ``storage`` as ``node`` sees it (``GET
-        /nodes/{node}/storage/{storage}/content?content=snippets``, pve-storage
-        ``PVE/API2/Storage/Content.pm`` ``index``; needs Datastore.Audit or Datastore.AllocateSpace on
-        /storage/{storage}). A storage that node does not have is an error (ProxmoxError)."""
+        """The ``snippets`` volume ids on ``storage`` as ``node`` sees it (pve-storage Content.pm
+        ``index``; Datastore.Audit or .AllocateSpace on /storage/{storage}). No storage: ProxmoxError."""
         rows = self._call(
             "storage-content",
             f"the snippets of storage {storage} on node {node}",

@@ -161,7 +161,11 @@ def test_cancel_stops_loads_in_flight():
         cache, _ = make()
         slow = Loader("late", delay=5)
         task = asyncio.ensure_future(cache.renew("k", 5, slow, PLAIN))
-        await asyncio.sleep(0.01)
+        for _ in range(500):  # until the load is in flight (a loaded machine may take a while)
+            if slow.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert slow.calls == 1
         cache.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

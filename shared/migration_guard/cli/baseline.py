@@ -14,6 +14,7 @@ from typing import Any
 from migration_guard.engine import baseline
 from migration_guard.engine.hosts import load_host_file
 from migration_guard.errors import HostDataError, InputError
+from migration_guard.service.custom_model import plan_body
 
 CONF = "/etc/pve/virtual-guest/cpu-models.conf"
 
@@ -54,19 +55,7 @@ def _local(args: argparse.Namespace) -> dict:
     names = [h.name for h in hosts]
     if len(set(names)) != len(names):
         raise InputError(f"two host files name the same node ({', '.join(names)}): give each its own name")
-    made = baseline.plan(hosts, name=args.name)
-    return {
-        "name": made.name,
-        "nodes": list(made.nodes),
-        "reported_model": made.reported_model,
-        "flags": list(made.flags),
-        "phys_bits": made.phys_bits,
-        "left_out": [{"flag": x.flag, "why": x.why} for x in made.left_out],
-        "section": made.section,
-        "gains_over": {"level": made.level, "features": list(made.gains)},
-        "vms_that_gain": [],
-        "notes": list(made.notes),
-    }
+    return plan_body(baseline.plan(hosts, name=args.name), [])
 
 
 def run(args: argparse.Namespace) -> int:

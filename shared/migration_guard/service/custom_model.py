@@ -5,11 +5,13 @@ on ``/mapping/cpu``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from migration_guard.engine import baseline, pve_versions
 from migration_guard.engine.checks import vm_spec
 from migration_guard.engine.cpu_spec import parse_custom_models
+from migration_guard.engine.facts import VmFacts
 from migration_guard.errors import CpuSpecError, InputError
 from migration_guard.store.events import iso_utc
 
@@ -30,23 +32,41 @@ def check_name(name: str) -> str:
     return bare
 
 
-async def plan(reports: Any, names: list[str] | None, name: str) -> tuple[baseline.Plan, dict]:
-    """The model for ``names`` (default: every online node) and its API body."""
-    bare = check_name(name)
-    facts = await reports._online_hosts(names)
-    known = [n for n in facts if n.cpu is not None]
-    if not known:
-        raise InputError("no chosen node has CPU facts: a custom model cannot be computed")
-    spell = pve_versions.Namer(known)
-    made = baseline.plan([n.cpu for n in known], name=bare, spell=spell)
+def plan_body(
+    made: baseline.Plan,
+    gain: list[dict],
+    *,
+    cluster: str | None = None,
+    without_flags: list[str] | None = None,
+    checked_at: str | None = None,
+) -> dict:
+    """A CustomModelBody in its fields' order (the API, the what-if block, the CLI's --host, which
+    has no cluster: ``None`` leaves a field out)."""
+    body: dict[str, Any] = {"cluster": cluster, "name": made.name, "nodes": list(made.nodes)}
+    body.update(
+        nodes_without_flags=without_flags,
+        reported_model=made.reported_model,
+        flags=list(made.flags),
+        phys_bits=made.phys_bits,
+        left_out=[{"flag": x.flag, "why": x.why} for x in made.left_out],
+        section=made.section,
+        gains_over={"level": made.level, "features": list(made.gains)},
+        vms_that_gain=gain,
+        notes=list(made.notes),
+        checked_at=checked_at,
+    )
+    return {k: v for k, v in body.items() if v is not None or k == "phys_bits"}
+
+
+def vms_that_gain(made: baseline.Plan, vms: Iterable[VmFacts], nodes: set[str]) -> list[dict]:
+    """The VMs on ``nodes`` whose CPU type the model would give more features (a VM whose cpu line
+    cannot be read is left out: its verdicts say why)."""
     gain = []
-    chosen = set(made.nodes)
-    for vm in await reports.all_vm_facts():
-        if vm.node not in chosen:  # only a VM on the chosen nodes can use the model
+    for vm in vms:
+        if vm.node not in nodes:  # only a VM on the chosen nodes can use the model
             continue
         try:
-            spec = vm_spec(vm)
-            gained = baseline.gain_of(spec, made)
+            gained = baseline.gain_of(vm_spec(vm), made)
         except CpuSpecError:
             continue
         if gained:
@@ -59,21 +79,26 @@ async def plan(reports: Any, names: list[str] | None, name: str) -> tuple[baseli
                     "gains": list(gained),
                 }
             )
-    body = {
-        "cluster": reports.facts.cluster,
-        "name": bare,
-        "nodes": list(made.nodes),
-        "nodes_without_flags": [n.name for n in facts if n.cpu is None],
-        "reported_model": made.reported_model,
-        "flags": list(made.flags),
-        "phys_bits": made.phys_bits,
-        "left_out": [{"flag": x.flag, "why": x.why} for x in made.left_out],
-        "section": made.section,
-        "gains_over": {"level": made.level, "features": list(made.gains)},
-        "vms_that_gain": gain,
-        "notes": list(made.notes),
-        "checked_at": iso_utc(reports.facts.clock()),
-    }
+    return gain
+
+
+async def plan(reports: Any, names: list[str] | None, name: str) -> tuple[baseline.Plan, dict]:
+    """The model for ``names`` (default: every online node) and its API body."""
+    bare = check_name(name)
+    facts = await reports._online_hosts(names)
+    known = [n for n in facts if n.cpu is not None]
+    if not known:
+        raise InputError("no chosen node has CPU facts: a custom model cannot be computed")
+    spell = pve_versions.Namer(known)
+    made = baseline.plan([n.cpu for n in known], name=bare, spell=spell)
+    gain = vms_that_gain(made, await reports.all_vm_facts(), set(made.nodes))
+    body = plan_body(
+        made,
+        gain,
+        cluster=reports.facts.cluster,
+        without_flags=[n.name for n in facts if n.cpu is None],
+        checked_at=iso_utc(reports.facts.clock()),
+    )
     return made, body
 
 

@@ -11,12 +11,12 @@ from dataclasses import asdict
 from typing import Any
 
 from migration_guard.engine import baseline, pve_versions
-from migration_guard.engine.checks import vm_spec
 from migration_guard.engine.cpus import find_cpu
 from migration_guard.engine.facts import NodeFacts, VmFacts
 from migration_guard.engine.hosts import host_from_json
 from migration_guard.engine.whatif import imagined_node, what_if
-from migration_guard.errors import CpuSpecError, HostDataError, InputError, UnknownNodeError
+from migration_guard.errors import HostDataError, InputError, UnknownNodeError
+from migration_guard.service.custom_model import plan_body, vms_that_gain
 
 #: at most this many imagined nodes in one question
 MAX_ADDED = 16
@@ -111,40 +111,8 @@ def custom_model(cluster: str, after: Sequence[NodeFacts], vms: Sequence[VmFacts
     """The cluster's best custom CPU model after the change (engine/baseline.py), in the shape of
     ``GET /v1/cluster/custom-model``'s answer, with the VMs on the nodes after it that would gain."""
     made = baseline.plan([n.cpu for n in after if n.cpu is not None], spell=pve_versions.Namer(after))
-    names = {n.name for n in after}
-    gain = []
-    for vm in vms:
-        if vm.node not in names:
-            continue
-        try:
-            gained = baseline.gain_of(vm_spec(vm), made)
-        except CpuSpecError:
-            continue
-        if gained:
-            gain.append(
-                {
-                    "vmid": vm.vmid,
-                    "name": vm.name,
-                    "node": vm.node,
-                    "cpu": vm.cpu or "kvm64",
-                    "gains": list(gained),
-                }
-            )
-    return {
-        "cluster": cluster,
-        "name": made.name,
-        "nodes": list(made.nodes),
-        "nodes_without_flags": [],
-        "reported_model": made.reported_model,
-        "flags": list(made.flags),
-        "phys_bits": made.phys_bits,
-        "left_out": [{"flag": x.flag, "why": x.why} for x in made.left_out],
-        "section": made.section,
-        "gains_over": {"level": made.level, "features": list(made.gains)},
-        "vms_that_gain": gain,
-        "notes": list(made.notes),
-        "checked_at": checked_at,
-    }
+    gain = vms_that_gain(made, vms, {n.name for n in after})
+    return plan_body(made, gain, cluster=cluster, without_flags=[], checked_at=checked_at)
 
 
 def summary(before: str | None, after: str | None, body: dict) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from migration_guard.errors import (
+    ConfigError,
     ConflictError,
     GuardError,
     InputError,
@@ -79,6 +80,12 @@ class ServiceClient:
     ) -> None:
         self.url = url.rstrip("/")
         headers = {"Accept": "application/json", "User-Agent": user_agent}
+        if token and not all("!" <= c <= "~" for c in token):
+            # an HTTP library's complaint would quote the header, token and all
+            raise ConfigError(
+                "the service token (MIGRATION_GUARD_TOKEN or the token file) holds a space, a line "
+                "break or a non-ASCII character: copy the token again, alone on one line"
+            )
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(

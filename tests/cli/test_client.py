@@ -121,6 +121,17 @@ def test_wrong_token_exit_2_one_line(served):
     assert "refused the token" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_token_with_a_line_break_is_refused_without_echoing_it(served):
+    """A token pasted with its neighbour line used to reach the HTTP library, whose complaint
+    ("Illegal header value b'Bearer <token>...'") was printed: the secret in the terminal and logs."""
+    url, _ = served
+    secret = "s3cretTokenValue"
+    done = cli("check", "101", "pve2", url=url, token=f"{secret}\n(signed in)")
+    assert done.returncode == 2, done.stderr
+    assert "copy the token again" in done.stderr and "Traceback" not in done.stderr
+    assert secret not in done.stderr + done.stdout
+
+
 def test_service_unreachable_exit_3():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

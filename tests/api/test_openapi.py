@@ -54,7 +54,7 @@ def test_every_route_documents_its_answer_shape():
     assert ("get", "/v1/decisions", "DecisionsBody") in documented
     assert ("get", "/v1/cluster", "ClusterView") in documented
     assert ("get", "/v1/cluster/recommendation", "RecommendationBody") in documented
-    assert ("get", "/v1/matrix", "MatrixBody") in documented
+    assert ("get", "/v1/matrix", "MatrixAnswer") in documented
     assert ("get", "/readyz", "Readyz") in documented
     verdict = schema["components"]["schemas"]["VerdictBody"]["properties"]
     assert {"verdict", "reasons", "suggestion", "checked_at"} <= set(verdict)

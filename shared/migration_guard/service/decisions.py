@@ -92,10 +92,8 @@ class Decisions:
                 line = f"{head}; {advice}{sep}{notes}"
         record = self._record(request, body, decision_id, now, code=code, exit_code=exit_code, line=line)
         self.metrics.decisions.labels(body["verdict"]).inc()
-        recorded = await self.events.record(record)
-        published = True
-        if body["verdict"] == "deny":
-            published = await self.events.publish(self._veto(record, body, repeats))
+        veto = self._veto(record, body, repeats) if body["verdict"] == "deny" else None
+        recorded, published = await self.events.record_and_publish(record, veto)
         body["event_queued"] = not published
         body["recorded"] = recorded
         if not published:

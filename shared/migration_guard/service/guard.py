@@ -47,6 +47,7 @@ class GuardService:
             stale_grace_s=min(0.25, settings.pve_timeout),
             clock=clock,
             on_hit=self.metrics.hit,
+            lock_s=settings.pve_timeout + 1.0,
         )
         self.events = EventLog(store, keep=settings.decisions_keep)
         self.pool = ThreadPoolExecutor(max_workers=settings.proxmox_workers, thread_name_prefix="proxmox")
@@ -172,8 +173,8 @@ class GuardService:
     async def recommendation(self, names: list[str] | None) -> dict:
         return await self.reports.recommendation(names)
 
-    async def matrix(self) -> dict:
-        return await self.reports.matrix()
+    async def matrix(self, *, compact: bool = False) -> dict:
+        return await self.reports.matrix(compact=compact)
 
 
 def build_service(settings: Settings) -> GuardService:

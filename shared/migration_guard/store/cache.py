@@ -6,6 +6,10 @@ per resource, and stale-while-revalidate.
 * L1 fresh (younger than ``ttl``): no I/O at all (the warm path of a check).
 * else one loader per key at a time (single-flight: a burst of N asks for one resource makes
   one Proxmox call), after looking in the store (shared by every service instance);
+* against Redis the single flight holds across processes (``serve --workers N``, several
+  instances on one Redis): the process that takes the key's short lock (``SET NX PX``) reads
+  Proxmox and writes the store; the others wait for that value in the store instead of reading
+  Proxmox too (and read it themselves only if the lock holder fails or gives up);
 * when the loader fails (Proxmox down, slow, failing with 5xx, refusing the token), or takes
   longer than ``stale_grace_s`` while an older value exists, the older value is answered with
   its age (stale-while-revalidate); the refresh goes on in the background;
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -37,6 +42,9 @@ from migration_guard.store.redis_store import Store
 T = TypeVar("T")
 
 KEY_PREFIX = "migration-guard:facts:"
+LOCK_PREFIX = "migration-guard:lock:"
+#: how often a process waiting for another's read looks in the store
+FOLLOW_POLL_S = 0.01
 
 
 # --- codecs: facts <-> JSON ------------------------------------------------------------------
@@ -127,6 +135,11 @@ NODES = Codec(lambda ns: [node_to(n) for n in ns], lambda ds: [node_from(d) for 
 VM = Codec(vm_to, vm_from)
 VMS = Codec(lambda vs: [asdict(v) for v in vs], lambda ds: [_summary_from(d) for d in ds])
 PRECONDITION = Codec(asdict, _pre_from)
+#: a node's VM statuses by vmid (one node-wide read, ``GET /nodes/{node}/qemu``)
+NODE_VMS = Codec(
+    lambda rows: {str(k): v for k, v in rows.items()},
+    lambda d: {int(k): v for k, v in d.items()},
+)
 FLAGS = Codec(
     lambda m: None if m is None else {k: sorted(v) for k, v in m.items()},
     lambda d: None if d is None else {k: frozenset(v) for k, v in d.items()},
@@ -168,6 +181,8 @@ class CacheStats:
     loads: int = 0
     stale_answers: int = 0
     store_errors: int = 0
+    #: values another process read while this one waited for them (the shared single flight)
+    followed: int = 0
 
 
 class FactsCache:
@@ -180,9 +195,13 @@ class FactsCache:
         keep_s: float = 7 * 24 * 3600,
         clock: Callable[[], float] = time.time,
         on_hit: Callable[[str, str], None] | None = None,
+        lock_s: float = 6.0,
     ) -> None:
         self.store = store
         self.prefix = f"{KEY_PREFIX}{namespace}:"
+        self.lock_prefix = f"{LOCK_PREFIX}{namespace}:"
+        #: how long a process may hold a key's read lock (longer than a Proxmox call may take)
+        self.lock_s = lock_s
         self.stale_grace_s = stale_grace_s
         self.keep_s = keep_s
         self.clock = clock
@@ -296,18 +315,77 @@ class FactsCache:
                 self.stats.store_hits += 1
                 self._on_hit(key.split(":", 1)[0], "store")
                 return value, self.clock() - fetched_at
-        self.stats.loads += 1
+        lock = await self._lock(key) if self.store.kind == "redis" else None
+        if lock is False:  # another process reads it: wait for its value in the store
+            followed = await self._follow(key, ttl, codec)
+            if followed is not None:
+                return followed
+            lock = await self._lock(key)
         try:
-            value = await load()
-        except ProxmoxError as exc:
-            if _stale_may_answer(exc) and not isinstance(exc, NodeUnreachable):
-                self._unhealthy_until = time.monotonic() + 5.0
-            raise
-        self._unhealthy_until = 0.0
-        fetched_at = self.clock()
-        self._l1[key] = (value, fetched_at)
-        await self._store_put(key, fetched_at, codec.encode(value))
-        return value, 0.0
+            self.stats.loads += 1
+            try:
+                value = await load()
+            except ProxmoxError as exc:
+                if _stale_may_answer(exc) and not isinstance(exc, NodeUnreachable):
+                    self._unhealthy_until = time.monotonic() + 5.0
+                raise
+            self._unhealthy_until = 0.0
+            fetched_at = self.clock()
+            self._l1[key] = (value, fetched_at)
+            await self._store_put(key, fetched_at, codec.encode(value))
+            return value, 0.0
+        finally:
+            if isinstance(lock, str):
+                await self._unlock(key, lock)
+
+    async def _lock(self, key: str) -> str | bool | None:
+        """Take ``key``'s read lock: its token when taken, False when another process holds it,
+        None when the store cannot say (then this process reads, as without a lock)."""
+        token = os.urandom(8).hex()
+        name, ms = self.lock_prefix + key, int(self.lock_s * 1000)
+        try:
+            taken = await self.store.run(lambda r: r.set(name, token, nx=True, px=ms))
+        except StoreUnavailable:
+            self.stats.store_errors += 1
+            return None
+        return token if taken else False
+
+    async def _unlock(self, key: str, token: str) -> None:
+        """Give the lock back. A plain DEL: the lock outlives any read (``lock_s`` is longer than
+        the Proxmox timeout), so it is still this process's; were it not, another process would
+        at worst make one read more."""
+        name = self.lock_prefix + key
+        try:
+            await self.store.run(lambda r: r.delete(name))
+        except StoreUnavailable:
+            self.stats.store_errors += 1  # it expires by itself
+
+    async def _follow(self, key: str, ttl: float, codec: Codec[T]) -> tuple[T, float] | None:
+        """The value another process is reading, once it is in the store; None when that process
+        gave up (the lock is gone, or held longer than ``lock_s``) without a fresh value."""
+        name = self.lock_prefix + key
+        give_up = time.monotonic() + self.lock_s
+        while time.monotonic() < give_up:
+            await asyncio.sleep(FOLLOW_POLL_S)
+            try:
+                text, held = await self.store.run(lambda r: _get_and_exists(r, self.prefix + key, name))
+            except StoreUnavailable:
+                self.stats.store_errors += 1
+                return None
+            stored = _parse_stored(text)
+            if stored is not None and self.clock() - stored[0] < ttl:
+                try:
+                    value = codec.decode(stored[1])
+                except (TypeError, KeyError, ValueError):
+                    return None
+                if self._l1.get(key, (None, -1.0))[1] < stored[0]:
+                    self._l1[key] = (value, stored[0])
+                self.stats.followed += 1
+                self._on_hit(key.split(":", 1)[0], "store")
+                return value, self.clock() - stored[0]
+            if not held:
+                return None
+        return None
 
     async def _store_get(self, key: str) -> tuple[float, Any] | None:
         try:
@@ -315,13 +393,7 @@ class FactsCache:
         except StoreUnavailable:
             self.stats.store_errors += 1
             return None
-        if not text:
-            return None
-        try:
-            obj = json.loads(text)
-            return float(obj["t"]), obj["v"]
-        except (ValueError, KeyError, TypeError):
-            return None
+        return _parse_stored(text)
 
     async def _store_put(self, key: str, fetched_at: float, raw: Any) -> None:
         text = json.dumps({"t": fetched_at, "v": raw}, separators=(",", ":"))
@@ -329,6 +401,25 @@ class FactsCache:
             await self.store.run(lambda r: r.set(self.prefix + key, text, ex=int(self.keep_s)))
         except StoreUnavailable:
             self.stats.store_errors += 1
+
+
+async def _get_and_exists(r: Any, key: str, lock: str) -> tuple[Any, bool]:
+    pipe = r.pipeline(transaction=False)
+    pipe.get(key)
+    pipe.exists(lock)
+    text, held = await pipe.execute()
+    return text, bool(held)
+
+
+def _parse_stored(text: Any) -> tuple[float, Any] | None:
+    """(fetched_at, raw value) of a stored entry; None when absent or not ours."""
+    if not text:
+        return None
+    try:
+        obj = json.loads(text)
+        return float(obj["t"]), obj["v"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _stale_may_answer(exc: ProxmoxError) -> bool:

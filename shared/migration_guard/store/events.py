@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ from collections import deque
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
+
+from redis import exceptions as redis_errors
 
 from migration_guard.errors import ConfigError, StoreUnavailable
 from migration_guard.store.redis_store import Store
@@ -45,6 +48,8 @@ end
 return false
 """
 
+_XADD_ONCE_SHA = hashlib.sha1(_XADD_ONCE.encode()).hexdigest()
+
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -65,6 +70,10 @@ def iso_utc(ts: float) -> str:
         _SECOND[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         _SECOND[0] = sec
     return f"{_SECOND[1]}.{int((ts - sec) * 1000):03d}Z"
+
+
+def _dumps(entry: dict) -> str:
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
 
 
 class Spool:
@@ -186,7 +195,7 @@ class EventLog:
     async def record(self, decision: dict) -> bool:
         """Append a decision to the audit log; False when it was queued (Redis down)."""
         self._recent.appendleft(decision)
-        text = json.dumps(decision, separators=(",", ":"))
+        text = _dumps(decision)
         ident = str(decision.get("id") or new_id())
         await self.flush()
         if self._pending_decisions:
@@ -198,6 +207,27 @@ class EventLog:
             self._queue(self._pending_decisions, ident, text)
             return False
         return True
+
+    async def record_and_publish(self, decision: dict, event: VetoEvent | None) -> tuple[bool, bool]:
+        """``record(decision)`` and, when given, ``publish(event)`` in one round trip to the store
+        (the hook's path: a veto is both); (recorded, published), False when queued (Redis down)."""
+        if self.pending:
+            await self.flush()
+            if self.pending:  # keep the order: behind what waits
+                recorded = await self.record(decision)
+                return recorded, (await self.publish(event)) if event is not None else True
+        self._recent.appendleft(decision)
+        items = [(DECISIONS_STREAM, str(decision.get("id") or new_id()), _dumps(decision), self.keep)]
+        if event is not None:
+            items.append((EVENTS_STREAM, str(event.get("id") or new_id()), encode_event(event), 100_000))
+        try:
+            await self._xadd_many(items)
+        except StoreUnavailable:  # replaying what may have been written is a no-op (markers)
+            for stream, ident, text, _ in items:
+                queue = self._pending_events if stream == EVENTS_STREAM else self._pending_decisions
+                self._queue(queue, ident, text)
+            return False, event is None
+        return True, True
 
     async def publish(self, event: VetoEvent) -> bool:
         """Publish a veto event; False when it was queued for later (Redis down)."""
@@ -272,10 +302,31 @@ class EventLog:
         if self.store.kind != "redis":  # the embedded store: no scripts, and it never goes down
             await self.store.run(lambda r: r.xadd(stream, {field: text}, maxlen=keep, approximate=True))
             return
-        marker = f"{stream}:written:{ident}"
-        await self.store.run(
-            lambda r: r.eval(_XADD_ONCE, 2, stream, marker, WRITTEN_MARKER_S, keep, field, text)
-        )
+        await self._xadd_many([(stream, ident, text, keep)])
+
+    async def _xadd_many(self, items: list[tuple[str, str, str, int]]) -> None:
+        """Each (stream, id, text, keep) written once (its marker) in one pipelined round trip; the
+        script by its SHA (loaded once when Redis does not know it: a restart, a failover)."""
+
+        async def pipelined(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            for stream, ident, text, keep in items:
+                field = EVENT_FIELD if stream == EVENTS_STREAM else "decision"
+                if self.store.kind != "redis":  # the embedded store: no scripts, never down
+                    pipe.xadd(stream, {field: text}, maxlen=keep, approximate=True)
+                    continue
+                marker = f"{stream}:written:{ident}"
+                pipe.evalsha(_XADD_ONCE_SHA, 2, stream, marker, WRITTEN_MARKER_S, keep, field, text)
+            return await pipe.execute()
+
+        async def write(r: Any) -> Any:
+            try:
+                return await pipelined(r)
+            except redis_errors.NoScriptError:
+                await r.script_load(_XADD_ONCE)
+                return await pipelined(r)  # the markers make a second write of an entry a no-op
+
+        await self.store.run(write)
 
     async def recent(self, limit: int = 50, vmid: int | None = None) -> list[dict]:
         """Newest first. From the store when it answers, else from memory."""

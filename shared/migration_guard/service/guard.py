@@ -190,6 +190,7 @@ def build_service(settings: Settings) -> GuardService:
     if kind == "redis":  # what waits for Redis survives a restart (the embedded store never waits)
         from migration_guard.store.events import Spool
 
-        service.events.attach_spool(Spool(settings.state_dir))
+        # one spool file per worker process (each rewrites its own)
+        service.events.attach_spool(Spool.taking_over(settings.state_dir, worker=settings.workers > 1))
     service.across()  # reads MIGRATION_GUARD_CLUSTERS_FILE now: a bad file stops start-up
     return service

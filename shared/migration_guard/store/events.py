@@ -72,6 +72,16 @@ def iso_utc(ts: float) -> str:
     return f"{_SECOND[1]}.{int((ts - sec) * 1000):03d}Z"
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that number: not ours to take over
+        return True
+    return True
+
+
 def _dumps(entry: dict) -> str:
     return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
 
@@ -81,9 +91,9 @@ class Spool:
     appended to as entries are queued, rewritten whole (a temporary file renamed over it) after
     entries were written to Redis, removed when nothing waits."""
 
-    def __init__(self, state_dir: str | Path) -> None:
+    def __init__(self, state_dir: str | Path, name: str = SPOOL_FILE) -> None:
         self.dir = Path(state_dir)
-        self.path = self.dir / SPOOL_FILE
+        self.path = self.dir / name
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".probe-"):
@@ -94,6 +104,27 @@ class Spool:
                 "vetoes queued while Redis is down are kept in this folder: create it for this user "
                 "or name another"
             ) from None
+
+    @staticmethod
+    def taking_over(state_dir: str | Path, *, worker: bool) -> Spool:
+        """The spool of this process (``worker``: one of ``serve --workers N``, a file per process,
+        as each rewrites its own), after taking over the spools of processes no longer running (the
+        workers of an earlier run, or a single-process run's file)."""
+        spool = Spool(state_dir, f"pending-events-{os.getpid()}.jsonl" if worker else SPOOL_FILE)
+        for path in sorted(spool.dir.glob("pending-events*.jsonl")):
+            pid = path.name.removeprefix("pending-events").removesuffix(".jsonl").lstrip("-")
+            if path == spool.path or (pid.isdigit() and _running(int(pid))):
+                continue
+            claim = spool.dir / f".claim-{os.getpid()}-{path.name}"
+            try:
+                os.rename(path, claim)  # one process wins the file; the others skip it
+            except OSError:
+                continue
+            for entry in Spool(spool.dir, claim.name).load():
+                spool.append(*entry)
+            with contextlib.suppress(OSError):
+                claim.unlink()
+        return spool
 
     def load(self) -> list[tuple[str, str, str]]:
         """(stream, id, text) of every entry in the file, oldest first; a damaged line is skipped

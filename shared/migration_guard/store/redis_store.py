@@ -2,6 +2,12 @@
 ``MIGRATION_GUARD_REDIS_URL`` is set, else an embedded in-process one (fakeredis, the same
 redis-py client API, so both take the same code path).
 
+URLs: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS; redis-py's query options,
+e.g. ``?ssl_ca_certs=/etc/ssl/redis-ca.pem``), ``unix:///path/redis.sock?db=0``, and
+``redis+sentinel://[user:password@]host:port[,host:port...]/service/db`` (Redis Sentinel: the
+sentinels are asked for the master of ``service``; after a failover the next connection goes to
+the new master).
+
 ``Store.run`` is the one place redis exceptions become ``StoreUnavailable``. After a failure the
 store is marked degraded and not asked again for ``retry_s``; the first call after that tries
 again, so the service recovers without a restart.
@@ -31,6 +37,59 @@ POOL_WAIT_S = 2.0
 
 #: the Redis URL that asks for the embedded in-process store instead (no Redis)
 MEMORY_URL = "memory://"
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> dict[str, Any]:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` -> the sentinels,
+    the service name, the db and the credentials (of the master; the sentinels get the same
+    password). Raises ValueError naming what is wrong."""
+    from urllib.parse import unquote
+
+    rest = url[len(SENTINEL_SCHEME) :]
+    hosts, _, path = rest.partition("/")
+    creds, at, hosts = hosts.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = creds.partition(":")
+        username, password = (unquote(user) or None), (unquote(secret) if colon else None)
+    sentinels = []
+    for part in hosts.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"sentinel {part.strip()!r} is not host:port")
+        sentinels.append((host.strip("[]"), int(port)))
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if not parts:
+        raise ValueError("no service name after the sentinels (redis+sentinel://host:26379/mymaster/0)")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError(f"{'/'.join(parts)!r} is not service[/db]")
+    return {
+        "sentinels": sentinels,
+        "service": unquote(parts[0]),
+        "db": int(parts[1]) if len(parts) == 2 else 0,
+        "username": username,
+        "password": password,
+    }
+
+
+def _sentinel_client(url: str) -> Any:
+    from redis.asyncio.sentinel import Sentinel
+
+    parts = parse_sentinel_url(url)
+    auth = {"username": parts["username"], "password": parts["password"]}
+    timeouts = {"socket_timeout": COMMAND_TIMEOUT_S, "socket_connect_timeout": COMMAND_TIMEOUT_S}
+    sentinel = Sentinel(parts["sentinels"], sentinel_kwargs={**timeouts, **auth})
+    return sentinel.master_for(
+        parts["service"],
+        db=parts["db"],
+        decode_responses=True,
+        retry_on_timeout=False,
+        health_check_interval=0,
+        max_connections=MAX_CONNECTIONS,
+        **timeouts,
+        **auth,
+    )
 
 
 def connect(url: str) -> tuple[Any, str]:
@@ -46,6 +105,8 @@ def connect(url: str) -> tuple[Any, str]:
             timeout=POOL_WAIT_S,
         ), "embedded"
     try:
+        if url.startswith(SENTINEL_SCHEME):
+            return _sentinel_client(url), "redis"
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
@@ -59,7 +120,8 @@ def connect(url: str) -> tuple[Any, str]:
         client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     except ValueError as exc:
         raise ConfigError(
-            f"MIGRATION_GUARD_REDIS_URL is wrong: {exc} (expected e.g. redis://127.0.0.1:6379/0)"
+            f"MIGRATION_GUARD_REDIS_URL is wrong: {exc} (expected e.g. redis://127.0.0.1:6379/0, "
+            "rediss://redis.example:6380/0 or redis+sentinel://sentinel1:26379,sentinel2:26379/mymaster/0)"
         ) from None
     return client, "redis"
 

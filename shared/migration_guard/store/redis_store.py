@@ -80,16 +80,16 @@ def _sentinel_client(url: str) -> Any:
     auth = {"username": parts["username"], "password": parts["password"]}
     timeouts = {"socket_timeout": COMMAND_TIMEOUT_S, "socket_connect_timeout": COMMAND_TIMEOUT_S}
     sentinel = Sentinel(parts["sentinels"], sentinel_kwargs={**timeouts, **auth})
-    return sentinel.master_for(
-        parts["service"],
-        db=parts["db"],
-        decode_responses=True,
-        retry_on_timeout=False,
-        health_check_interval=0,
-        max_connections=MAX_CONNECTIONS,
+    options: dict[str, Any] = {
+        "db": parts["db"],
+        "decode_responses": True,
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+        "max_connections": MAX_CONNECTIONS,
         **timeouts,
         **auth,
-    )
+    }
+    return sentinel.master_for(parts["service"], **options)
 
 
 def connect(url: str) -> tuple[Any, str]:

@@ -21,7 +21,8 @@ def sources() -> list[Path]:
         *(ROOT / "shared" / "migration_guard").rglob("*.py"),
         *(ROOT / "bot" / "migration_guard_bot").rglob("*.py"),
     ]
-    return sorted([*found, ROOT / "hookscript" / "migration-guard-hook"])
+    hook = ROOT / "hookscript"
+    return sorted([*found, hook / "migration-guard-hook", *hook.glob("*.py")])
 
 
 def lengths() -> dict[str, int]:

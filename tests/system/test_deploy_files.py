@@ -34,6 +34,7 @@ UNITS = {
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 HOOK = ROOT / "hookscript" / "migration-guard-hook"
+HOOK_MODULE = ROOT / "hookscript" / "guard_hook.py"  # the hook's code, which the launcher HOOK imports
 SETTINGS_FILES = {
     "service": ROOT / "shared" / "migration_guard" / "service" / "settings.py",
     "bot": ROOT / "bot" / "migration_guard_bot" / "settings.py",
@@ -110,7 +111,7 @@ def settings_names(path: Path) -> set[str]:
 
 
 def load_hook_module():
-    loader = importlib.machinery.SourceFileLoader("migration_guard_hook_under_test", str(HOOK))
+    loader = importlib.machinery.SourceFileLoader("migration_guard_hook_under_test", str(HOOK_MODULE))
     spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)

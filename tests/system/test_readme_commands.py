@@ -168,6 +168,7 @@ def _known_settings() -> set[str]:
     sources = (
         ROOT / "bot" / "migration_guard_bot" / "settings.py",
         ROOT / "hookscript" / "migration-guard-hook",
+        *sorted((ROOT / "hookscript").glob("*.py")),
     )
     for source in sources:
         names |= set(re.findall(_SETTING, source.read_text(encoding="utf-8")))

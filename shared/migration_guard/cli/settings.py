@@ -20,8 +20,6 @@ class CliSettings(BaseSettings):
     pending_reattach: str = ""
     #: the qm program remote-migrate runs
     qm: str = "qm"
-    #: "1": `hook install/uninstall` run without root (tests only; never on a node)
-    installer_skip_root_check: str = ""
 
 
 def cli_settings() -> CliSettings:

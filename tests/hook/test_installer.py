@@ -1,124 +1,22 @@
-"""`migration-guard hook install|uninstall|status` against fake `qm`/`pvesm` on PATH (tests/fakes)."""
+"""The node installer `migration-guard-hook install|uninstall|status` (hookscript/guard_install.py,
+standard library only) against fake `qm`/`pvesm` on PATH (tests/fakes), run as a node runs it."""
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from migration_guard.cli import hook_chain, hook_installer, hook_plan
-from migration_guard.cli.hook_installer import InstallError, InstallOptions
-from migration_guard.errors import ConfigError
+from tests.support.node_kit import HOOKSCRIPT_DIR, INSTALL, LAUNCHER, OURS, guard_modules
+
+guard_install, guard_plan, guard_pve = guard_modules("guard_install", "guard_plan", "guard_pve")
+InstallError, InstallOptions = guard_plan.InstallError, guard_plan.InstallOptions
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-FAKES = ROOT / "tests" / "fakes"
-HOOK_SOURCE = ROOT / "hookscript" / "migration-guard-hook"
-OURS = "local:snippets/migration-guard-hook"
-
-
-class Node:
-    """A temporary Proxmox node: state file for the fake CLIs, snippets folder, config dir."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.storage_root = tmp / "vz"
-        self.snippets = self.storage_root / "snippets"
-        self.snippets.mkdir(parents=True)
-        self.config_dir = tmp / "etc-migration-guard"
-        self.state_file = tmp / "pve-state.json"
-        self.token = tmp / "token"
-        self.token.write_text("tok-123\n")
-        self.token.chmod(0o600)
-        old = self.snippets / "old-hook.sh"
-        self.record = tmp / "old-hook.log"
-        old.write_text(f'#!/bin/sh\necho "$1 $2" >> {self.record}\nexit 0\n')
-        old.chmod(0o755)
-        self.save(
-            {
-                "node": "pve1",
-                "storages": {
-                    "local": {
-                        "type": "dir",
-                        "status": "active",
-                        "content": ["iso", "vztmpl", "snippets"],
-                        "path": str(self.storage_root),
-                    },
-                    "local-lvm": {
-                        "type": "lvmthin",
-                        "status": "active",
-                        "content": ["images", "rootdir"],
-                        "path": "/dev/pve",
-                    },
-                },
-                "vms": {
-                    "101": {
-                        "name": "web01",
-                        "status": "running",
-                        "config": {"cpu": "host", "hookscript": "local:snippets/old-hook.sh"},
-                    },
-                    "102": {"name": "db01", "status": "stopped", "config": {"cpu": "x86-64-v2-AES"}},
-                },
-                "calls": [],
-            }
-        )
-
-    def load(self) -> dict:
-        return json.loads(self.state_file.read_text())
-
-    def save(self, state: dict) -> None:
-        self.state_file.write_text(json.dumps(state))
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "PATH": f"{FAKES}:{env.get('PATH', '/usr/bin:/bin')}",
-                "FAKE_PVE_STATE": str(self.state_file),
-                hook_installer.SKIP_ROOT_ENV: "1",
-            }
-        )
-        env.update(extra)
-        return env
-
-    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        common = ["--snippets-dir", str(self.snippets), "--config-dir", str(self.config_dir)]
-        return subprocess.run(
-            [sys.executable, "-m", "migration_guard.cli.main", "hook", *args, *common],
-            env=self.env(**env),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-        )
-
-    def hookscripts(self) -> dict[str, str | None]:
-        return {vmid: vm["config"].get("hookscript") for vmid, vm in self.load()["vms"].items()}
-
-    def changes(self) -> list[list[str]]:
-        return [c for c in self.load()["calls"] if c[:2] == ["qm", "set"]]
-
-    def snapshot(self) -> dict[str, tuple[bytes, int]]:
-        files = {}
-        for base in (self.snippets, self.config_dir):
-            if base.exists():
-                for p in sorted(base.iterdir()):
-                    files[str(p)] = (p.read_bytes(), p.stat().st_mtime_ns)
-        return files
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Node:
-    return Node(tmp_path)
-
-
-INSTALL = ("install", "--url", "http://127.0.0.1:8080", "--token-file")
+HOOK_SOURCE = LAUNCHER
 
 
 def test_install_attach_all_copies_configures_chains_and_attaches(node):
@@ -127,6 +25,9 @@ def test_install_attach_all_copies_configures_chains_and_attaches(node):
     script = node.snippets / "migration-guard-hook"
     assert script.read_bytes() == HOOK_SOURCE.read_bytes()
     assert script.stat().st_mode & 0o777 == 0o755
+    for module in HOOKSCRIPT_DIR.glob("guard_*.py"):  # beside the launcher, which imports them
+        assert (node.snippets / module.name).read_bytes() == module.read_bytes()
+    assert list((node.snippets / "__pycache__").glob("guard_hook.*.pyc"))  # compiled once, at install
     conf = (node.config_dir / "hook.conf").read_text()
     assert "url = http://127.0.0.1:8080\n" in conf
     assert f"token_file = {node.token}\n" in conf and "fail = closed\n" in conf
@@ -251,7 +152,7 @@ def test_world_readable_token_file_is_made_0600(node):
 def test_needs_root(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(InstallError, match="run this as root on a Proxmox VE node"):
-        hook_installer.check_root()
+        guard_install.check_root()
 
 
 @pytest.mark.parametrize(
@@ -264,8 +165,8 @@ def test_needs_root(monkeypatch):
     ],
 )
 def test_bad_options(opts, needle):
-    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        hook_installer.check_options(opts)
+    with pytest.raises(InstallError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        guard_plan.check_options(opts)
 
 
 def test_parsers_read_real_formats():
@@ -274,28 +175,27 @@ def test_parsers_read_real_formats():
         "       100 web01                running    2048              32.00 1234      \n"
         "      1001 db                   stopped    4096               0.00 0         \n"
     )
-    assert hook_installer.parse_qm_list(qm_list) == ["100", "1001"]
+    assert guard_pve.parse_qm_list(qm_list) == ["100", "1001"]
     status = (
         "Name             Type     Status           Total            Used       Available        %\n"
         "local             dir     active        98497780        12345678        81234567   12.53%\n"
         "nfs1              nfs   inactive               0               0               0    0.00%\n"
     )
-    assert hook_installer.parse_pvesm_status(status) == {"local": "active", "nfs1": "inactive"}
+    assert guard_pve.parse_pvesm_status(status) == {"local": "active", "nfs1": "inactive"}
 
 
-def test_chain_map_defaults_to_the_cluster_file_system_on_a_cluster_node(tmp_path, monkeypatch):
-    config_dir = tmp_path / "etc-mg"
-    members = tmp_path / "pve" / ".members"
-    members.parent.mkdir()
-    monkeypatch.setattr(hook_chain, "DEFAULT_CONFIG_DIR", config_dir)
-    monkeypatch.setattr(hook_chain, "PVE_CLUSTER_MARKER", members)
-    opts = InstallOptions(config_dir=config_dir)
-    assert hook_installer.resolve_chain_file(opts).chain_path == config_dir / "chain.conf"  # no cluster
+def test_chain_map_defaults_to_the_cluster_file_system_on_a_cluster_node(tmp_path):
+    config_dir = tmp_path / "etc" / "migration-guard"
+    members = tmp_path / "etc" / "pve" / ".members"
+    members.parent.mkdir(parents=True)
+    opts = InstallOptions(root=tmp_path)
+    assert guard_pve.resolve_chain_file(opts).chain_path == config_dir / "chain.conf"  # no cluster
     members.write_text("{}")
-    assert hook_installer.resolve_chain_file(opts).chain_path == hook_installer.PVE_CLUSTER_CHAIN
+    shared = tmp_path / "etc" / "pve" / "migration-guard" / "chain.conf"
+    assert guard_pve.resolve_chain_file(opts).chain_path == shared
     config_dir.mkdir()
     (config_dir / "chain.conf").write_text("")  # an earlier local chain map stays where it is
-    assert hook_installer.resolve_chain_file(opts).chain_path == config_dir / "chain.conf"
+    assert guard_pve.resolve_chain_file(opts).chain_path == config_dir / "chain.conf"
 
 
 # --- the chain map is never lost; permissions of what holds the token -----------------------------
@@ -311,7 +211,7 @@ def test_chain_file_elsewhere_merges_an_existing_local_chain_map(node, tmp_path)
     shared_chain.write_text("# other nodes' VMs\n205=/srv/backup.sh local:snippets/backup.sh\n")
     proc = node.cli(*INSTALL, str(node.token), "--chain-file", str(shared_chain))
     assert proc.returncode == 0, proc.stderr
-    entries = hook_installer.parse_chain(shared_chain.read_text())
+    entries = guard_plan.parse_chain(shared_chain.read_text())
     assert sorted(entries) == ["101", "205"]
     assert entries["101"].volid == "local:snippets/old-hook.sh"
     assert local.is_symlink() and os.readlink(local) == str(shared_chain)
@@ -391,22 +291,22 @@ def test_reinstall_fixes_loose_permissions_of_the_token_and_config(node):
     assert again.stdout.startswith("nothing to change"), again.stdout
 
 
-def test_a_token_file_on_the_cluster_file_system_is_not_chmodded_but_named(node, tmp_path, monkeypatch):
+def test_a_token_file_on_the_cluster_file_system_is_not_chmodded_but_named(node, tmp_path):
     """pmxcfs (/etc/pve) has fixed modes and no chmod: a fix there would stop every install."""
-    pve_fs = tmp_path / "pve"
-    pve_fs.mkdir()
+    pve_fs = tmp_path / "etc" / "pve"
+    pve_fs.mkdir(parents=True)
     token = pve_fs / "guard.token"
     token.write_text("tok-123\n")
     token.chmod(0o640)
-    monkeypatch.setattr(hook_plan, "PVE_CLUSTER_FS", pve_fs)
     env = node.env()
     opts = InstallOptions(
+        root=tmp_path,
         snippets_dir=node.snippets,
         config_dir=node.config_dir,
         url="http://127.0.0.1:8080",
         token_file=str(token),
     )
-    report = hook_installer.install(opts, hook_installer.Pve(env=env), skip_root_check=True)
+    report = guard_install.install(opts, guard_pve.Pve(env=env), skip_root_check=True)
     assert [s for s in report.steps if s.kind == "fix-mode"] == []
     assert token.stat().st_mode & 0o777 == 0o640
     assert any(n.startswith(f"warning: {token} is on the cluster file system") for n in report.notes)

@@ -72,6 +72,13 @@ def iso_utc(ts: float) -> str:
     return f"{_SECOND[1]}.{int((ts - sec) * 1000):03d}Z"
 
 
+def _raise(exc: Exception) -> Any:
+    async def raising(_r: Any) -> None:
+        raise exc
+
+    return raising
+
+
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -336,11 +343,11 @@ class EventLog:
         await self._xadd_many([(stream, ident, text, keep)])
 
     async def _xadd_many(self, items: list[tuple[str, str, str, int]]) -> None:
-        """Each (stream, id, text, keep) written once (its marker) in one pipelined round trip; the
-        script by its SHA (loaded once when Redis does not know it: a restart, a failover)."""
+        """Each (stream, id, text, keep) written once (its marker) in one pipelined round trip
+        shared with the other writers of the moment (``Store.batched``); the script by its SHA
+        (loaded when Redis does not know it: a restart, a failover)."""
 
-        async def pipelined(r: Any) -> Any:
-            pipe = r.pipeline(transaction=False)
+        def add(pipe: Any, items: list = items) -> None:
             for stream, ident, text, keep in items:
                 field = EVENT_FIELD if stream == EVENTS_STREAM else "decision"
                 if self.store.kind != "redis":  # the embedded store: no scripts, never down
@@ -348,16 +355,16 @@ class EventLog:
                     continue
                 marker = f"{stream}:written:{ident}"
                 pipe.evalsha(_XADD_ONCE_SHA, 2, stream, marker, WRITTEN_MARKER_S, keep, field, text)
-            return await pipe.execute()
 
-        async def write(r: Any) -> Any:
-            try:
-                return await pipelined(r)
-            except redis_errors.NoScriptError:
-                await r.script_load(_XADD_ONCE)
-                return await pipelined(r)  # the markers make a second write of an entry a no-op
-
-        await self.store.run(write)
+        results = await self.store.batched(add)
+        if any(isinstance(r, redis_errors.NoScriptError) for r in results):
+            # Redis does not know the script (a restart, a failover): load it, write again (the
+            # markers make a second write of an entry already written a no-op)
+            await self.store.run(lambda r: r.script_load(_XADD_ONCE))
+            results = await self.store.batched(add)
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if failed is not None:
+            await self.store.run(_raise(failed))  # the store's one mapping of a refused command
 
     async def recent(self, limit: int = 50, vmid: int | None = None) -> list[dict]:
         """Newest first. From the store when it answers, else from memory."""

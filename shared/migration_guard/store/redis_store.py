@@ -15,6 +15,7 @@ again, so the service recovers without a restart.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -137,6 +138,12 @@ class Store:
         self.last_error = ""
         self._retry_at = 0.0
         self.failures = 0
+        #: (add commands to a pipeline, the caller's future) waiting for the next round trip
+        self._batch: list[tuple[Callable[[Any], None], asyncio.Future]] = []
+        self._drainer: asyncio.Task | None = None
+        #: round trips made by ``batched`` and the callers they served (how much was grouped)
+        self.batches = 0
+        self.batched_calls = 0
 
     @property
     def degraded(self) -> bool:
@@ -158,6 +165,55 @@ class Store:
             self.up = True
             self.last_error = ""
         return result
+
+    async def batched(self, add: Callable[[Any], None]) -> list[Any]:
+        """The results of the commands ``add`` puts on a pipeline, sent together with those of
+        every other caller waiting at that moment: one round trip for a burst (group commit; a
+        node evacuation's hundreds of decisions share a few). A command's own error (e.g.
+        NOSCRIPT) comes back in the list; Redis being down raises StoreUnavailable."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._batch.append((add, future))
+        if self._drainer is None or self._drainer.done() or self._drainer.get_loop() is not loop:
+            self._drainer = loop.create_task(self._drain())
+        result: list[Any] = await future
+        return result
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._batch:
+            batch = [(add, f) for add, f in self._batch if f.get_loop() is loop and not f.done()]
+            self._batch = []
+            if not batch:
+                continue
+            sizes: list[int] = []
+
+            async def send(r: Any, batch: list = batch, sizes: list[int] = sizes) -> Any:
+                pipe = r.pipeline(transaction=False)
+                for add, _ in batch:
+                    before = len(pipe.command_stack)
+                    add(pipe)
+                    sizes.append(len(pipe.command_stack) - before)
+                return await pipe.execute(raise_on_error=False)
+
+            try:
+                results = await self.run(send)
+            except StoreUnavailable as exc:  # every caller of the batch hears it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(StoreUnavailable(str(exc)))
+                continue
+            except BaseException:  # cancelled (the loop is closing): the callers are too
+                for _, future in batch:
+                    future.cancel()
+                raise
+            self.batches += 1
+            self.batched_calls += len(batch)
+            start = 0
+            for (_, future), size in zip(batch, sizes, strict=True):
+                if not future.done():
+                    future.set_result(results[start : start + size])
+                start += size
 
     def _down(self, exc: BaseException) -> None:
         self.up = False

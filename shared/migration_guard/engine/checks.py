@@ -183,9 +183,11 @@ def evaluate(
     precondition: Precondition | None = None,
     *,
     source_known: bool = True,
+    suggest: bool = True,
 ) -> Verdict:
     """The verdict for moving ``vm`` (running or not) from ``source`` to ``target``.
-    ``source`` None with ``source_known`` False: a cross-cluster source the service does not read."""
+    ``source`` None with ``source_known`` False: a cross-cluster source the service does not read.
+    ``suggest`` False: a denied CPU check names no type both run (the matrix shows none)."""
     vm, pending_note = _pending_cpu(vm, source, target, precondition, source_known)
     draft = _Draft(vm, source, target, pending_note)
     if SKIP_TAG in vm.tags:
@@ -209,7 +211,7 @@ def evaluate(
     if no_flags is not None:
         return draft.verdict("unknown", no_flags)
     draft.notes.extend(_nested_notes(vm, spec, source, target, source_known))
-    kind = _cpu_check(draft, spec, names, source_known)
+    kind = _cpu_check(draft, spec, names, source_known, suggest)
     # the machine the VM runs (version and +pveN revision) must exist on the target
     draft.reasons.extend(machine := machine_reasons(vm, target))
     if any(r.code == "machine-unsupported" for r in machine):
@@ -286,7 +288,9 @@ def _nested_notes(
     return [note for note in found if note is not None]
 
 
-def _cpu_check(draft: _Draft, spec: CpuSpec, names: pve_versions.Namer, source_known: bool) -> str:
+def _cpu_check(
+    draft: _Draft, spec: CpuSpec, names: pve_versions.Namer, source_known: bool, suggest: bool = True
+) -> str:
     """The engine's CPU verdict, recorded in ``draft``; its kind."""
     source_cpu = draft.source.cpu if draft.source is not None else None
     result = engine.check_migration(
@@ -295,6 +299,7 @@ def _cpu_check(draft: _Draft, spec: CpuSpec, names: pve_versions.Namer, source_k
         draft.target.cpu,  # type: ignore[arg-type]  # _flags_unknown answered a missing one
         running=draft.vm.status == "running",
         names=names,
+        suggest=suggest,
     )
     draft.model = result.model
     draft.missing = result.missing

@@ -101,7 +101,7 @@ class Matrix:
         hit = self._cells.get(key)
         if hit is not None and hit[0] is source and hit[1] is target:
             return hit[2]
-        v = _judge(vm, source, target, None)
+        v = _judge(vm, source, target, None, suggest=False)  # a cell shows no suggestion
         cell = (v.verdict, v.deny_code if v.verdict != "allow" else "", v.exit_code)
         index = self._index.get(cell)
         if index is None:

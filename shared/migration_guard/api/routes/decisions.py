@@ -35,7 +35,7 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
             "requestBody": {
                 "required": True,
                 "content": {JSON: {"schema": DecisionRequest.model_json_schema()}},
-            }
+            },
         },
     )
     async def decide(request: Request) -> Response:

@@ -168,18 +168,22 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in out["times"].items()}
     calls = out["calls"]
     print(
-        f"matrix: {len(body['vms']):,} VMs x {len(body['nodes'])} nodes = {cells:,} cells; verdicts {verdicts}; "
+        f"matrix: {len(body['vms']):,} VMs x {len(body['nodes'])} nodes = {cells:,} cells; "
+        f"verdicts {verdicts}; "
         f"distinct cells judged {len(service.reports._matrix._cells):,}  [in-memory reader (indexed), "
         f"ASGI, embedded store as `serve` makes it]"
     )
     print(
-        f"   cold ({args.latency * 1000:.0f} ms per Proxmox call, {service.settings.proxmox_workers} reader threads): "
+        f"   cold ({args.latency * 1000:.0f} ms per Proxmox call, "
+        f"{service.settings.proxmox_workers} reader threads): "
         f"{out['cold']:.2f} s; reader calls {sum(calls.values()):,} {calls}; goal <= 3 s: "
         f"{verdict(out['cold'], 3.0)}"
     )
     print(
-        f"   warm, median of {args.rounds} alternating rounds: full {med['full']:.3f} s ({out['full_size'] / 1e6:.1f} MB), "
-        f"compact {med['compact']:.3f} s ({out['compact_size'] / 1e6:.2f} MB), anchor (a prebuilt body of the full "
+        f"   warm, median of {args.rounds} alternating rounds: "
+        f"full {med['full']:.3f} s ({out['full_size'] / 1e6:.1f} MB), "
+        f"compact {med['compact']:.3f} s ({out['compact_size'] / 1e6:.2f} MB), "
+        f"anchor (a prebuilt body of the full "
         f"size through the same app) {med['anchor']:.3f} s; goal full <= 0.3 s: "
         f"{verdict(med['full'], 0.3)}"
     )

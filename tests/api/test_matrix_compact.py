@@ -57,9 +57,9 @@ def test_warm_matrix_judges_nothing_again(monkeypatch):
     calls = []
     judge = matrix_module._judge
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls.append(args[0].vmid)
-        return judge(*args)
+        return judge(*args, **kwargs)
 
     monkeypatch.setattr(matrix_module, "_judge", counting)
     with TestClient(create_app(_service_with_twins(), (TOKEN,))) as c:

@@ -87,13 +87,25 @@ class Matrix:
                 missing.append(v)
             else:
                 out.append(hit)
-        got = await asyncio.gather(*(self.facts.vm(v.node, v.vmid) for v in missing), return_exceptions=True)
-        for g in got:
-            if isinstance(g, BaseException):
-                if isinstance(g, UnknownVmError):  # moved or deleted since the list was read
+        # a bounded number of loads at a time (a few per Proxmox thread): 10,000 tasks at once
+        # would leave the process's memory at their high-water mark for good, and go no faster
+        pending = iter(missing)
+        failed: list[BaseException] = []
+
+        async def loader() -> None:
+            for v in pending:
+                try:
+                    out.append((await self.facts.vm(v.node, v.vmid))[0])
+                except UnknownVmError:  # moved or deleted since the list was read
                     continue
-                raise g
-            out.append(g[0])
+                except BaseException as exc:  # noqa: BLE001 - raised below, after the others stop
+                    failed.append(exc)
+                    return
+
+        width = max(1, min(len(missing), 4 * self.facts.settings.proxmox_workers))
+        await asyncio.gather(*(loader() for _ in range(width)))
+        if failed:
+            raise failed[0]
         return out
 
     def _cell(self, vm: VmFacts, alike: tuple, source: NodeFacts, target: NodeFacts) -> int:

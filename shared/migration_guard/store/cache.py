@@ -300,8 +300,9 @@ class FactsCache:
     async def _refresh(
         self, key: str, ttl: float, load: Callable[[], Awaitable[T]], codec: Codec[T]
     ) -> tuple[T, float]:
-        # the shared store first: another instance (or this one before a restart) may have it
-        stored = await self._store_get(key)
+        # the shared store first: another instance (or this one before a restart) may have it;
+        # against Redis the key's read lock is asked for in the same round trip
+        stored, lock = await self._store_get(key, lock=self.store.kind == "redis")
         if stored is not None:
             fetched_at, raw = stored
             try:
@@ -314,8 +315,9 @@ class FactsCache:
             if self.clock() - fetched_at < ttl:
                 self.stats.store_hits += 1
                 self._on_hit(key.split(":", 1)[0], "store")
+                if isinstance(lock, str):
+                    await self._unlock(key)
                 return value, self.clock() - fetched_at
-        lock = await self._lock(key) if self.store.kind == "redis" else None
         if lock is False:  # another process reads it: wait for its value in the store
             followed = await self._follow(key, ttl, codec)
             if followed is not None:
@@ -332,11 +334,12 @@ class FactsCache:
             self._unhealthy_until = 0.0
             fetched_at = self.clock()
             self._l1[key] = (value, fetched_at)
-            await self._store_put(key, fetched_at, codec.encode(value))
+            held, lock = lock, None
+            await self._store_put(key, fetched_at, codec.encode(value), unlock=isinstance(held, str))
             return value, 0.0
         finally:
-            if isinstance(lock, str):
-                await self._unlock(key, lock)
+            if isinstance(lock, str):  # the load failed: give the lock back
+                await self._unlock(key)
 
     async def _lock(self, key: str) -> str | bool | None:
         """Take ``key``'s read lock: its token when taken, False when another process holds it,
@@ -344,19 +347,21 @@ class FactsCache:
         token = os.urandom(8).hex()
         name, ms = self.lock_prefix + key, int(self.lock_s * 1000)
         try:
-            taken = await self.store.run(lambda r: r.set(name, token, nx=True, px=ms))
+            (taken,) = await self.store.batched(lambda pipe: pipe.set(name, token, nx=True, px=ms))
         except StoreUnavailable:
             self.stats.store_errors += 1
             return None
+        if isinstance(taken, Exception):
+            return None
         return token if taken else False
 
-    async def _unlock(self, key: str, token: str) -> None:
+    async def _unlock(self, key: str) -> None:
         """Give the lock back. A plain DEL: the lock outlives any read (``lock_s`` is longer than
         the Proxmox timeout), so it is still this process's; were it not, another process would
         at worst make one read more."""
         name = self.lock_prefix + key
         try:
-            await self.store.run(lambda r: r.delete(name))
+            await self.store.batched(lambda pipe: pipe.delete(name))
         except StoreUnavailable:
             self.stats.store_errors += 1  # it expires by itself
 
@@ -390,20 +395,41 @@ class FactsCache:
     # the store's reads and writes of concurrent loads share round trips (``Store.batched``): a
     # burst of hundreds of VMs (a node evacuation, a cold matrix) makes a few, not two per VM
 
-    async def _store_get(self, key: str) -> tuple[float, Any] | None:
+    async def _store_get(self, key: str, *, lock: bool = False) -> tuple[tuple[float, Any] | None, Any]:
+        """(fetched_at, raw) of the stored value or None, and with ``lock`` the key's read lock
+        asked for in the same round trip: its token when taken, False when another process holds
+        it (None without ``lock``, or when the store cannot say)."""
+        token = os.urandom(8).hex()
+
+        def add(pipe: Any) -> None:
+            pipe.get(self.prefix + key)
+            if lock:
+                pipe.set(self.lock_prefix + key, token, nx=True, px=int(self.lock_s * 1000))
+
         try:
-            (text,) = await self.store.batched(lambda pipe: pipe.get(self.prefix + key))
+            got = await self.store.batched(add)
         except StoreUnavailable:
             self.stats.store_errors += 1
-            return None
+            return None, None
+        text = got[0]
+        held: Any = None
+        if lock and not isinstance(got[1], Exception):
+            held = token if got[1] else False
         if isinstance(text, Exception):  # e.g. another type at the key: not ours, read anew
-            return None
-        return _parse_stored(text)
+            return None, held
+        return _parse_stored(text), held
 
-    async def _store_put(self, key: str, fetched_at: float, raw: Any) -> None:
+    async def _store_put(self, key: str, fetched_at: float, raw: Any, *, unlock: bool = False) -> None:
+        """Write the value; with ``unlock`` give the key's read lock back in the same round trip."""
         text = json.dumps({"t": fetched_at, "v": raw}, separators=(",", ":"))
+
+        def add(pipe: Any) -> None:
+            pipe.set(self.prefix + key, text, ex=int(self.keep_s))
+            if unlock:
+                pipe.delete(self.lock_prefix + key)
+
         try:
-            await self.store.batched(lambda pipe: pipe.set(self.prefix + key, text, ex=int(self.keep_s)))
+            await self.store.batched(add)
         except StoreUnavailable:
             self.stats.store_errors += 1
 

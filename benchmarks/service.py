@@ -246,6 +246,70 @@ def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:
             redis.stop()
 
 
+def bench_workers(seconds: float, concurrency: int, rounds: int) -> None:
+    """``migration-guard serve --workers 2`` against ``--workers 1`` (both on one Redis, the
+    production entry in its own process), the hook's way: a new connection per decision; rounds
+    alternate between the two. Goal: 2 workers >= 1.8x the requests/s of 1."""
+    import tempfile
+
+    from migration_guard.demo.pve_server import start_server
+    from tests.support.e2e import cli_argv, free_port
+    from tests.support.redis_server import start_private_redis
+
+    redis = start_private_redis()
+    if redis is None:
+        print("4. workers: skipped (no redis-server)")
+        return
+    pve = start_server(str(SCENARIO))
+    tok = pve.token
+    procs, bases = [], {}
+    try:
+        for workers in (1, 2):
+            port = free_port()
+            env = {
+                **os.environ,
+                "MIGRATION_GUARD_PVE_HOST": pve.host_port,
+                "MIGRATION_GUARD_PVE_USER": tok["user"],
+                "MIGRATION_GUARD_PVE_TOKEN_NAME": tok["name"],
+                "MIGRATION_GUARD_PVE_TOKEN_VALUE": tok["value"],
+                "MIGRATION_GUARD_PVE_VERIFY_SSL": pve.ca_path,
+                "MIGRATION_GUARD_API_TOKENS": TOKEN,
+                "MIGRATION_GUARD_PVE_CLUSTER_NAME": "lab",
+                "MIGRATION_GUARD_LISTEN": f"127.0.0.1:{port}",
+                "MIGRATION_GUARD_REDIS_URL": f"redis://127.0.0.1:{redis.port}/{workers}",
+                "MIGRATION_GUARD_STATE_DIR": tempfile.mkdtemp(prefix="bench-workers-"),
+                "MIGRATION_GUARD_CACHE_VM_TTL": "3600",
+            }
+            argv = cli_argv("serve", "--workers", str(workers), "--log-level", "warning")
+            procs.append(subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL))
+            bases[workers] = f"http://127.0.0.1:{port}"
+        hook = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/plain"}
+        body = json.dumps({"vmid": 101, "target": "pve2", "source": "pve1"}).encode()
+        for base in bases.values():
+            _wait_up(base)
+            asyncio.run(_load(base + "/v1/decisions", hook, 1.0, concurrency, body, fresh=True))
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(rounds):
+            for workers, base in bases.items():
+                rates[workers].append(
+                    asyncio.run(_load(base + "/v1/decisions", hook, seconds, concurrency, body, fresh=True))
+                )
+        one, two = statistics.median(rates[1]), statistics.median(rates[2])
+        print(
+            f"4. serve --workers 2 vs --workers 1 (Redis), a new connection per decision: {two:,.0f} vs "
+            f"{one:,.0f} req/s = {two / one:.2f}x (goal >= 1.8x: {'met' if two / one >= 1.8 else 'NOT met'}; "
+            f"the machine has {os.cpu_count()} cores, shared with the load generator) "
+            f"[median of {rounds} alternating {seconds:g} s rounds, {concurrency} connections at a time]"
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=20)
+        pve.stop()
+        redis.stop()
+
+
 def bench_warm_asgi(n: int) -> None:
     """The same comparison without sockets or a load generator: the server's own cost per request
     (httpx's ASGI transport calls the app in this process)."""
@@ -426,7 +490,7 @@ def main() -> int:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--stack", default="standard", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=("warm", "cold", "burst"))
+    parser.add_argument("--only", choices=("warm", "cold", "burst", "workers"))
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.stack, args.redis_url)
@@ -435,6 +499,8 @@ def main() -> int:
     if args.only in (None, "warm"):
         bench_warm(args.seconds, args.concurrency, args.rounds)
         bench_warm_asgi(2000)
+    if args.only in (None, "workers"):
+        bench_workers(args.seconds, args.concurrency, args.rounds)
     if args.only in (None, "cold"):
         bench_cold(5)
     if args.only in (None, "burst"):

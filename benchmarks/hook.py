@@ -56,7 +56,7 @@ def start_serve():
     import httpx
 
     from migration_guard.demo.pve_server import start_server
-    from tests.support.e2e import cli_argv, free_port
+    from bench_support import cli_argv, free_port
 
     pve = start_server(json.loads(SCENARIO.read_text()))
     port = free_port()

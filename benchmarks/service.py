@@ -161,7 +161,7 @@ def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:
     server stacks, every measurement alternating with the others in each round."""
     import httpx
 
-    from tests.support.redis_server import start_private_redis
+    from bench_support import start_private_redis
 
     redis = start_private_redis()
     procs, bases = [], {}
@@ -253,8 +253,8 @@ def bench_workers(seconds: float, concurrency: int, rounds: int) -> None:
     import tempfile
 
     from migration_guard.demo.pve_server import start_server
-    from tests.support.e2e import cli_argv, free_port
-    from tests.support.redis_server import start_private_redis
+    from bench_support import cli_argv, free_port
+    from bench_support import start_private_redis
 
     redis = start_private_redis()
     if redis is None:

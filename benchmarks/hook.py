@@ -54,9 +54,9 @@ def describe(times: list[float]) -> str:
 def start_serve():
     """The test server and ``migration-guard serve`` (a process) in front of it: (url, stop)."""
     import httpx
+    from bench_support import cli_argv, free_port
 
     from migration_guard.demo.pve_server import start_server
-    from bench_support import cli_argv, free_port
 
     pve = start_server(json.loads(SCENARIO.read_text()))
     port = free_port()

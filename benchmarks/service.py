@@ -160,7 +160,6 @@ def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:
     """Warm check and the hook's decision (allow and deny) against the bare endpoint, on both
     server stacks, every measurement alternating with the others in each round."""
     import httpx
-
     from bench_support import start_private_redis
 
     redis = start_private_redis()
@@ -252,9 +251,9 @@ def bench_workers(seconds: float, concurrency: int, rounds: int) -> None:
     alternate between the two. Goal: 2 workers >= 1.8x the requests/s of 1."""
     import tempfile
 
+    from bench_support import cli_argv, free_port, start_private_redis
+
     from migration_guard.demo.pve_server import start_server
-    from bench_support import cli_argv, free_port
-    from bench_support import start_private_redis
 
     redis = start_private_redis()
     if redis is None:

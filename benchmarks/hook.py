@@ -148,7 +148,7 @@ def main() -> int:
     plain = statistics.median(times["hook, ordinary start (no POST)"])
     bare = statistics.median(times[f"anchor `{python} -c pass`"])
     isolated = statistics.median(times[f"anchor `{python} -I -S -c pass`"])
-    verdict = "met" if hook / bare <= GOAL else f"NOT met by {hook / bare - GOAL:.2f}"
+    verdict = "met" if round(hook / bare, 2) <= GOAL else f"NOT met by {hook / bare - GOAL:.2f}"
     print(
         f"   ratio hook (POST) / `-c pass`: {hook / bare:.2f} (goal <= {GOAL}: {verdict}); "
         f"/ `-I -S -c pass`: {hook / isolated:.2f}; ordinary start / `-c pass`: {plain / bare:.2f}"

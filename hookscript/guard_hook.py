@@ -1,11 +1,7 @@
-"""migration-guard node hookscript: vetoes incoming live migrations the node's CPU cannot run.
-
-Python 3 standard library only; imports nothing else of the project. See --help and README.md.
-The installed hookscript ``migration-guard-hook`` is a launcher of a few lines that imports this
-module from beside it, so Python keeps its bytecode (``__pycache__``) and no start compiles it.
-Speed matters (every VM start runs this): no json/urllib/http.client/argparse/logging; HTTP/1.1
-is spoken over the C socket module directly, ssl is imported only for https URLs.
-"""
+"""migration-guard node hookscript: vetoes incoming live migrations the node's CPU cannot run. Stdlib
+only; imported by the launcher migration-guard-hook beside it (so its bytecode is cached). Every VM
+start runs it: no json/urllib/http.client/argparse/logging; HTTP/1.1 over the C socket module, ssl
+imported only for https URLs. See --help and README.md."""
 
 import os
 import sys
@@ -44,6 +40,9 @@ exit codes (the source's migration log shows only "failed: exit code N"):
   5  no decision (unreachable, timeout, error, cut or malformed answer, bad config), fail = closed
   64 wrong arguments (not "VMID PHASE"; Proxmox never calls it so)
   a previous (chained) hookscript's non-zero exit code is passed through unchanged
+
+node installer (standard library, beside this file): migration-guard-hook install | attach | status |
+  uninstall (each with --help); the node kit's cluster install: migration-guard-hook rollout --help
 """
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shlex
 import subprocess
@@ -120,7 +121,22 @@ def _kit_tar() -> bytes:
     return buf.getvalue()
 
 
-def run_on(node: str, local: str, argv: list[str], kit: bytes) -> Outcome:
+def member_ips(root: Path) -> dict[str, str]:
+    """Node name -> IP from pmxcfs's /etc/pve/.members (what Proxmox itself connects to between
+    nodes: pve-cluster PVE::SSHInfo get_ssh_info); {} when it cannot be read."""
+    try:
+        nodelist = json.loads((root / "etc/pve/.members").read_text()).get("nodelist", {})
+        return {str(name): str(info["ip"]) for name, info in nodelist.items() if info.get("ip")}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return {}
+
+
+def ssh_target(node: str, ips: dict[str, str]) -> list[str]:
+    """As PVE::SSHInfo ssh_info_to_command: root@IP, the node's name as the host key's alias."""
+    return ["-o", f"HostKeyAlias={node}", f"root@{ips[node]}"] if node in ips else [f"root@{node}"]
+
+
+def run_on(node: str, local: str, argv: list[str], kit: bytes, ips: dict[str, str] | None = None) -> Outcome:
     """``migration-guard-hook rollout ARGV`` on ``node`` (this one directly, another over ssh)."""
     if node == local:
         cmd = [sys.executable, "-I", "-S", str(_kit_dir() / SCRIPT_NAME), "rollout", *argv]
@@ -134,7 +150,8 @@ def run_on(node: str, local: str, argv: list[str], kit: bytes) -> Outcome:
         + '; rc=$?; rm -rf "$d"; exit $rc'
     )
     try:
-        proc = subprocess.run([*SSH, f"root@{node}", remote], input=kit, capture_output=True, timeout=600)
+        argv_ssh = [*SSH, *ssh_target(node, ips or {}), remote]
+        proc = subprocess.run(argv_ssh, input=kit, capture_output=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Outcome(node, False, f"ssh failed: {exc}")
     text = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()
@@ -180,16 +197,17 @@ def rollout(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     kit = _kit_tar() if nodes != [local] else b""
+    ips = member_ips(Path(os.environ.get(ROOT_ENV) or "/"))
     base = _install_args(args)
     print(f"phase 1 of 2: the hook's files and config on {len(nodes)} node(s): {', '.join(nodes)}")
-    if not _report("files", [run_on(n, local, ["--this-node", "files", *base], kit) for n in nodes]):
+    if not _report("files", [run_on(n, local, ["--this-node", "files", *base], kit, ips) for n in nodes]):
         print("nothing was attached on any node: fix the nodes named FAILED above and paste the kit again")
         return 1
     if args.no_attach:
         print("done: files on every node; no VM attached (--no-attach)")
         return 0
     print("phase 2 of 2: every node has the hook; attaching each node's VMs and starting its attach timer")
-    if not _report("attach", [run_on(n, local, ["--this-node", "attach", *base], kit) for n in nodes]):
+    if not _report("attach", [run_on(n, local, ["--this-node", "attach", *base], kit, ips) for n in nodes]):
         print("the nodes named FAILED above have VMs without the guard: fix them and paste the kit again")
         return 1
     print("done: every node guards its VMs; new VMs get the hook within 5 minutes (the attach timer)")

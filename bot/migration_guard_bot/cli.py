@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     app = build_app(settings, service)
     notifier = None if args.no_notifier else _start_notifier(settings, required=False)
+    watch = None if args.no_notifier else _start_coverage_watch(settings, service)
     try:
         if args.http:
             from migration_guard_bot import http_server
@@ -121,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if notifier is not None:
             notifier.stop()
+        if watch is not None:
+            watch.stop()
     return 0
 
 
@@ -181,6 +184,20 @@ def _start_notifier(settings: BotSettings, *, required: bool):
     notifier = _notifier(settings, ping=False)  # a Redis outage is waited out, questions still answered
     threading.Thread(target=notifier.run, name="notifier", daemon=True).start()
     return notifier
+
+
+def _start_coverage_watch(settings: BotSettings, service: object):  # -> CoverageWatch | None
+    """Unguarded running VMs to the channel (coverage_watch.py), beside the veto notifier."""
+    if not (settings.channel and settings.bot_token and settings.unguarded_after_s):
+        return None
+    from slack_sdk import WebClient
+
+    from migration_guard_bot.coverage_watch import CoverageWatch
+
+    client = WebClient(token=settings.bot_token, base_url=settings.slack_api_url, timeout=15)
+    watch = CoverageWatch(service, client, settings.channel, settings.unguarded_after_s)
+    threading.Thread(target=watch.run, name="coverage-watch", daemon=True).start()
+    return watch
 
 
 def _notifier_only(settings: BotSettings) -> int:

@@ -14,6 +14,7 @@ from migration_guard_bot.answers import (
     _vm_label,
     _when,
 )
+from migration_guard_bot.coverage_watch import home_line
 from migration_guard_bot.messages import code, prose
 
 LAST_VETOES = 5
@@ -27,6 +28,9 @@ def home_view(service: Service, command: str = "/canmove") -> dict[str, Any]:
         bk.section("*Recommended CPU type*\n" + _section(lambda: _recommended(service.recommendation(()))))
     )
     blocks.append(bk.section("*Last vetoes*\n" + _section(lambda: _vetoes(service.decisions(20, None)))))
+    coverage = getattr(service, "coverage", None)  # GET /v1/coverage: VMs without the guard
+    if coverage is not None:
+        blocks.append(bk.section("*Coverage*\n" + _section(lambda: home_line(coverage()))))
     blocks.append(
         bk.context(
             f"Ask: {code(command + ' 101 node3')} · {code(command + ' 101')} · "

@@ -32,6 +32,8 @@ class BotSettings:
     listen: str = DEFAULT_LISTEN
     #: threads answering questions (each waits for the service), so Bolt's own stay free
     answer_workers: int = 8
+    #: post when a running VM has been unguarded this long (seconds; 0: never)
+    unguarded_after_s: float = 1800.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -53,6 +55,12 @@ class BotSettings:
             raise ConfigError(
                 f"MIGRATION_GUARD_BOT_ANSWER_WORKERS={workers!r} is not a number of threads from 1 to 256"
             )
+        after = get("MIGRATION_GUARD_BOT_UNGUARDED_AFTER", "30")
+        if not after.isdigit() or int(after) > 10080:
+            raise ConfigError(
+                f"MIGRATION_GUARD_BOT_UNGUARDED_AFTER={after!r} is not a number of minutes "
+                "from 0 (off) to 10080"
+            )
         api_url = get("MIGRATION_GUARD_SLACK_API_URL", DEFAULT_SLACK_API_URL)
         if not api_url.endswith("/"):
             api_url += "/"
@@ -68,6 +76,7 @@ class BotSettings:
             redis_url=get("MIGRATION_GUARD_REDIS_URL"),
             listen=get("MIGRATION_GUARD_BOT_LISTEN", DEFAULT_LISTEN),
             answer_workers=int(workers),
+            unguarded_after_s=int(after) * 60.0,
         )
 
     def listen_address(self) -> tuple[str, int]:

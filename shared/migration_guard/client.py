@@ -159,3 +159,7 @@ class ServiceClient:
     def matrix(self) -> dict:
         """A MatrixBody: ``vms``, each with its verdict per target node."""
         return self._request("GET", "/v1/matrix")
+
+    def coverage(self) -> dict:
+        """A CoverageBody: ``unguarded`` VMs, ``missing_volume`` (hookscript file missing on nodes)."""
+        return self._request("GET", "/v1/coverage")

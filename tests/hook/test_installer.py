@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -310,3 +311,38 @@ def test_a_token_file_on_the_cluster_file_system_is_not_chmodded_but_named(node,
     assert [s for s in report.steps if s.kind == "fix-mode"] == []
     assert token.stat().st_mode & 0o777 == 0o640
     assert any(n.startswith(f"warning: {token} is on the cluster file system") for n in report.notes)
+
+
+def test_the_package_cli_runs_the_same_installer(node):
+    """`migration-guard hook ...` (the Python package) runs the packaged launcher's installer."""
+    common = [
+        "--snippets-dir",
+        str(node.snippets),
+        "--config-dir",
+        str(node.config_dir),
+        "--root",
+        str(node.root),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "migration_guard.cli.main", "hook", *INSTALL, str(node.token), *common],
+        env=node.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (node.snippets / "migration-guard-hook").read_bytes() == LAUNCHER.read_bytes()
+    status = subprocess.run(
+        [sys.executable, "-m", "migration_guard.cli.main", "hook", "status", *common],
+        env=node.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "(current)" in status.stdout and "timer:    not installed" in status.stdout
+    wrong = subprocess.run(
+        [sys.executable, "-m", "migration_guard.cli.main", "hook", "frobnicate"],
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode == 2 and "install, attach, status, uninstall" in wrong.stderr

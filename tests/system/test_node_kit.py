@@ -45,7 +45,8 @@ class Cluster:
         self.dir = tmp
         pvefs = tmp / "pvefs"  # the cluster file system every node mounts at /etc/pve
         pvefs.mkdir()
-        (pvefs / ".members").write_text("{}")
+        members = {n: {"id": i + 1, "online": 1, "ip": f"192.0.2.{i + 11}"} for i, n in enumerate(NODES)}
+        (pvefs / ".members").write_text(json.dumps({"nodename": "pve1", "version": 7, "nodelist": members}))
         self.nodes: dict[str, Node] = {}
         for i, name in enumerate(NODES):
             node = Node(tmp / name)
@@ -94,7 +95,9 @@ def test_one_paste_installs_every_node_then_the_timer_guards_new_vms(cluster, se
     assert all(f"{n}: files ok" in out and f"{n}: attach ok (2 VM(s) attached)" in out for n in NODES)
     assert out.index("pve3: files ok") < out.index("phase 2 of 2")  # every node had the files first
     assert TOKEN not in out + proc.stderr
-    assert TOKEN not in (cluster.dir / "ssh-argv.log").read_text()  # never on a command line (ps)
+    ssh_argv = (cluster.dir / "ssh-argv.log").read_text()
+    assert TOKEN not in ssh_argv  # never on a command line (ps)
+    assert '"HostKeyAlias=pve2", "root@192.0.2.12"' in ssh_argv  # as Proxmox reaches its nodes
     for i, (name, node) in enumerate(cluster.nodes.items()):
         token = node.root / "etc/migration-guard/token"
         assert token.read_text().strip() == TOKEN and token.stat().st_mode & 0o777 == 0o600

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "migration_guard.cli.cpu",
     "migration_guard.cli.serve",
     "migration_guard.cli.client",
+    "migration_guard.cli.coverage",
     "migration_guard.cli.hook",
     "migration_guard.cli.remote",
     "migration_guard_bot.cli",

@@ -20,6 +20,7 @@ SHAPES: dict[str, tuple[type, tuple[str, ...]]] = {
     "vm-status": (dict, ("status",)),
     "node-vms": (list, ("vmid",)),
     "vm-precondition": (dict, ()),
+    "storage-content": (list, ("volid",)),  # pve-storage PVE/API2/Storage/Content.pm index
 }
 
 

@@ -399,6 +399,18 @@ class ClusterReader:
         except ProxmoxNotFound:
             raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}") from None
 
+    def snippet_volumes(self, node: str, storage: str) -> frozenset[str]:
+        """The volume ids of the ``snippets`` on ``storage`` as ``node`` sees it (``GET
+        /nodes/{node}/storage/{storage}/content?content=snippets``, pve-storage
+        ``PVE/API2/Storage/Content.pm`` ``index``; needs Datastore.Audit or Datastore.AllocateSpace on
+        /storage/{storage}). A storage that node does not have is an error (ProxmoxError)."""
+        rows = self._call(
+            "storage-content",
+            f"the snippets of storage {storage} on node {node}",
+            lambda: self._api.nodes(node).storage(storage).content.get(content="snippets"),
+        )
+        return frozenset(str(r["volid"]) for r in rows)
+
     def node_vm_statuses(self, node: str) -> dict[int, dict]:
         """The status of every VM of one node in one call (``GET /nodes/{node}/qemu?full=1``:
         qemu-server's ``vmstatus`` with ``full``, which carries ``running-machine`` and

@@ -68,6 +68,8 @@ def node_route(state: ClusterState, name: str, rest: list[str], query: dict[str,
         return _node_cpu_models(state, node)
     if rest == ["version"]:
         return _node_version(state, node)
+    if len(rest) == 3 and rest[0] == "storage" and rest[2] == "content":
+        return _storage_content(state, node, rest[1], query)
     if rest == ["qemu"]:  # qemu-server's vmlist: VMs the token may audit; ``full`` adds the QMP fields
         full = query.get("full") in ("1", "true")
         return [
@@ -87,6 +89,23 @@ def node_route(state: ClusterState, name: str, rest: list[str], query: dict[str,
             raise ApiError(500, f"Configuration file 'nodes/{name}/qemu-server/{vmid}.conf' does not exist")
         return vm_route(state, node, vm, rest[2:], query)
     raise ApiError(501, f"Method 'GET /nodes/{name}/{'/'.join(rest)}' not implemented")
+
+
+def _storage_content(state: ClusterState, node: dict, storage: str, query: dict[str, str]) -> list[dict]:
+    """pve-storage PVE/API2/Storage/Content.pm ``index``: the volumes of one storage on one node
+    (``content=snippets``: its snippets/ files), needing Datastore.Audit (or AllocateSpace) on
+    /storage/{storage}. A scenario node's ``snippets`` maps storage -> file names; a storage it does
+    not name is not configured there (PVE::Storage::storage_config dies: 500)."""
+    require(state, "Datastore.Audit", f"/storage/{storage}")
+    stores = node.get("snippets", {})
+    if storage not in stores:
+        raise ApiError(500, f"storage '{storage}' does not exist")
+    if query.get("content") not in (None, "snippets"):
+        return []
+    return [
+        {"volid": f"{storage}:snippets/{name}", "content": "snippets", "format": "snippet", "size": 4096}
+        for name in sorted(stores[storage])
+    ]
 
 
 # --- each node's own Proxmox release: its version and the CPU types its qemu-server accepts --------

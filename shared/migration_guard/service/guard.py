@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from migration_guard.engine.facts import NodeFacts, Precondition, VmFacts, VmSummary
+from migration_guard.service.coverage import Coverage
 from migration_guard.service.decisions import Decisions
 from migration_guard.service.facts import ClusterFacts
 from migration_guard.service.gather import Gatherer
@@ -58,6 +59,7 @@ class GuardService:
             self.cluster, store, self.events, self.metrics, clock, self._decision_check
         )
         self.reports = Reports(self.facts)
+        self.coverage = Coverage(self)
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
         """A blocking reader call in the Proxmox thread pool (the API's readiness probe)."""

@@ -40,6 +40,13 @@ class _ProxmoxCollector:
             yield GaugeMetricFamily(
                 "migration_guard_store_up", "1 when Redis answers", value=1 if store.up else 0
             )
+        coverage = getattr(getattr(self.service, "coverage", None), "last", None)
+        if coverage is not None:  # (GET /v1/coverage, renewed by /metrics every few minutes)
+            yield GaugeMetricFamily(
+                "migration_guard_unguarded_vms",
+                "VMs without the guard's hookscript (templates and migration-guard-skip VMs aside)",
+                value=len(coverage["unguarded"]),
+            )
         if events is not None:
             yield GaugeMetricFamily(
                 "migration_guard_events_pending",

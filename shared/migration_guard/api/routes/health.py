@@ -113,6 +113,7 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
         },
     )
     async def metrics() -> Response:
+        await service.coverage.fresh(max_age_s=300, wait_s=2.0)  # migration_guard_unguarded_vms
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
     return api

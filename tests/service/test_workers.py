@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -145,8 +146,6 @@ def test_two_instances_on_one_redis_make_one_proxmox_read_per_resource(pve, tmp_
 
 def test_workers_without_redis_stop_start_up_with_one_line(pve, tmp_path):
     env = _env(pve, "memory://", free_port(), tmp_path)
-    import subprocess
-
     done = subprocess.run(
         cli_argv("serve", "--workers", "2"), env=env, capture_output=True, text=True, timeout=60
     )

@@ -1,8 +1,8 @@
-"""A node evacuation: 500 concurrent hook decisions for the VMs of one node (printed numbers).
+"""A node evacuation: 1,000 concurrent hook decisions for the VMs of one node (printed numbers).
 
 The real service runs as its production entry (``migration-guard serve``, uvicorn, its own process)
 against the Proxmox-shaped HTTPS test server (50 ms latency per Proxmox call, like a busy cluster).
-Node ``pve1`` holds N VMs (default 500) with a mix of CPU types; all N hook requests are sent at
+Node ``pve1`` holds N VMs (default 1,000) with a mix of CPU types; all N hook requests are sent at
 once, each exactly as the hookscript sends it (``POST /v1/decisions`` with
 ``Accept: text/plain``), over N concurrent connections from this process. No VM's facts are
 cached. By default the service has been running a moment (its background refresher has read the
@@ -12,7 +12,7 @@ with the refresher turned off sees.
 Prints: wall time, p50/p99 latency per decision, verdict counts, and the Proxmox HTTP request count
 (goal: <= distinct VMs + nodes; each VM costs its config, the statuses come in one node-wide call).
 
-Run: .venv/bin/python benchmarks/evacuation.py [--vms 500] [--latency-ms 50] [--redis-url URL] [--cold]
+Run: .venv/bin/python benchmarks/evacuation.py [--vms 1000] [--latency-ms 50] [--redis-url URL] [--cold]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vms", type=int, default=500)
+    parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--redis-url", default="memory://", help="default: the embedded store (memory://)")
     parser.add_argument(

@@ -50,12 +50,10 @@ def main() -> int:
     baseline = rss_mb()
     print(f"memory: python + service modules imported: {baseline:.0f} MB RSS")
 
-    import fakeredis
-
     from migration_guard.demo.memory_reader import MemoryReader
     from migration_guard.service.guard import GuardService
     from migration_guard.service.settings import load_settings
-    from migration_guard.store.redis_store import Store, connect
+    from migration_guard.store.redis_store import MEMORY_URL, Store, connect
 
     settings = load_settings(
         None,
@@ -67,11 +65,9 @@ def main() -> int:
         redis_url=args.redis_url,
     )
     reader = MemoryReader(big_scenario(args.vms, args.nodes), name="big")
-    if args.redis_url:
-        client, kind = connect(args.redis_url)
-        store = Store(client, kind)
-    else:
-        store = Store(fakeredis.FakeAsyncRedis(decode_responses=True), "embedded", retry_s=0.0)
+    # the store exactly as `serve` makes it: Redis at --redis-url, else the embedded one
+    client, kind = connect(args.redis_url or MEMORY_URL)
+    store = Store(client, kind)
     service = GuardService(settings, reader, store)
     gc.collect()
     empty = rss_mb()

@@ -1,8 +1,10 @@
 """Speed of the compatibility service (printed numbers, not a timed test).
 
-1. Warm ``GET /v1/vms/{vmid}/check`` against a bare FastAPI endpoint returning a constant JSON,
-   both in the same uvicorn process, measured side by side (alternating rounds) by an HTTP load
-   generator in another process. Goal: warm check >= 80% of the bare endpoint's requests/s.
+1. Warm ``GET /v1/vms/{vmid}/check`` and the hook's ``POST /v1/decisions`` (an allow and a deny,
+   ``Accept: text/plain``) against a bare FastAPI endpoint returning a constant JSON, all in the
+   same uvicorn process, on both server stacks (httptools + uvloop, which ``serve`` uses; h11 +
+   asyncio), measured side by side (alternating in every round) by an HTTP load generator in
+   another process. Goals: warm check >= 0.9x, decision >= 0.6x the bare endpoint's requests/s.
 2. Cold check with 50 ms Proxmox latency (proxmoxer over HTTPS to the test server): the VM's own
    facts not cached, (a) in ``serve``, which reads the cluster's nodes and VM list before it
    listens and keeps them fresh (the first check after start, and any later one), and (b) with
@@ -57,8 +59,10 @@ def _settings(server, **extra):
 # --- 1. warm check vs bare endpoint ---------------------------------------------------------------
 
 
-def serve(port: int) -> None:
-    """The server side of benchmark 1 (run in a subprocess)."""
+def serve(port: int, stack: str, redis_url: str = "") -> None:
+    """The server side of benchmark 1 (run in a subprocess): the service's app plus a bare
+    constant endpoint, under uvicorn with ``stack`` "standard" (httptools + uvloop, what `serve`
+    uses since they are installed) or "plain" (h11 + asyncio)."""
     import uvicorn
     from fastapi.responses import Response
 
@@ -67,7 +71,9 @@ def serve(port: int) -> None:
     from migration_guard.service.guard import build_service
 
     server = start_server(str(SCENARIO))
-    settings = _settings(server, cache_vm_ttl=3600, cache_list_ttl=3600, cache_node_ttl=3600)
+    settings = _settings(
+        server, cache_vm_ttl=3600, cache_list_ttl=3600, cache_node_ttl=3600, redis_url=redis_url
+    )
     app = create_app(build_service(settings), settings.bearer_tokens())
 
     constant = b'{"vmid":101,"verdict":"allow"}'
@@ -76,39 +82,60 @@ def serve(port: int) -> None:
     async def bare() -> Response:
         return Response(constant, media_type="application/json")
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    options = (
+        {"http": "httptools", "loop": "uvloop"} if stack == "standard" else {"http": "h11", "loop": "asyncio"}
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **options)
 
 
-async def _load(url: str, headers: dict, seconds: float, concurrency: int) -> float:
-    """Requests per second over ``concurrency`` keep-alive connections. A minimal raw HTTP/1.1
+async def _load(
+    url: str, headers: dict, seconds: float, concurrency: int, body: bytes | None = None, fresh: bool = False
+) -> float:
+    """Requests per second over ``concurrency`` keep-alive connections (``fresh``: a new
+    connection per request, the hook's way); a POST when ``body`` is given. A minimal raw HTTP/1.1
     client (httpx on this side would be the bottleneck, not the server)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    head = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()
+    method = "GET" if body is None else "POST"
+    extra = {} if body is None else {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    if fresh:
+        extra["Connection"] = "close"
+    head = f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in {**headers, **extra}.items()
     )
-    request = (head + "\r\n").encode()
+    request = (head + "\r\n").encode() + (body or b"")
     stop = time.perf_counter() + seconds
     count = 0
 
-    async def worker() -> None:
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal count
+        writer.write(request)
+        status_and_headers = await reader.readuntil(b"\r\n\r\n")
+        status = status_and_headers[9:12]
+        length = 0
+        for line in status_and_headers.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await reader.readexactly(length)
+        if status != b"200":
+            raise SystemExit(f"{url}: HTTP {status.decode()}")
+        count += 1
+
+    async def worker() -> None:
+        if fresh:
+            while time.perf_counter() < stop:
+                reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+                try:
+                    await exchange(reader, writer)
+                finally:
+                    writer.close()
+            return
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         try:
             while time.perf_counter() < stop:
-                writer.write(request)
-                status_and_headers = await reader.readuntil(b"\r\n\r\n")
-                status = status_and_headers[9:12]
-                length = 0
-                for line in status_and_headers.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                await reader.readexactly(length)
-                if status != b"200":
-                    raise SystemExit(f"{url}: HTTP {status.decode()}")
-                count += 1
+                await exchange(reader, writer)
         finally:
             writer.close()
 
@@ -117,40 +144,169 @@ async def _load(url: str, headers: dict, seconds: float, concurrency: int) -> fl
     return count / (time.perf_counter() - started)
 
 
-def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:
+def _wait_up(base: str) -> None:
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(base + "/healthz", timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{base} did not start")
+
+
+def bench_warm(seconds: float, concurrency: int, rounds: int) -> None:
+    """Warm check and the hook's decision (allow and deny) against the bare endpoint, on both
+    server stacks, every measurement alternating with the others in each round."""
+    import httpx
+    from bench_support import start_private_redis
+
+    redis = start_private_redis()
+    procs, bases = [], {}
+    stacks = [("standard", ""), ("plain", "")]
+    if redis is not None:
+        stacks.append(("standard+redis", f"redis://127.0.0.1:{redis.port}/0"))
+    for stack, url in stacks:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        argv = [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(port),
+            "--stack",
+            stack.split("+")[0],
+            "--redis-url",
+            url,
+        ]
+        procs.append(subprocess.Popen(argv, cwd=ROOT))
+        bases[stack] = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                httpx.get(base + "/healthz", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        check_url = base + "/v1/vms/101/check?target=pve3"
-        first = httpx.get(check_url, headers=auth, timeout=30).json()  # warms the caches
-        assert first["verdict"] in ("allow", "deny"), first
-        asyncio.run(_load(base + "/bench/constant", {}, 0.5, concurrency))
-        asyncio.run(_load(check_url, auth, 0.5, concurrency))
-        bare, warm = [], []
+        hook = {**auth, "Accept": "text/plain"}
+        allow = json.dumps({"vmid": 101, "target": "pve2", "source": "pve1"}).encode()
+        deny = json.dumps({"vmid": 101, "target": "pve3", "source": "pve1"}).encode()
+        kinds = {
+            "bare": ("/bench/constant", {}, None),
+            "check": ("/v1/vms/101/check?target=pve3", auth, None),
+            "decision allow": ("/v1/decisions", hook, allow),
+            "decision deny": ("/v1/decisions", hook, deny),
+        }
+        for base in bases.values():
+            _wait_up(base)
+            first = httpx.get(base + kinds["check"][0], headers=auth, timeout=30).json()  # warms the caches
+            assert first["verdict"] in ("allow", "deny"), first
+            for path, headers, body in kinds.values():
+                asyncio.run(_load(base + path, headers, 0.5, concurrency, body))
+        results: dict[tuple[str, str], list[float]] = {(st, k): [] for st in bases for k in kinds}
         for _ in range(rounds):
-            bare.append(asyncio.run(_load(base + "/bench/constant", {}, seconds, concurrency)))
-            warm.append(asyncio.run(_load(check_url, auth, seconds, concurrency)))
-        b, w = statistics.median(bare), statistics.median(warm)
+            for stack, base in bases.items():
+                for kind, (path, headers, body) in kinds.items():
+                    results[(stack, kind)].append(
+                        asyncio.run(_load(base + path, headers, seconds, concurrency, body))
+                    )
+        for stack in bases:
+            b = statistics.median(results[(stack, "bare")])
+            line = ", ".join(
+                f"{k} {statistics.median(results[(stack, k)]):,.0f} req/s = "
+                f"{statistics.median(results[(stack, k)]) / b:.2f}x"
+                for k in kinds
+                if k != "bare"
+            )
+            label = {
+                "standard": "httptools + uvloop (serve), embedded store",
+                "plain": "h11 + asyncio, embedded store",
+                "standard+redis": "httptools + uvloop, Redis",
+            }[stack]
+            print(f"1. {label}: bare FastAPI constant {b:,.0f} req/s; {line}")
+        for stack in ("standard", "standard+redis"):
+            if stack not in bases:
+                continue
+            std = statistics.median(results[(stack, "bare")])
+            check = statistics.median(results[(stack, "check")]) / std
+            deny_r = statistics.median(results[(stack, "decision deny")]) / std
+            allow_r = statistics.median(results[(stack, "decision allow")]) / std
+            print(
+                f"   goals ({stack}): warm check >= 0.9x: {check:.2f}x "
+                f"{'met' if check >= 0.9 else 'NOT met'}; POST /v1/decisions >= 0.6x: allow {allow_r:.2f}x, "
+                f"deny {deny_r:.2f}x {'met' if min(allow_r, deny_r) >= 0.6 else 'NOT met'}"
+            )
         print(
-            f"1. warm check: {w:,.0f} req/s; bare FastAPI constant JSON: {b:,.0f} req/s; "
-            f"ratio {w / b:.0%} (goal >= 80%)  [median of {rounds} alternating {seconds:g}s rounds, "
-            f"{concurrency} connections]"
+            f"   [median of {rounds} alternating {seconds:g} s rounds, {concurrency} keep-alive connections]"
         )
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+        if redis is not None:
+            redis.stop()
+
+
+def bench_workers(seconds: float, concurrency: int, rounds: int) -> None:
+    """``migration-guard serve --workers 2`` against ``--workers 1`` (both on one Redis, the
+    production entry in its own process), the hook's way: a new connection per decision; rounds
+    alternate between the two. Goal: 2 workers >= 1.8x the requests/s of 1."""
+    import tempfile
+
+    from bench_support import cli_argv, free_port, start_private_redis
+
+    from migration_guard.demo.pve_server import start_server
+
+    redis = start_private_redis()
+    if redis is None:
+        print("4. workers: skipped (no redis-server)")
+        return
+    pve = start_server(str(SCENARIO))
+    tok = pve.token
+    procs, bases = [], {}
+    try:
+        for workers in (1, 2):
+            port = free_port()
+            env = {
+                **os.environ,
+                "MIGRATION_GUARD_PVE_HOST": pve.host_port,
+                "MIGRATION_GUARD_PVE_USER": tok["user"],
+                "MIGRATION_GUARD_PVE_TOKEN_NAME": tok["name"],
+                "MIGRATION_GUARD_PVE_TOKEN_VALUE": tok["value"],
+                "MIGRATION_GUARD_PVE_VERIFY_SSL": pve.ca_path,
+                "MIGRATION_GUARD_API_TOKENS": TOKEN,
+                "MIGRATION_GUARD_PVE_CLUSTER_NAME": "lab",
+                "MIGRATION_GUARD_LISTEN": f"127.0.0.1:{port}",
+                "MIGRATION_GUARD_REDIS_URL": f"redis://127.0.0.1:{redis.port}/{workers}",
+                "MIGRATION_GUARD_STATE_DIR": tempfile.mkdtemp(prefix="bench-workers-"),
+                "MIGRATION_GUARD_CACHE_VM_TTL": "3600",
+            }
+            argv = cli_argv("serve", "--workers", str(workers), "--log-level", "warning")
+            procs.append(subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL))
+            bases[workers] = f"http://127.0.0.1:{port}"
+        hook = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/plain"}
+        body = json.dumps({"vmid": 101, "target": "pve2", "source": "pve1"}).encode()
+        for base in bases.values():
+            _wait_up(base)
+            asyncio.run(_load(base + "/v1/decisions", hook, 1.0, concurrency, body, fresh=True))
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(rounds):
+            for workers, base in bases.items():
+                rates[workers].append(
+                    asyncio.run(_load(base + "/v1/decisions", hook, seconds, concurrency, body, fresh=True))
+                )
+        one, two = statistics.median(rates[1]), statistics.median(rates[2])
+        print(
+            f"4. serve --workers 2 vs --workers 1 (Redis), a new connection per decision: {two:,.0f} vs "
+            f"{one:,.0f} req/s = {two / one:.2f}x (goal >= 1.8x: {'met' if two / one >= 1.8 else 'NOT met'}; "
+            f"the machine has {os.cpu_count()} cores, shared with the load generator) "
+            f"[median of {rounds} alternating {seconds:g} s rounds, {concurrency} connections at a time]"
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=20)
+        pve.stop()
+        redis.stop()
 
 
 def bench_warm_asgi(n: int) -> None:
@@ -331,15 +487,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=("warm", "cold", "burst"))
+    parser.add_argument("--stack", default="standard", help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=("warm", "cold", "burst", "workers"))
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.stack, args.redis_url)
         return 0
     os.environ.setdefault("PYTHONHASHSEED", "0")
     if args.only in (None, "warm"):
         bench_warm(args.seconds, args.concurrency, args.rounds)
         bench_warm_asgi(2000)
+    if args.only in (None, "workers"):
+        bench_workers(args.seconds, args.concurrency, args.rounds)
     if args.only in (None, "cold"):
         bench_cold(5)
     if args.only in (None, "burst"):

@@ -58,7 +58,7 @@ def test_every_route_documents_its_answer_shape():
     assert ("post", "/v1/cluster/recommendation", "RecommendationWhatIfBody") in documented
     assert ("get", "/v1/cpus", "CpusBody") in documented
     assert ("get", "/v1/drift", "DriftBody") in documented
-    assert ("get", "/v1/matrix", "MatrixBody") in documented
+    assert ("get", "/v1/matrix", "MatrixAnswer") in documented
     assert ("get", "/readyz", "Readyz") in documented
     verdict = schema["components"]["schemas"]["VerdictBody"]["properties"]
     assert {"verdict", "reasons", "suggestion", "checked_at"} <= set(verdict)

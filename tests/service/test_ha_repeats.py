@@ -72,17 +72,43 @@ def test_repeats_are_counted_and_the_line_says_what_to_do(server):
 
 
 def test_a_quiet_gap_starts_the_count_anew(server, monkeypatch):
-    import time
-
+    """Redis: the run's key expires REPEAT_WINDOW_S after the last veto (real time)."""
     from migration_guard.service import decisions
+    from tests.support.redis_server import redis_url
+    from tests.support.service_stack import flushed_redis
 
+    url = redis_url(14)
+    flushed_redis(url)
     monkeypatch.setattr(decisions, "REPEAT_WINDOW_S", 0.3)  # the run's key expires in Redis
     clock = Clock(1_780_000_000.0)
+    service = make_service(server, clock, url)
+    request = {"vmid": 205, "target": "pve-atom", "source": "pve-sky1", "mode": "enforce"}
+
+    async def three() -> list[str]:  # one event loop: the Redis connections belong to it
+        lines = [(await service.decide(dict(request))).body["line"]]
+        clock.now += 10
+        lines.append((await service.decide(dict(request))).body["line"])
+        await asyncio.sleep(0.5)
+        clock.now += REPEAT_WINDOW_S + 1
+        lines.append((await service.decide(dict(request))).body["line"])
+        await service.close()
+        return lines
+
+    first, second, third = asyncio.run(three())
+    assert "times since" not in first
+    assert "blocked 2 times" in second
+    assert "times since" not in third
+
+
+def test_embedded_store_counts_in_the_process_with_the_same_gap(server):
+    """The embedded store lives and dies with the process: the count is kept there, by the
+    service's clock, with the same window."""
+    clock = Clock(1_780_000_000.0)
     service = make_service(server, clock)
+    assert service.store.kind == "embedded"
     decide(service)
-    clock.now += 10
+    clock.now += REPEAT_WINDOW_S - 1
     assert "blocked 2 times" in decide(service)["line"]
-    time.sleep(0.5)
     clock.now += REPEAT_WINDOW_S + 1
     assert "times since" not in decide(service)["line"]
 

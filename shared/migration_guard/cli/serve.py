@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from typing import Any
 
 from migration_guard.errors import ConfigError
 from migration_guard.service.settings import MEMORY_URL, Settings, load_settings, split_listen
 
 log = logging.getLogger("migration_guard.serve")
+
+#: how ``serve --workers N`` tells its worker processes the --config file (internal)
+CONFIG_FOR_WORKERS = "_MIGRATION_GUARD_SERVE_CONFIG"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--scenario", default="demo", help=argparse.SUPPRESS)
     parser.add_argument("--listen", help="host:port (default MIGRATION_GUARD_LISTEN, else 127.0.0.1:8080)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port (default MIGRATION_GUARD_WORKERS, else 1); more than "
+        "one needs Redis: they share its cache (one Proxmox read per key between them), decisions "
+        "and veto events",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
 
@@ -43,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    overrides = {"listen": args.listen} if args.listen else {}
+    overrides: dict = {"listen": args.listen} if args.listen else {}
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     demo = None
     if args.demo:
         from migration_guard.demo.stack import start_demo
@@ -64,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
         host, port = split_listen(settings.listen)
     except ValueError as exc:
         raise ConfigError(f"MIGRATION_GUARD_LISTEN is wrong: {exc}") from None
+    if settings.workers > 1:
+        if demo is not None or settings.redis_url == MEMORY_URL:
+            raise ConfigError(
+                f"--workers {settings.workers} needs Redis (MIGRATION_GUARD_REDIS_URL=redis://...): the "
+                "workers share the cache, decisions and veto events through it; with an in-process "
+                "store each would keep its own"
+            )
+        return _run_workers(settings, args, host, port)
     try:
         service = build_service(settings)
         app = create_app(service, settings.bearer_tokens(), refresh=settings.inventory_refresh)
@@ -84,6 +107,46 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if demo is not None:
             demo.stop()
+
+
+def _run_workers(settings: Settings, args: argparse.Namespace, host: str, port: int) -> int:
+    """``settings.workers`` processes on one listening socket (uvicorn's supervisor restarts one
+    that dies); each builds its own service from the same settings (``worker_app``)."""
+    import asyncio
+
+    import uvicorn
+
+    from migration_guard.service.guard import build_service
+
+    # what would stop a worker at start (the clusters file, the store URL) stops start-up here,
+    # with its one line, not N workers restarted in a loop
+    asyncio.run(build_service(settings).close())
+    os.environ[CONFIG_FOR_WORKERS] = args.config or ""
+    os.environ["MIGRATION_GUARD_WORKERS"] = str(settings.workers)  # what the workers read
+    log.info("serving with %d worker processes on %s:%d", settings.workers, host, port)
+    uvicorn.run(
+        "migration_guard.cli.serve:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=settings.workers,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def worker_app() -> Any:
+    """The app of one worker of ``serve --workers N`` (uvicorn imports it by name): its own
+    service from the same settings."""
+    from migration_guard.api.app import create_app
+    from migration_guard.service.guard import build_service
+
+    settings = load_settings(os.environ.get(CONFIG_FOR_WORKERS) or None)
+    service = build_service(settings)
+    return create_app(service, settings.bearer_tokens(), refresh=settings.inventory_refresh)
 
 
 def _check_store(settings: Settings) -> None:

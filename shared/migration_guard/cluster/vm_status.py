@@ -28,9 +28,13 @@ class VmStatusReader:
         *,
         reuse_s: float,
         clock: Callable[[], float] = time.monotonic,
+        list_node: Callable[[str], Awaitable[dict[int, dict]]] | None = None,
     ) -> None:
         self._run = run
         self._reader = reader
+        #: the node-wide read itself (default: the reader's, in ``run``); the service passes one
+        #: through its cache, so processes sharing a Redis make one node-wide read between them
+        self._list_node = list_node
         self._reuse_s = reuse_s
         self._clock = clock
         #: node -> VM status reads in flight, one VM at a time
@@ -71,6 +75,9 @@ class VmStatusReader:
         return future
 
     async def _list(self, node: str) -> dict[int, dict]:
-        rows: dict[int, dict] = await self._run(self._reader.node_vm_statuses, node)
+        if self._list_node is not None:
+            rows = await self._list_node(node)
+        else:
+            rows = await self._run(self._reader.node_vm_statuses, node)
         self._listed[node] = (rows, self._clock())
         return rows

@@ -28,6 +28,8 @@ class MemoryReader:
         self.lock = threading.Lock()
         self.drop_flags: set[str] = set()
         self.no_migrate = False
+        self._index: dict = {}
+        self._index_of: tuple[int, int] = (0, -1)
 
     def _enter(self, kind: str) -> None:
         with self.lock:
@@ -90,8 +92,19 @@ class MemoryReader:
             for v in self.scenario["vms"]
         ]
 
+    def _by_vmid(self) -> dict:
+        """vmid -> its scenario rows, rebuilt when the list was replaced or changed length (a
+        test may add or drop VMs): a lookup, not a scan of 10,000 rows per VM read."""
+        rows = self.scenario["vms"]
+        if self._index_of != (id(rows), len(rows)):
+            index: dict = {}
+            for v in rows:
+                index.setdefault(v["vmid"], []).append(v)
+            self._index, self._index_of = index, (id(rows), len(rows))
+        return self._index
+
     def _vm(self, node, vmid):
-        vm = next((v for v in self.scenario["vms"] if v["vmid"] == vmid and v["node"] == node), None)
+        vm = next((v for v in self._by_vmid().get(vmid, ()) if v["node"] == node), None)
         if vm is None:
             raise UnknownVmError(f"VM {vmid} is not on node {node} of cluster {self.name}")
         return vm
@@ -131,7 +144,7 @@ class MemoryReader:
                 skipped_reason="the API token guard@pve!check lacks VM.Migrate, so "
                 "Proxmox's own storage and local-resource check was skipped",
             )
-        vm = next(v for v in self.scenario["vms"] if v["vmid"] == vmid)
+        vm = self._by_vmid()[vmid][0]
         by_node = {
             name: ((), tuple(blockers.get("unavailable-resources", ())))
             for name, blockers in vm.get("not_allowed", {}).items()

@@ -184,9 +184,11 @@ def evaluate(
     precondition: Precondition | None = None,
     *,
     source_known: bool = True,
+    suggest: bool = True,
 ) -> Verdict:
     """The verdict for moving ``vm`` (running or not) from ``source`` to ``target``.
-    ``source`` None with ``source_known`` False: a cross-cluster source the service does not read."""
+    ``source`` None with ``source_known`` False: a cross-cluster source the service does not read.
+    ``suggest`` False: a denied CPU check names no type both run (the matrix shows none)."""
     vm, pending_note = _pending_cpu(vm, source, target, precondition, source_known)
     draft = _Draft(vm, source, target, pending_note)
     if SKIP_TAG in vm.tags:
@@ -210,7 +212,7 @@ def evaluate(
     if no_flags is not None:
         return draft.verdict("unknown", no_flags)
     draft.notes.extend(_nested_notes(vm, spec, source, target, source_known))
-    kind = _cpu_check(draft, spec, names, source_known)
+    kind = _cpu_check(draft, spec, names, source_known, suggest)
     # a guest wider (physical address bits) than the target can crash after the move
     source_cpu = source.cpu if source is not None else None
     widths = (
@@ -305,7 +307,9 @@ def _nested_notes(
     return [note for note in found if note is not None]
 
 
-def _cpu_check(draft: _Draft, spec: CpuSpec, names: pve_versions.Namer, source_known: bool) -> str:
+def _cpu_check(
+    draft: _Draft, spec: CpuSpec, names: pve_versions.Namer, source_known: bool, suggest: bool = True
+) -> str:
     """The engine's CPU verdict, recorded in ``draft``; its kind."""
     source_cpu = draft.source.cpu if draft.source is not None else None
     result = engine.check_migration(
@@ -314,6 +318,7 @@ def _cpu_check(draft: _Draft, spec: CpuSpec, names: pve_versions.Namer, source_k
         draft.target.cpu,  # type: ignore[arg-type]  # _flags_unknown answered a missing one
         running=draft.vm.status == "running",
         names=names,
+        suggest=suggest,
     )
     draft.model = result.model
     draft.missing = result.missing

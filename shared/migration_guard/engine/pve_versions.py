@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from migration_guard.engine import cpu_models
@@ -47,6 +47,7 @@ class Release:
     source: str
 
 
+@lru_cache(maxsize=1024)  # a cluster has a handful of versions, asked about for every verdict
 def version_tuple(text: str) -> tuple[int, ...]:
     """``8.0.4`` / ``7.2-4`` / ``9.2.11`` -> numbers; non-digits end a part; () for nothing."""
     out = []

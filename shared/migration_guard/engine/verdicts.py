@@ -103,13 +103,15 @@ def check_migration(
     *,
     running: bool = True,
     names: Namer | None = None,
+    suggest: bool = True,
 ) -> MigrationVerdict:
     """source None = unknown source (cross-cluster): named types judged on target alone,
-    passthrough types -> unknown with code source-unknown."""
+    passthrough types -> unknown with code source-unknown. ``suggest`` False: no suggestion of a
+    type both run (its ranking is most of a deny's cost; the matrix shows none)."""
     req, cpu = lookup(spec)
     both = [source, target] if source is not None and source.name != target.name else [target]
     if req.passthrough:
-        return _passthrough_migration(spec, req, cpu, source, target, running, names)
+        return _passthrough_migration(spec, req, cpu, source, target, running, names, suggest)
     nested_vendor = source.vendor if (running and source is not None) else target.vendor
     run = memo_run(cpu, req, target, nested_vendor)
     if run.runnable:
@@ -124,7 +126,7 @@ def check_migration(
                 f"{target.name} is {VENDOR_WORD[target.vendor]}: stop the VM and start it there instead",
             )
         )
-    instead = suggestion(both, spec, names)
+    instead = suggestion(both, spec, names) if suggest else None
     return MigrationVerdict("deny", tuple(reasons), instead, cpu, req.model, run.missing)
 
 
@@ -136,6 +138,7 @@ def _passthrough_migration(
     target: HostCpu,
     running: bool,
     names: Namer | None = None,
+    suggest: bool = True,
 ) -> MigrationVerdict:
     if not running:
         return MigrationVerdict("allow", (), None, cpu, req.model)
@@ -143,7 +146,8 @@ def _passthrough_migration(
     def refused(
         kind: VerdictKind, reason: Reason, hosts: list[HostCpu], missing: tuple[str, ...] = ()
     ) -> MigrationVerdict:
-        return MigrationVerdict(kind, (reason,), suggestion(hosts, spell=names), cpu, req.model, missing)
+        instead = suggestion(hosts, spell=names) if suggest else None
+        return MigrationVerdict(kind, (reason,), instead, cpu, req.model, missing)
 
     if source is None:
         return refused(

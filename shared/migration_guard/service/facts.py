@@ -22,6 +22,7 @@ from migration_guard.service.settings import Settings
 from migration_guard.store.cache import (
     FLAGS,
     NODE,
+    NODE_VMS,
     NODES,
     PRECONDITION,
     VM,
@@ -60,14 +61,30 @@ class ClusterFacts:
         self.cache = cache
         self.pool = pool
         self.clock = clock
-        self.vm_status = VmStatusReader(self._run, reader, reuse_s=settings.cache_vm_ttl / 2)
+        self.vm_status = VmStatusReader(
+            self._run, reader, reuse_s=settings.cache_vm_ttl / 2, list_node=self._node_vms
+        )
         self._node_by_hash: dict[str, NodeFacts] = {}
         self._hash_of: dict[int, tuple[NodeFacts, str]] = {}
         self._offline_nodes: dict[str, NodeFacts] = {}
         self._combined: dict[tuple, NodeFacts] = {}
+        #: the last VM list seen and its rows by vmid (built once per list, not a scan per check)
+        self._vm_index: tuple[Any, dict[int, VmSummary]] = (None, {})
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def _node_vms(self, node: str) -> dict[int, dict]:
+        """One node's VM statuses (the node-wide read of a burst) through the cache: processes
+        sharing a Redis make one read between them, not one each."""
+        rows: dict[int, dict]
+        rows, _ = await self.cache.renew(
+            f"nodevms:{node}",
+            self.settings.cache_vm_ttl / 2,
+            lambda: self._run(self.reader.node_vm_statuses, node),
+            NODE_VMS,
+        )
+        return rows
 
     # ``renew_after`` below: read anew when the value is older than that and wait for the new one
     # (errors raise, no old value instead). The background refresher
@@ -108,19 +125,39 @@ class ClusterFacts:
             return None
         return flags
 
+    def vm_row(self, vms: list[VmSummary], vmid: int) -> VmSummary | None:
+        """The row of ``vmid`` in ``vms`` (a VM list the cache gave) through an index built once
+        per list: a cluster of 10,000 VMs is not scanned on every check."""
+        seen, index = self._vm_index
+        if seen is not vms:
+            index = {}
+            for row in vms:
+                index.setdefault(row.vmid, row)  # the first row wins, as the scan it replaces did
+            self._vm_index = (vms, index)
+        return index.get(vmid)
+
     async def find_vm(self, vmid: int, *, fresh: bool = False) -> VmSummary:
         """The VM's row of the VM list. ``fresh``: from a list read within the last second (the
         cached one just proved wrong: the VM was not where it said)."""
         vms, _ = await self.vm_list(renew_after=1.0) if fresh else await self.vm_list()
-        for vm in vms:
-            if vm.vmid == vmid:
-                return vm
-        raise UnknownVmError(f"cluster {self.cluster} has no VM {vmid}")
+        row = self.vm_row(vms, vmid)
+        if row is None:
+            raise UnknownVmError(f"cluster {self.cluster} has no VM {vmid}")
+        return row
 
     async def vm(self, node: str, vmid: int) -> tuple[VmFacts, float]:
         return await self.cache.get(
             f"vm:{vmid}:{node}", self.settings.cache_vm_ttl, lambda: self._load_vm(node, vmid), VM
         )
+
+    def fresh_vm(self, node: str, vmid: int) -> VmFacts | None:
+        """The VM's facts when the in-process cache holds them younger than their lifetime (no
+        I/O, nothing awaited: the matrix takes 10,000 of them this way)."""
+        hit = self.cache.peek(f"vm:{vmid}:{node}")
+        if hit is not None and self.clock() - hit[1] < self.settings.cache_vm_ttl:
+            value: VmFacts = hit[0]
+            return value
+        return None
 
     async def _load_vm(self, node: str, vmid: int) -> VmFacts:
         """Config and status at the same time; the status through ``vm_status``, which reads a

@@ -149,9 +149,10 @@ class Gatherer:
         ages: list[tuple[float, float]] = []  # (age, lifetime) of every fact used
         if source is None:
             vms = self._fresh("vms", s.cache_list_ttl, now, ages)
-            source = next((v.node for v in vms if v.vmid == vmid), None) if vms is not None else None
-            if source is None:
+            row = self.facts.vm_row(vms, vmid) if vms is not None else None
+            if row is None:
                 return None
+            source = row.node
         vm = self._fresh(f"vm:{vmid}:{source}", s.cache_vm_ttl, now, ages)
         nodes = self._fresh("nodes", s.cache_list_ttl, now, ages)
         flags = self._fresh("cpuflags", s.cache_node_ttl, now, ages)
@@ -257,7 +258,8 @@ class Gatherer:
         known = self.facts.cache.peek("vms")
         if known is None:
             return None
-        return next((v.node for v in known[0] if v.vmid == vmid), None)
+        row = self.facts.vm_row(known[0], vmid)
+        return row.node if row is not None else None
 
     def _outcome(
         self,

@@ -54,6 +54,7 @@ class GuardService:
             stale_grace_s=min(0.25, settings.pve_timeout),
             clock=clock,
             on_hit=self.metrics.hit,
+            lock_s=settings.pve_timeout + 1.0,
         )
         self.events = EventLog(store, keep=settings.decisions_keep)
         self.pool = ThreadPoolExecutor(max_workers=settings.proxmox_workers, thread_name_prefix="proxmox")
@@ -212,8 +213,8 @@ class GuardService:
         """``what_if``: ``add``, ``remove``, ``host_data`` (service/whatif.py)."""
         return await self.reports.recommendation(names, **what_if)
 
-    async def matrix(self) -> dict:
-        return await self.reports.matrix()
+    async def matrix(self, *, compact: bool = False) -> dict:
+        return await self.reports.matrix(compact=compact)
 
     async def custom_model(self, names: list[str] | None, name: str) -> dict:
         return (await custom_model.plan(self.reports, names, name))[1]
@@ -235,6 +236,7 @@ def build_service(settings: Settings) -> GuardService:
     if kind == "redis":  # what waits for Redis survives a restart (the embedded store never waits)
         from migration_guard.store.events import Spool
 
-        service.events.attach_spool(Spool(settings.state_dir))
+        # one spool file per worker process (each rewrites its own)
+        service.events.attach_spool(Spool.taking_over(settings.state_dir, worker=settings.workers > 1))
     service.across()  # reads MIGRATION_GUARD_CLUSTERS_FILE now: a bad file stops start-up
     return service

@@ -63,11 +63,14 @@ def _prefix_of(verdict: Verdict) -> bytes:
     return dumps(body)[:-1]
 
 
-def _judge(vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition | None) -> Verdict:
-    """``checks.evaluate`` for a source node the service reads: offline, its CPU is not known."""
+def _judge(
+    vm: VmFacts, source: NodeFacts, target: NodeFacts, pre: Precondition | None, *, suggest: bool = True
+) -> Verdict:
+    """``checks.evaluate`` for a source node the service reads: offline, its CPU is not known.
+    ``suggest`` False: no suggestion on a deny (the matrix shows none)."""
     if source.online:
-        return evaluate(vm, source, target, pre)
-    return evaluate(vm, None, target, pre, source_known=False)
+        return evaluate(vm, source, target, pre, suggest=suggest)
+    return evaluate(vm, None, target, pre, source_known=False, suggest=suggest)
 
 
 def unreachable_reason(exc: BaseException) -> Reason:

@@ -1,5 +1,5 @@
 """The reports of one cluster, built from its service's facts: the cluster view (nodes and their
-CPUs), the CPU type recommendation, and the matrix of every VM against every node."""
+CPUs), the CPU type recommendation, and the matrix of every VM against every node (matrix.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from typing import Any, Protocol
 
 from migration_guard.engine import pve_versions
 from migration_guard.engine import verdicts as engine
-from migration_guard.engine.checks import SKIP_TAG, nested_note, vm_spec
+from migration_guard.engine.checks import nested_note, vm_spec
 from migration_guard.engine.facts import NodeFacts, VmFacts
 from migration_guard.errors import (
     CpuSpecError,
     GuardError,
     InputError,
     UnknownNodeError,
-    UnknownVmError,
 )
-from migration_guard.service.outcome import UNREACHABLE, _judge
+from migration_guard.service.matrix import Matrix
 from migration_guard.service.whatif import added_hosts, check_removed, what_if_block
 from migration_guard.store.events import iso_utc
 
@@ -33,6 +32,7 @@ class Facts(Protocol):
     async def vm_list(self, renew_after: float | None = None) -> Any: ...
     async def node(self, name: str, *, online: bool | None = None) -> Any: ...
     async def vm(self, node: str, vmid: int) -> Any: ...
+    def fresh_vm(self, node: str, vmid: int) -> VmFacts | None: ...
 
 
 class Reports:
@@ -41,6 +41,7 @@ class Reports:
 
     def __init__(self, facts: Facts) -> None:
         self.facts = facts
+        self._matrix = Matrix(facts)
 
     async def cluster_view(self) -> dict:
         nodes, age = await self.facts.node_list()
@@ -110,18 +111,7 @@ class Reports:
         return [g[0] for g in got]
 
     async def all_vm_facts(self) -> list[VmFacts]:
-        vms, _ = await self.facts.vm_list()
-        got = await asyncio.gather(
-            *(self.facts.vm(v.node, v.vmid) for v in vms if not v.template), return_exceptions=True
-        )
-        out = []
-        for g in got:
-            if isinstance(g, BaseException):
-                if isinstance(g, UnknownVmError):  # moved or deleted since the list was read
-                    continue
-                raise g
-            out.append(g[0])
-        return out
+        return await self._matrix.vm_facts()
 
     async def recommendation(
         self,
@@ -199,57 +189,5 @@ class Reports:
             **change,
         }
 
-    async def matrix(self) -> dict:
-        nodes, _ = await self.facts.node_list()
-        node_facts = {}
-        got = await asyncio.gather(
-            *(self.facts.node(n.name, online=n.online) for n in nodes), return_exceptions=True
-        )
-        for summary, g in zip(nodes, got, strict=True):
-            if isinstance(g, UNREACHABLE):  # the node's cells: no facts about it
-                node_facts[summary.name] = NodeFacts(
-                    cluster=self.facts.cluster, name=summary.name, online=summary.online
-                )
-            elif isinstance(g, BaseException):
-                raise g
-            else:
-                node_facts[summary.name] = g[0]
-        vms = await self.all_vm_facts()
-        rows = []
-        # a cell (verdict, code, exit) depends on the VM only through these fields, not on its id
-        # or name (those appear in messages, which the matrix leaves out): VMs alike share cells
-        shared: dict[tuple, dict] = {}
-        for vm in sorted(vms, key=lambda v: v.vmid):
-            source = node_facts.get(vm.node) or NodeFacts(self.facts.cluster, vm.node, False)
-            alike = (SKIP_TAG in vm.tags, vm.cpu, vm.pending_cpu, vm.status, vm.running_machine, vm.node)
-            cells = {}
-            for name, target in node_facts.items():
-                if name == vm.node:
-                    continue
-                cell = shared.get((alike, name))
-                if cell is None:
-                    v = _judge(vm, source, target, None)
-                    cell = shared[(alike, name)] = {
-                        "verdict": v.verdict,
-                        "code": v.deny_code if v.verdict != "allow" else "",
-                        "exit": v.exit_code,
-                    }
-                cells[name] = cell
-            rows.append(
-                {
-                    "vmid": vm.vmid,
-                    "name": vm.name,
-                    "node": vm.node,
-                    "status": vm.status,
-                    "cpu": vm.cpu or "kvm64",
-                    "tags": list(vm.tags),
-                    "targets": cells,
-                }
-            )
-        return {
-            "cluster": self.facts.cluster,
-            "nodes": [n.name for n in nodes],
-            "vms": rows,
-            "note": "Proxmox's own precondition check (storage, local resources) is not part of the matrix",
-            "checked_at": iso_utc(self.facts.clock()),
-        }
+    async def matrix(self, *, compact: bool = False) -> dict:
+        return await self._matrix.build(compact=compact)

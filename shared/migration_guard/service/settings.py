@@ -16,7 +16,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from migration_guard.errors import ConfigError
-from migration_guard.store.redis_store import MEMORY_URL
+from migration_guard.store.redis_store import MEMORY_URL, SENTINEL_SCHEME
 
 PREFIX = "MIGRATION_GUARD_"
 
@@ -28,8 +28,10 @@ _HELP = {
     "pve_token_value": "the API token secret (a UUID)",
     "pve_verify_ssl": "true, false, or the path of the cluster's CA file (/etc/pve/pve-root-ca.pem)",
     "pve_timeout": "seconds to wait for one Proxmox API call, e.g. 5",
-    "redis_url": "e.g. redis://127.0.0.1:6379/0 (or memory:// for an in-process store that forgets "
+    "redis_url": "e.g. redis://127.0.0.1:6379/0, rediss://host:6380/0 (TLS), "
+    "redis+sentinel://host:26379/mymaster/0 (or memory:// for an in-process store that forgets "
     "everything at restart)",
+    "workers": "how many server processes share the port, e.g. 2 (they need Redis)",
     "api_tokens": "comma-separated bearer tokens the API accepts",
     "listen": "host:port to serve on, e.g. 127.0.0.1:8080",
     "clusters_file": "a JSON/TOML file listing the other clusters to read (docs/cross-cluster.md)",
@@ -61,6 +63,9 @@ class Settings(BaseSettings):
     redis_url: str = ""
     api_tokens: SecretStr = SecretStr("")
     listen: str = "127.0.0.1:8080"
+    #: server processes sharing the port (``serve --workers``); more than one needs Redis, which
+    #: they share: the cache (one Proxmox read per key between them), decisions and veto events
+    workers: int = Field(default=1, ge=1, le=64)
     #: cache lifetimes, seconds
     cache_node_ttl: float = Field(default=300.0, ge=0)
     cache_vm_ttl: float = Field(default=5.0, ge=0)
@@ -139,8 +144,11 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         value = value.strip()
-        if value and value != MEMORY_URL and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"{value[:60]!r} is neither redis://, rediss://, unix:// nor {MEMORY_URL}")
+        schemes = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME)
+        if value and value != MEMORY_URL and not value.startswith(schemes):
+            raise ValueError(
+                f"{value[:60]!r} is neither redis://, rediss://, unix://, {SENTINEL_SCHEME} nor {MEMORY_URL}"
+            )
         return value
 
     @field_validator("listen")

@@ -6,6 +6,10 @@ per resource, and stale-while-revalidate.
 * L1 fresh (younger than ``ttl``): no I/O at all (the warm path of a check).
 * else one loader per key at a time (single-flight: a burst of N asks for one resource makes
   one Proxmox call), after looking in the store (shared by every service instance);
+* against Redis the single flight holds across processes (``serve --workers N``, several
+  instances on one Redis): the process that takes the key's short lock (``SET NX PX``) reads
+  Proxmox and writes the store; the others wait for that value in the store instead of reading
+  Proxmox too (and read it themselves only if the lock holder fails or gives up);
 * when the loader fails (Proxmox down, slow, failing with 5xx, refusing the token), or takes
   longer than ``stale_grace_s`` while an older value exists, the older value is answered with
   its age (stale-while-revalidate); the refresh goes on in the background;
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -37,6 +42,9 @@ from migration_guard.store.redis_store import Store
 T = TypeVar("T")
 
 KEY_PREFIX = "migration-guard:facts:"
+LOCK_PREFIX = "migration-guard:lock:"
+#: how often a process waiting for another's read looks in the store
+FOLLOW_POLL_S = 0.01
 
 
 # --- codecs: facts <-> JSON ------------------------------------------------------------------
@@ -129,6 +137,11 @@ NODES = Codec(lambda ns: [node_to(n) for n in ns], lambda ds: [node_from(d) for 
 VM = Codec(vm_to, vm_from)
 VMS = Codec(lambda vs: [asdict(v) for v in vs], lambda ds: [_summary_from(d) for d in ds])
 PRECONDITION = Codec(asdict, _pre_from)
+#: a node's VM statuses by vmid (one node-wide read, ``GET /nodes/{node}/qemu``)
+NODE_VMS = Codec(
+    lambda rows: {str(k): v for k, v in rows.items()},
+    lambda d: {int(k): v for k, v in d.items()},
+)
 FLAGS = Codec(
     lambda m: None if m is None else {k: sorted(v) for k, v in m.items()},
     lambda d: None if d is None else {k: frozenset(v) for k, v in d.items()},
@@ -170,6 +183,8 @@ class CacheStats:
     loads: int = 0
     stale_answers: int = 0
     store_errors: int = 0
+    #: values another process read while this one waited for them (the shared single flight)
+    followed: int = 0
 
 
 class FactsCache:
@@ -182,9 +197,13 @@ class FactsCache:
         keep_s: float = 7 * 24 * 3600,
         clock: Callable[[], float] = time.time,
         on_hit: Callable[[str, str], None] | None = None,
+        lock_s: float = 6.0,
     ) -> None:
         self.store = store
         self.prefix = f"{KEY_PREFIX}{namespace}:"
+        self.lock_prefix = f"{LOCK_PREFIX}{namespace}:"
+        #: how long a process may hold a key's read lock (longer than a Proxmox call may take)
+        self.lock_s = lock_s
         self.stale_grace_s = stale_grace_s
         self.keep_s = keep_s
         self.clock = clock
@@ -283,8 +302,9 @@ class FactsCache:
     async def _refresh(
         self, key: str, ttl: float, load: Callable[[], Awaitable[T]], codec: Codec[T]
     ) -> tuple[T, float]:
-        # the shared store first: another instance (or this one before a restart) may have it
-        stored = await self._store_get(key)
+        # the shared store first: another instance (or this one before a restart) may have it;
+        # against Redis the key's read lock is asked for in the same round trip
+        stored, lock = await self._store_get(key, lock=self.store.kind == "redis")
         if stored is not None:
             fetched_at, raw = stored
             try:
@@ -297,40 +317,142 @@ class FactsCache:
             if self.clock() - fetched_at < ttl:
                 self.stats.store_hits += 1
                 self._on_hit(key.split(":", 1)[0], "store")
+                if isinstance(lock, str):
+                    await self._unlock(key)
                 return value, self.clock() - fetched_at
-        self.stats.loads += 1
+        if lock is False:  # another process reads it: wait for its value in the store
+            followed = await self._follow(key, ttl, codec)
+            if followed is not None:
+                return followed
+            lock = await self._lock(key)
         try:
-            value = await load()
-        except ProxmoxError as exc:
-            if _stale_may_answer(exc) and not isinstance(exc, NodeUnreachable):
-                self._unhealthy_until = time.monotonic() + 5.0
-            raise
-        self._unhealthy_until = 0.0
-        fetched_at = self.clock()
-        self._l1[key] = (value, fetched_at)
-        await self._store_put(key, fetched_at, codec.encode(value))
-        return value, 0.0
+            self.stats.loads += 1
+            try:
+                value = await load()
+            except ProxmoxError as exc:
+                if _stale_may_answer(exc) and not isinstance(exc, NodeUnreachable):
+                    self._unhealthy_until = time.monotonic() + 5.0
+                raise
+            self._unhealthy_until = 0.0
+            fetched_at = self.clock()
+            self._l1[key] = (value, fetched_at)
+            held, lock = lock, None
+            await self._store_put(key, fetched_at, codec.encode(value), unlock=isinstance(held, str))
+            return value, 0.0
+        finally:
+            if isinstance(lock, str):  # the load failed: give the lock back
+                await self._unlock(key)
 
-    async def _store_get(self, key: str) -> tuple[float, Any] | None:
+    async def _lock(self, key: str) -> str | bool | None:
+        """Take ``key``'s read lock: its token when taken, False when another process holds it,
+        None when the store cannot say (then this process reads, as without a lock)."""
+        token = os.urandom(8).hex()
+        name, ms = self.lock_prefix + key, int(self.lock_s * 1000)
         try:
-            text = await self.store.run(lambda r: r.get(self.prefix + key))
+            (taken,) = await self.store.batched(lambda pipe: pipe.set(name, token, nx=True, px=ms))
         except StoreUnavailable:
             self.stats.store_errors += 1
             return None
-        if not text:
+        if isinstance(taken, Exception):
             return None
-        try:
-            obj = json.loads(text)
-            return float(obj["t"]), obj["v"]
-        except (ValueError, KeyError, TypeError):
-            return None
+        return token if taken else False
 
-    async def _store_put(self, key: str, fetched_at: float, raw: Any) -> None:
+    async def _unlock(self, key: str) -> None:
+        """Give the lock back. A plain DEL: the lock outlives any read (``lock_s`` is longer than
+        the Proxmox timeout), so it is still this process's; were it not, another process would
+        at worst make one read more."""
+        name = self.lock_prefix + key
+        try:
+            await self.store.batched(lambda pipe: pipe.delete(name))
+        except StoreUnavailable:
+            self.stats.store_errors += 1  # it expires by itself
+
+    async def _follow(self, key: str, ttl: float, codec: Codec[T]) -> tuple[T, float] | None:
+        """The value another process is reading, once it is in the store; None when that process
+        gave up (the lock is gone, or held longer than ``lock_s``) without a fresh value."""
+        name = self.lock_prefix + key
+        give_up = time.monotonic() + self.lock_s
+        while time.monotonic() < give_up:
+            await asyncio.sleep(FOLLOW_POLL_S)
+            try:
+                text, held = await self.store.run(lambda r: _get_and_exists(r, self.prefix + key, name))
+            except StoreUnavailable:
+                self.stats.store_errors += 1
+                return None
+            stored = _parse_stored(text)
+            if stored is not None and self.clock() - stored[0] < ttl:
+                try:
+                    value = codec.decode(stored[1])
+                except (TypeError, KeyError, ValueError):
+                    return None
+                if self._l1.get(key, (None, -1.0))[1] < stored[0]:
+                    self._l1[key] = (value, stored[0])
+                self.stats.followed += 1
+                self._on_hit(key.split(":", 1)[0], "store")
+                return value, self.clock() - stored[0]
+            if not held:
+                return None
+        return None
+
+    # the store's reads and writes of concurrent loads share round trips (``Store.batched``): a
+    # burst of hundreds of VMs (a node evacuation, a cold matrix) makes a few, not two per VM
+
+    async def _store_get(self, key: str, *, lock: bool = False) -> tuple[tuple[float, Any] | None, Any]:
+        """(fetched_at, raw) of the stored value or None, and with ``lock`` the key's read lock
+        asked for in the same round trip: its token when taken, False when another process holds
+        it (None without ``lock``, or when the store cannot say)."""
+        token = os.urandom(8).hex()
+
+        def add(pipe: Any) -> None:
+            pipe.get(self.prefix + key)
+            if lock:
+                pipe.set(self.lock_prefix + key, token, nx=True, px=int(self.lock_s * 1000))
+
+        try:
+            got = await self.store.batched(add)
+        except StoreUnavailable:
+            self.stats.store_errors += 1
+            return None, None
+        text = got[0]
+        held: Any = None
+        if lock and not isinstance(got[1], Exception):
+            held = token if got[1] else False
+        if isinstance(text, Exception):  # e.g. another type at the key: not ours, read anew
+            return None, held
+        return _parse_stored(text), held
+
+    async def _store_put(self, key: str, fetched_at: float, raw: Any, *, unlock: bool = False) -> None:
+        """Write the value; with ``unlock`` give the key's read lock back in the same round trip."""
         text = json.dumps({"t": fetched_at, "v": raw}, separators=(",", ":"))
+
+        def add(pipe: Any) -> None:
+            pipe.set(self.prefix + key, text, ex=int(self.keep_s))
+            if unlock:
+                pipe.delete(self.lock_prefix + key)
+
         try:
-            await self.store.run(lambda r: r.set(self.prefix + key, text, ex=int(self.keep_s)))
+            await self.store.batched(add)
         except StoreUnavailable:
             self.stats.store_errors += 1
+
+
+async def _get_and_exists(r: Any, key: str, lock: str) -> tuple[Any, bool]:
+    pipe = r.pipeline(transaction=False)
+    pipe.get(key)
+    pipe.exists(lock)
+    text, held = await pipe.execute()
+    return text, bool(held)
+
+
+def _parse_stored(text: Any) -> tuple[float, Any] | None:
+    """(fetched_at, raw value) of a stored entry; None when absent or not ours."""
+    if not text:
+        return None
+    try:
+        obj = json.loads(text)
+        return float(obj["t"]), obj["v"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _stale_may_answer(exc: ProxmoxError) -> bool:

@@ -1,4 +1,4 @@
-"""The cluster: its nodes, the CPU type to use, every VM against every node."""
+"""The cluster: its nodes and the CPU type to use (the matrix: routes/matrix.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from migration_guard.api import deps
 from migration_guard.api.deps import Authorize
 from migration_guard.api.errors import json_response, responses
-from migration_guard.api.models import ClusterView, MatrixBody
+from migration_guard.api.models import ClusterView
 from migration_guard.api.models.whatif import RecommendationWhatIfBody
 from migration_guard.service.guard import GuardService
 
@@ -44,13 +44,5 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
         names = [deps.node_name(n.strip(), "nodes") for n in nodes.split(",") if n.strip()] if nodes else None
         gone = [deps.node_name(n.strip(), "remove") for n in remove if n.strip()]
         return json_response(await service.recommendation(names, add=add, remove=gone))
-
-    @api.get(
-        "/v1/matrix",
-        response_model=None,
-        responses=responses(MatrixBody, "every VM's verdict against every other node"),
-    )
-    async def matrix() -> Response:
-        return json_response(await service.matrix())
 
     return api

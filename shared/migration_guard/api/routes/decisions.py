@@ -15,7 +15,8 @@ from migration_guard.service.guard import GuardService
 
 
 def router(service: GuardService, authorize: Authorize) -> APIRouter:
-    api = APIRouter(dependencies=[Depends(authorize)])
+    api = APIRouter()
+    audit = APIRouter(dependencies=[Depends(authorize)])
 
     @api.post(
         "/v1/decisions",
@@ -30,15 +31,18 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
             503: {"model": DecisionBody, "description": UNKNOWN_503},
         },
         openapi_extra={
+            "security": [{"bearer": []}],
             "requestBody": {
                 "required": True,
                 "content": {JSON: {"schema": DecisionRequest.model_json_schema()}},
-            }
+            },
         },
     )
     async def decide(request: Request) -> Response:
-        # the body is read here, after the token check: a caller without a valid token gets 401
-        # whatever it sent, never a parse error (FastAPI parses a declared body before auth)
+        # the hook's path: the token checked by hand (FastAPI's dependency machinery costs more
+        # than the rest of the route); the body is read after it: a caller without a valid token
+        # gets 401 whatever it sent, never a parse error (FastAPI parses a declared body before auth)
+        await authorize(request)
         try:
             decision = DecisionRequest.model_validate_json(await request.body())
         except ValidationError as exc:
@@ -58,7 +62,7 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
             return Response(text, status_code=outcome.status, media_type="text/plain")
         return json_response(body, outcome.status)
 
-    @api.get(
+    @audit.get(
         "/v1/decisions",
         response_model=None,
         responses=responses(DecisionsBody, "the recorded decisions, newest first"),
@@ -70,4 +74,5 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
         number = deps.vmid(vmid) if vmid is not None else None
         return json_response({"decisions": await service.events.recent(limit, number)})
 
+    api.routes.extend(audit.routes)
     return api

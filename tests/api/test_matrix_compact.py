@@ -4,6 +4,7 @@ a warm matrix judges nothing again."""
 from __future__ import annotations
 
 import json
+import time
 
 from fastapi.testclient import TestClient
 
@@ -78,3 +79,40 @@ def test_unknown_matrix_format_is_refused():
         answer = c.get("/v1/matrix", params={"format": "tiny"}, headers=AUTH)
     assert answer.status_code == 422
     assert answer.json()["error"]["code"] == "bad-input"
+
+
+class _CustomModels(FakeReader):
+    """The in-memory cluster with Proxmox's custom CPU models endpoint (its text settable)."""
+
+    text = ""
+
+    def custom_cpu_models(self) -> str | None:
+        return self.text
+
+
+def test_a_custom_model_created_later_is_judged_again():
+    """Cells are kept while the node facts stay; a custom-NAME VM's verdict also depends on the
+    model's definition, read with the VM: a model created after the first matrix (read again at
+    once, the node facts unchanged) must not leave the old ``unknown`` cells."""
+    scenario = json.loads(json.dumps(SCENARIO))
+    scenario["vms"][0]["config"]["cpu"] = "custom-wide"
+    reader = _CustomModels(scenario)
+    reader.text = "cpu-model: other\n\treported-model kvm64\n\n"
+    service = make_service(reader, cache_vm_ttl=0, cache_node_ttl=3600)
+    vmid = scenario["vms"][0]["vmid"]
+    with TestClient(create_app(service, (TOKEN,))) as c:
+        for _ in range(2):  # the second: from cells kept, on the node facts the first one read
+            before = next(r for r in c.get("/v1/matrix", headers=AUTH).json()["vms"] if r["vmid"] == vmid)
+        reader.text += "cpu-model: wide\n\treported-model kvm64\n\n"
+        time.sleep(1.1)  # the list is read again for a missing model at most once a second
+        after = next(r for r in c.get("/v1/matrix", headers=AUTH).json()["vms"] if r["vmid"] == vmid)
+        checks = {
+            n: c.get(f"/v1/vms/{vmid}/check", params={"target": n}, headers=AUTH).json()
+            for n in after["targets"]
+        }
+    online = [n for n, cell in before["targets"].items() if cell["code"] != "target-offline"]
+    assert online and all(before["targets"][n]["verdict"] == "unknown" for n in online), before
+    assert {n: cell["verdict"] for n, cell in after["targets"].items()} == {
+        n: b["verdict"] for n, b in checks.items()
+    }
+    assert all(after["targets"][n]["verdict"] == "allow" for n in online), after["targets"]

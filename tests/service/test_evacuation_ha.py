@@ -181,6 +181,14 @@ GROUPS = {
 }
 
 
+def test_metrics_count_the_ha_risks_without_anyone_asking_first():
+    """A scrape renews the HA risks (at most every few minutes, waiting 2 s at most), so the gauge
+    does not depend on the bot polling GET /v1/ha/risks (it was absent until someone asked)."""
+    with pve_server("demo") as pve, service_on(pve) as api:
+        metrics = httpx.get(f"{api.url}/metrics").text
+    assert "migration_guard_ha_risks 1.0" in metrics, metrics[-2000:]
+
+
 def test_before_proxmox_9_the_groups_are_read_instead_of_the_rules():
     # /cluster/ha/rules answers 501 on Proxmox VE 8: the service falls back to /cluster/ha/groups
     with pve_server(demo_with(pve_version="8.4.1", ha=GROUPS)) as pve, service_on(pve) as api:

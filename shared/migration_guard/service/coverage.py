@@ -8,12 +8,12 @@ exist``): the snippets each node's storage lists (``pvesm list``'s API) say wher
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from migration_guard.engine.checks import SKIP_TAG
 from migration_guard.engine.facts import VmFacts
 from migration_guard.errors import GuardError, ProxmoxPermissionError, UnknownVmError
+from migration_guard.service.latest import Latest
 from migration_guard.store.events import iso_utc
 
 SCRIPT_NAME = "migration-guard-hook"
@@ -32,11 +32,13 @@ class Coverage:
 
     def __init__(self, service: Any) -> None:
         self.service = service
-        self.last: dict | None = None
-        self.last_at = 0.0
-        self._task: asyncio.Task | None = None
+        #: the latest answer (GET /v1/coverage keeps it; /metrics renews it every few minutes)
+        self.latest = Latest(self._body, service.clock)
 
     async def body(self) -> dict:
+        return await self.latest.run()
+
+    async def _body(self) -> dict:
         facts = self.service.facts
         vms, _ = await facts.vm_list()
         nodes, _ = await facts.node_list()
@@ -71,7 +73,6 @@ class Coverage:
             "volume_check": note,
             "nodes_not_asked": sorted(n.name for n in nodes if not n.online),
         }
-        self.last, self.last_at = body, self.service.clock()
         return body
 
     async def _missing_volumes(self, guarded: list[VmFacts], nodes: list[str]) -> tuple[list[dict], str]:
@@ -100,15 +101,3 @@ class Coverage:
             if absent:
                 rows.append(_row(vm, hookscript=vm.hookscript, missing_on=absent))
         return rows, "done"
-
-    async def fresh(self, max_age_s: float, wait_s: float) -> dict | None:
-        """The latest coverage, renewed in the background when older than ``max_age_s``; waits
-        ``wait_s`` at most for a renewal (a /metrics scrape must not hang on Proxmox)."""
-        if self.last is not None and self.service.clock() - self.last_at < max_age_s:
-            return self.last
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.body())
-            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
-        with contextlib.suppress(TimeoutError, GuardError):  # the last answer, or none yet
-            await asyncio.wait_for(asyncio.shield(self._task), wait_s)
-        return self.last

@@ -6,7 +6,8 @@ service's own verdict (``check``, without Proxmox's migrate precondition, which 
 not run); the nodes that deny (or cannot be judged: ``unknown``) are its risks.
 
 HA's configuration that cannot be read is an error answer (never an empty list, which would read
-as "no risks"); the gauge ``migration_guard_ha_risks`` keeps its last value then."""
+as "no risks"); the gauge ``migration_guard_ha_risks`` keeps its last value then. ``/metrics``
+renews the answer every few minutes, so the gauge does not depend on anyone asking."""
 
 from __future__ import annotations
 
@@ -17,14 +18,20 @@ from migration_guard.cluster.ha import HaResource
 from migration_guard.engine.facts import VmSummary
 from migration_guard.errors import GuardError
 from migration_guard.service.evacuation import target_of
+from migration_guard.service.latest import Latest
 from migration_guard.store.events import iso_utc
 
 
 class HaRisks:
     def __init__(self, service: Any) -> None:
         self.service = service
+        #: the latest answer (GET /v1/ha/risks keeps it; /metrics renews it every few minutes)
+        self.latest = Latest(self._risks, service.clock)
 
     async def risks(self) -> dict:
+        return await self.latest.run()
+
+    async def _risks(self) -> dict:
         service = self.service
         ha = await service.facts.ha()
         risks: list[dict] = []

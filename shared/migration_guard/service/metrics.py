@@ -40,7 +40,7 @@ class _ProxmoxCollector:
             yield GaugeMetricFamily(
                 "migration_guard_store_up", "1 when Redis answers", value=1 if store.up else 0
             )
-        coverage = getattr(getattr(self.service, "coverage", None), "last", None)
+        coverage = getattr(getattr(getattr(self.service, "coverage", None), "latest", None), "last", None)
         if coverage is not None:  # (GET /v1/coverage, renewed by /metrics every few minutes)
             yield GaugeMetricFamily(
                 "migration_guard_unguarded_vms",
@@ -57,7 +57,7 @@ class _ProxmoxCollector:
         if metrics is not None and metrics.ha_risks is not None:  # none before the first reading
             yield GaugeMetricFamily(
                 "migration_guard_ha_risks",
-                "HA VMs that HA may start on a node that cannot run them (at the last GET /v1/ha/risks)",
+                "HA VMs that HA may start on a node that cannot run them (renewed every few minutes)",
                 value=metrics.ha_risks,
             )
 

@@ -113,7 +113,11 @@ def router(service: GuardService, authorize: Authorize) -> APIRouter:
         },
     )
     async def metrics() -> Response:
-        await service.coverage.fresh(max_age_s=300, wait_s=2.0)  # migration_guard_unguarded_vms
+        # the two gauges of costly reports: renewed every few minutes, a scrape waits 2 s at most
+        await asyncio.gather(
+            service.coverage.latest.fresh(max_age_s=300, wait_s=2.0),  # migration_guard_unguarded_vms
+            service.ha.latest.fresh(max_age_s=300, wait_s=2.0),  # migration_guard_ha_risks
+        )
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
     return api

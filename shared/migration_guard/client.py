@@ -198,9 +198,10 @@ class ServiceClient:
             params["node"] = node
         return self._request("GET", "/v1/drift", params=params)
 
-    def matrix(self) -> dict:
-        """A MatrixBody: ``vms``, each with its verdict per target node."""
-        return self._request("GET", "/v1/matrix")
+    def matrix(self, compact: bool = False) -> dict:
+        """A MatrixAnswer: ``vms``, each with its verdict per target node; ``compact``: each distinct
+        cell once in ``cells`` and each row's ``targets`` as indexes (a tenth the size)."""
+        return self._request("GET", "/v1/matrix", params={"format": "compact"} if compact else None)
 
     def custom_model(self, nodes: list[str] | tuple[str, ...] | None = None, name: str | None = None) -> dict:
         """A CustomModelBody: the custom CPU model every chosen node (default: every online one) runs."""

@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Any
 
+from migration_guard.cli.client import service_client, service_options
 from migration_guard.engine import baseline
 from migration_guard.engine.hosts import load_host_file
 from migration_guard.errors import HostDataError, InputError
@@ -22,6 +23,7 @@ CONF = "/etc/pve/virtual-guest/cpu-models.conf"
 def register(sub: Any, host_help: str) -> None:
     cmd = sub.add_parser(
         "baseline",
+        parents=[service_options(timeout=30.0)],  # --url --token --json --timeout
         help="the richest custom CPU model every node runs (cpu-models.conf text, or --apply)",
         description="The richest custom CPU model every node runs: a reported-model plus the flags "
         "every node's KVM offers beyond it (never one QEMU marks unmigratable), phys-bits of the "
@@ -40,10 +42,6 @@ def register(sub: Any, host_help: str) -> None:
         help="with --cluster: create it in Proxmox "
         "(the service's token needs Mapping.Modify on /mapping/cpu)",
     )
-    cmd.add_argument("--json", action="store_true", help="print JSON")
-    cmd.add_argument("--url", help="the service (default MIGRATION_GUARD_URL)")
-    cmd.add_argument("--token", help="bearer token (default MIGRATION_GUARD_TOKEN)")
-    cmd.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the service")
     cmd.set_defaults(func=run)
 
 
@@ -66,10 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.host:
         body = _local(args)
     else:
-        from migration_guard.cli.client import _client
-
         nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
-        with _client(args) as client:
+        with service_client(args) as client:
             if args.apply:
                 body = client.create_custom_model(nodes, args.name)
             else:

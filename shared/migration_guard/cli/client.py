@@ -18,11 +18,7 @@ EXIT = {"allow": 0, "deny": 1, "unknown": 3}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the service (default MIGRATION_GUARD_URL, else http://127.0.0.1:8080)")
-    common.add_argument("--token", help="bearer token (default MIGRATION_GUARD_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    common.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the service")
+    common = service_options(timeout=15.0)
 
     check = sub.add_parser(
         "check",
@@ -48,13 +44,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     matrix.set_defaults(func=run_matrix)
 
 
-def _client(args: argparse.Namespace) -> ServiceClient:
+def service_options(timeout: float) -> argparse.ArgumentParser:
+    """The options of every command that asks the service (a parent parser): --url, --token,
+    --json, --timeout (``timeout``: this command's default seconds)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the service (default MIGRATION_GUARD_URL, else http://127.0.0.1:8080)")
+    common.add_argument("--token", help="bearer token (default MIGRATION_GUARD_TOKEN)")
+    common.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    common.add_argument("--timeout", type=float, default=timeout, help="seconds to wait for the service")
+    return common
+
+
+def service_client(args: argparse.Namespace) -> ServiceClient:
+    """The API client for a command's --url/--token/--timeout, else the settings'."""
     settings = cli_settings()
     token = args.token if args.token is not None else settings.token.get_secret_value()
     return ServiceClient(args.url or settings.url, token, timeout=args.timeout)
 
 
-def _vmid(text: str) -> int:
+def vmid_arg(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise InputError(f"VMID must be a number like 101, not {text!r}")
     # Proxmox's pve-vmid format (pve-common PVE/JSONSchema.pm): 100 to 999999999, no leading zero
@@ -66,9 +74,9 @@ def _vmid(text: str) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    vmid = _vmid(args.vmid)
+    vmid = vmid_arg(args.vmid)
     try:
-        with _client(args) as client:
+        with service_client(args) as client:
             cluster, _, node = args.target.rpartition("/")
             body = client.check(vmid, node, cluster or None)
     except NotFoundError as exc:
@@ -113,7 +121,7 @@ def _where(body: dict, side: str) -> str:
 
 
 def run_matrix(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with service_client(args) as client:
         body = client.matrix()
     if args.json:
         print(json.dumps(body, indent=2))

@@ -9,29 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 
-from migration_guard.cli.settings import cli_settings
-from migration_guard.client import ServiceClient
+from migration_guard.cli.client import service_client, service_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "coverage",
+        parents=[service_options(timeout=30.0)],
         help="VMs without the guard's hookscript, and hookscript files missing on nodes",
         description="List the VMs the guard does not protect: no migration-guard hookscript (templates "
         "and VMs tagged migration-guard-skip aside), or the hookscript file missing on a node where "
         "the VM could start. Exit 0 all guarded, 1 some not, 3 service unreachable.",
     )
-    p.add_argument("--url", help="the service (default MIGRATION_GUARD_URL, else http://127.0.0.1:8080)")
-    p.add_argument("--token", help="bearer token (default MIGRATION_GUARD_TOKEN)")
-    p.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the service")
     p.set_defaults(func=run_coverage)
 
 
 def run_coverage(args: argparse.Namespace) -> int:
-    settings = cli_settings()
-    token = args.token if args.token is not None else settings.token.get_secret_value()
-    with ServiceClient(args.url or settings.url, token, timeout=args.timeout) as client:
+    with service_client(args) as client:
         body = client.coverage()
     print(json.dumps(body, indent=2) if args.json else format_coverage(body))
     return 1 if body.get("unguarded") or body.get("missing_volume") else 0

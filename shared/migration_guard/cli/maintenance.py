@@ -14,17 +14,13 @@ import json
 import sys
 from collections.abc import Callable
 
-from migration_guard.cli.client import _client
+from migration_guard.cli.client import service_client, service_options
 from migration_guard.client import ServiceClient
 from migration_guard.errors import InputError, NotFoundError, ServiceError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the service (default MIGRATION_GUARD_URL, else http://127.0.0.1:8080)")
-    common.add_argument("--token", help="bearer token (default MIGRATION_GUARD_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    common.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the service")
+    common = service_options(timeout=60.0)
 
     evacuate = sub.add_parser(
         "evacuate",
@@ -59,7 +55,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _ask(args: argparse.Namespace, fetch: Callable[[ServiceClient], dict], what: str) -> dict | None:
     """The answer, or None after a one-line message (Proxmox or HA's configuration not readable)."""
     try:
-        with _client(args) as client:
+        with service_client(args) as client:
             return fetch(client)
     except NotFoundError as exc:
         raise InputError(f"{what}: {exc}") from None

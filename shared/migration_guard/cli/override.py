@@ -13,17 +13,13 @@ import argparse
 import json
 import sys
 
-from migration_guard.cli.client import _client, _vmid
+from migration_guard.cli.client import service_client, service_options, vmid_arg
 from migration_guard.cli.settings import cli_settings
 from migration_guard.errors import ConflictError, InputError, NotFoundError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the service (default MIGRATION_GUARD_URL, else http://127.0.0.1:8080)")
-    common.add_argument("--token", help="bearer token (default MIGRATION_GUARD_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    common.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the service")
+    common = service_options(timeout=15.0)
     person = argparse.ArgumentParser(add_help=False)
     person.add_argument(
         "--as", dest="who", metavar="NAME", help="who you are (default $SUDO_USER, else $USER)"
@@ -75,9 +71,9 @@ def _who(args: argparse.Namespace) -> str:
 
 
 def run_request(args: argparse.Namespace) -> int:
-    vmid, who = _vmid(args.vmid), _who(args)
+    vmid, who = vmid_arg(args.vmid), _who(args)
     try:
-        with _client(args) as client:
+        with service_client(args) as client:
             body = client.request_override(vmid, args.target, args.reason, args.ttl, who)
     except NotFoundError as exc:
         raise InputError(str(exc)) from None
@@ -95,7 +91,7 @@ def run_request(args: argparse.Namespace) -> int:
 def run_decide(args: argparse.Namespace) -> int:
     who = _who(args)
     try:
-        with _client(args) as client:
+        with service_client(args) as client:
             if args.action == "approve":
                 body = client.approve_override(args.id, who)
             else:
@@ -118,7 +114,7 @@ def run_decide(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with service_client(args) as client:
         overrides = client.overrides(args.limit)
     if args.json:
         print(json.dumps({"overrides": overrides}, indent=2))

@@ -13,17 +13,13 @@ import argparse
 import json
 from typing import Any
 
-from migration_guard.cli.client import _client
+from migration_guard.cli.client import service_client, service_options
 from migration_guard.engine.cpus import shipped_cpus
 from migration_guard.engine.hosts import HostCpu, load_host_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the service (default MIGRATION_GUARD_URL, else http://127.0.0.1:8080)")
-    common.add_argument("--token", help="bearer token (default MIGRATION_GUARD_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the service")
+    common = service_options(timeout=30.0)
 
     rec = sub.add_parser(
         "recommend",
@@ -118,7 +114,7 @@ def host_data(host: HostCpu) -> dict[str, Any]:
 def run_recommend(args: argparse.Namespace) -> int:
     hosts = [host_data(load_host_file(path)) for path in args.host]
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
-    with _client(args) as client:
+    with service_client(args) as client:
         body = client.recommendation(nodes, add=args.add, remove=args.remove, hosts=hosts)
     if args.json:
         print(json.dumps(body, indent=2))
@@ -185,7 +181,7 @@ def format_recommendation(body: dict) -> str:
 
 
 def run_drift(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with service_client(args) as client:
         body = client.drift(args.limit, args.node)
     if args.json:
         print(json.dumps(body, indent=2))

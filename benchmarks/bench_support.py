@@ -1,9 +1,11 @@
-"""What several benchmarks need to run the real service: the ``migration-guard`` command line, a
-free port, and a private redis-server (none of the tests' helpers: benchmarks import nothing
-from tests/)."""
+"""What several benchmarks need to run the real service: the ``migration-guard`` command line and
+its environment in front of the Proxmox-shaped test server, a free port, and a private redis-server
+(none of the tests' helpers: benchmarks import nothing from tests/, which tests/test_architecture.py
+holds them to)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def cli_argv(*args: str) -> list[str]:
@@ -69,3 +72,25 @@ def start_private_redis() -> PrivateRedis | None:
     proc.kill()
     shutil.rmtree(workdir, ignore_errors=True)
     return None
+
+
+def serve_env(pve: Any, port: int, token: str, redis_url: str, state_prefix: str, **extra: str) -> dict:
+    """The environment of a ``migration-guard serve`` in front of the Proxmox-shaped test server
+    ``pve`` (this shell's own MIGRATION_GUARD_* settings left out): cluster ``lab``, bearer
+    ``token``, ``extra`` as further MIGRATION_GUARD_* settings (``PVE_TIMEOUT="10"``)."""
+    tok = pve.token
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATION_GUARD_")}
+    env.update(
+        MIGRATION_GUARD_PVE_HOST=pve.host_port,
+        MIGRATION_GUARD_PVE_USER=tok["user"],
+        MIGRATION_GUARD_PVE_TOKEN_NAME=tok["name"],
+        MIGRATION_GUARD_PVE_TOKEN_VALUE=tok["value"],
+        MIGRATION_GUARD_PVE_VERIFY_SSL=pve.ca_path,
+        MIGRATION_GUARD_API_TOKENS=token,
+        MIGRATION_GUARD_PVE_CLUSTER_NAME="lab",
+        MIGRATION_GUARD_LISTEN=f"127.0.0.1:{port}",
+        MIGRATION_GUARD_REDIS_URL=redis_url,
+        MIGRATION_GUARD_STATE_DIR=tempfile.mkdtemp(prefix=state_prefix),
+    )
+    env.update({f"MIGRATION_GUARD_{key}": value for key, value in extra.items()})
+    return env

@@ -22,7 +22,6 @@ import asyncio
 import copy
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,12 +47,6 @@ def scenario(vms: int) -> dict:
         vm.update(vmid=1000 + i, node="pve1", name=f"evac{i:04d}", config={"cpu": CPU_MIX[i % len(CPU_MIX)]})
         sc["vms"].append(vm)
     return sc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def decide(port: int, vmid: int, target: str) -> tuple[float, dict]:
@@ -94,29 +87,18 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    from bench_support import cli_argv, free_port, serve_env
+
     from migration_guard.demo.pve_server import start_server
 
     server = start_server(scenario(args.vms))
     port = free_port()
-    tok = server.token
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATION_GUARD_")}
-    env.update(
-        MIGRATION_GUARD_PVE_HOST=server.host_port,
-        MIGRATION_GUARD_PVE_USER=tok["user"],
-        MIGRATION_GUARD_PVE_TOKEN_NAME=tok["name"],
-        MIGRATION_GUARD_PVE_TOKEN_VALUE=tok["value"],
-        MIGRATION_GUARD_PVE_VERIFY_SSL=server.ca_path,
-        MIGRATION_GUARD_API_TOKENS=TOKEN,
-        MIGRATION_GUARD_PVE_CLUSTER_NAME="lab",
-        MIGRATION_GUARD_REDIS_URL=args.redis_url,
-        MIGRATION_GUARD_PVE_TIMEOUT="10",
-        MIGRATION_GUARD_LISTEN=f"127.0.0.1:{port}",
-        MIGRATION_GUARD_INVENTORY_REFRESH="false" if args.cold else "true",
+    refresh = "false" if args.cold else "true"
+    env = serve_env(
+        server, port, TOKEN, args.redis_url, "bench-evac-", PVE_TIMEOUT="10", INVENTORY_REFRESH=refresh
     )
-    cli = Path(sys.executable).parent / "migration-guard"
-    argv = [str(cli)] if cli.is_file() else [sys.executable, "-m", "migration_guard.cli.main"]
     proc = subprocess.Popen(
-        [*argv, "serve", "--log-level", "warning"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
+        cli_argv("serve", "--log-level", "warning"), env=env, cwd=ROOT, stderr=subprocess.DEVNULL
     )
     try:
         import httpx

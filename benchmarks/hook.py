@@ -54,26 +54,13 @@ def describe(times: list[float]) -> str:
 def start_serve():
     """The test server and ``migration-guard serve`` (a process) in front of it: (url, stop)."""
     import httpx
-    from bench_support import cli_argv, free_port
+    from bench_support import cli_argv, free_port, serve_env
 
     from migration_guard.demo.pve_server import start_server
 
     pve = start_server(json.loads(SCENARIO.read_text()))
     port = free_port()
-    tok = pve.token
-    env = {
-        **os.environ,
-        "MIGRATION_GUARD_PVE_HOST": pve.host_port,
-        "MIGRATION_GUARD_PVE_USER": tok["user"],
-        "MIGRATION_GUARD_PVE_TOKEN_NAME": tok["name"],
-        "MIGRATION_GUARD_PVE_TOKEN_VALUE": tok["value"],
-        "MIGRATION_GUARD_PVE_VERIFY_SSL": pve.ca_path,
-        "MIGRATION_GUARD_API_TOKENS": TOKEN,
-        "MIGRATION_GUARD_PVE_CLUSTER_NAME": "lab",
-        "MIGRATION_GUARD_LISTEN": f"127.0.0.1:{port}",
-        "MIGRATION_GUARD_REDIS_URL": "memory://",
-        "MIGRATION_GUARD_STATE_DIR": tempfile.mkdtemp(prefix="bench-hook-state-"),
-    }
+    env = serve_env(pve, port, TOKEN, "memory://", "bench-hook-state-")
     proc = subprocess.Popen(cli_argv("serve", "--log-level", "warning"), env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -249,9 +249,8 @@ def bench_workers(seconds: float, concurrency: int, rounds: int) -> None:
     """``migration-guard serve --workers 2`` against ``--workers 1`` (both on one Redis, the
     production entry in its own process), the hook's way: a new connection per decision; rounds
     alternate between the two. Goal: 2 workers >= 1.8x the requests/s of 1."""
-    import tempfile
 
-    from bench_support import cli_argv, free_port, start_private_redis
+    from bench_support import cli_argv, free_port, serve_env, start_private_redis
 
     from migration_guard.demo.pve_server import start_server
 
@@ -260,25 +259,12 @@ def bench_workers(seconds: float, concurrency: int, rounds: int) -> None:
         print("4. workers: skipped (no redis-server)")
         return
     pve = start_server(str(SCENARIO))
-    tok = pve.token
     procs, bases = [], {}
     try:
         for workers in (1, 2):
             port = free_port()
-            env = {
-                **os.environ,
-                "MIGRATION_GUARD_PVE_HOST": pve.host_port,
-                "MIGRATION_GUARD_PVE_USER": tok["user"],
-                "MIGRATION_GUARD_PVE_TOKEN_NAME": tok["name"],
-                "MIGRATION_GUARD_PVE_TOKEN_VALUE": tok["value"],
-                "MIGRATION_GUARD_PVE_VERIFY_SSL": pve.ca_path,
-                "MIGRATION_GUARD_API_TOKENS": TOKEN,
-                "MIGRATION_GUARD_PVE_CLUSTER_NAME": "lab",
-                "MIGRATION_GUARD_LISTEN": f"127.0.0.1:{port}",
-                "MIGRATION_GUARD_REDIS_URL": f"redis://127.0.0.1:{redis.port}/{workers}",
-                "MIGRATION_GUARD_STATE_DIR": tempfile.mkdtemp(prefix="bench-workers-"),
-                "MIGRATION_GUARD_CACHE_VM_TTL": "3600",
-            }
+            redis_url = f"redis://127.0.0.1:{redis.port}/{workers}"
+            env = serve_env(pve, port, TOKEN, redis_url, "bench-workers-", CACHE_VM_TTL="3600")
             argv = cli_argv("serve", "--workers", str(workers), "--log-level", "warning")
             procs.append(subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL))
             bases[workers] = f"http://127.0.0.1:{port}"
